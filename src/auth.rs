@@ -1,0 +1,336 @@
+//! Accounts: the worker pool that hashes, verifies and stores passwords.
+//!
+//! bcrypt takes hundreds of milliseconds at production cost and SQLite
+//! writes wait for the disk, so neither may run on the event loop. This
+//! module owns a bounded job queue, N worker threads each with its own
+//! `rusqlite::Connection` (a connection is `Send` but not `Sync`), and a
+//! result channel. A worker sends its result first and then wakes the
+//! reactor through the one `mio::Waker`; wakes coalesce, so the reactor
+//! drains every result on each wake.
+//!
+//! It knows nothing of sockets or of the protocol's text. Plaintext
+//! passwords live only in jobs and are never stored or logged.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
+
+/// The schema this build writes. Bump it, and add a step to `migrate`, when
+/// the tables change.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// What went wrong opening the account store.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The database could not be opened, read or written.
+    Database,
+    /// The database was written by a newer NeoChat.
+    SchemaTooNew,
+    /// A worker thread could not be started.
+    Thread,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Error {
+        Error::new(ErrorKind::Database, e.to_string())
+    }
+}
+
+/// One account operation for a connection.
+pub struct Job {
+    pub conn: ConnId,
+    pub request: AuthRequest,
+}
+
+/// The outcome of a [`Job`], for the connection that asked.
+#[derive(Debug)]
+pub struct Done {
+    pub conn: ConnId,
+    pub outcome: AuthOutcome,
+}
+
+/// Settings of the pool.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub db: PathBuf,
+    pub bcrypt_cost: u32,
+    pub workers: usize,
+    /// Jobs that may wait for a worker; past that, `submit` refuses.
+    pub queue: usize,
+}
+
+/// The running worker pool. Dropping it closes the queue; workers finish the
+/// job in hand and exit.
+pub struct AuthPool {
+    jobs: Option<SyncSender<Job>>,
+    results: Receiver<Done>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl AuthPool {
+    /// Opens (creating or migrating) the database, then starts the workers.
+    /// `wake` is called after each result is queued.
+    pub fn start(
+        config: &AuthConfig,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<AuthPool, Error> {
+        let conn = open(&config.db)?;
+        migrate(&conn)?;
+        drop(conn);
+
+        // "Unknown user" verifies against this, so it costs what a wrong
+        // password costs and the two cannot be told apart by timing.
+        let dummy = bcrypt::hash("neochat dummy password", config.bcrypt_cost)
+            .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
+        let dummy: Arc<str> = dummy.into();
+
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(config.queue.max(1));
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let mut threads = Vec::new();
+        for i in 0..config.workers.max(1) {
+            let conn = open(&config.db)?;
+            let worker = Worker {
+                conn,
+                cost: config.bcrypt_cost,
+                dummy: dummy.clone(),
+            };
+            let jobs = job_rx.clone();
+            let done = done_tx.clone();
+            let wake = wake.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("auth-{i}"))
+                .spawn(move || worker.run(&jobs, &done, &*wake))
+                .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
+            threads.push(handle);
+        }
+        Ok(AuthPool {
+            jobs: Some(job_tx),
+            results: done_rx,
+            threads,
+        })
+    }
+
+    /// Queues a job, or gives it back when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        let Some(jobs) = &self.jobs else {
+            return Err(job);
+        };
+        match jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+        }
+    }
+
+    /// The next finished job, if any.
+    pub fn try_recv(&self) -> Option<Done> {
+        self.results.try_recv().ok()
+    }
+
+    /// Closes the queue and waits up to `timeout` for the workers to finish
+    /// their current job (a registration in progress commits or rolls back
+    /// as a whole either way).
+    pub fn shutdown(mut self, timeout: Duration) {
+        self.jobs = None;
+        let deadline = std::time::Instant::now() + timeout;
+        for handle in self.threads.drain(..) {
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Database,
+            format!("cannot open database {}: {e}", path.display()),
+        )
+    })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        log::warn!("database journal mode is {mode}, not wal");
+    }
+    // FULL: an acknowledged registration survives a power loss, not only a
+    // crash. Builds differ in what they accept, so read it back.
+    conn.execute_batch("PRAGMA synchronous=FULL")?;
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if sync < 2 {
+        return Err(Error::new(
+            ErrorKind::Database,
+            format!("database refused synchronous=FULL (got {sync})"),
+        ));
+    }
+    Ok(conn)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one immediate transaction.
+fn migrate(conn: &Connection) -> Result<(), Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::new(
+            ErrorKind::SchemaTooNew,
+            format!(
+                "database schema version {version} is newer than this server's ({SCHEMA_VERSION})"
+            ),
+        ));
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS users (
+             id         INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL UNIQUE COLLATE NOCASE,
+             hash       TEXT NOT NULL,
+             created_at INTEGER NOT NULL
+         );
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )?;
+    Ok(())
+}
+
+struct Worker {
+    conn: Connection,
+    cost: u32,
+    dummy: Arc<str>,
+}
+
+impl Worker {
+    fn run(mut self, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, wake: &(dyn Fn() + Sync)) {
+        loop {
+            // Hold the lock only to take a job, never while working on it. A
+            // poisoned lock only means another worker panicked while holding
+            // it; the receiver itself is still sound.
+            let job = {
+                let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
+                rx.recv()
+            };
+            let Ok(job) = job else {
+                return; // The pool was dropped.
+            };
+            let conn = job.conn;
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(job.request)))
+                    .unwrap_or_else(|_| {
+                        log::error!("auth worker panicked on a job for connection {}", conn.key);
+                        AuthOutcome::Unavailable
+                    });
+            if done.send(Done { conn, outcome }).is_err() {
+                return;
+            }
+            wake();
+        }
+    }
+
+    fn handle(&mut self, request: AuthRequest) -> AuthOutcome {
+        let result = match request {
+            AuthRequest::Register { name, password } => self.register(&name, &password),
+            AuthRequest::Login { name, password } => self.login(&name, &password),
+        };
+        result.unwrap_or_else(|e| {
+            log::error!("account store error: {e}");
+            AuthOutcome::Unavailable
+        })
+    }
+
+    fn register(&mut self, name: &str, password: &str) -> Result<AuthOutcome, Error> {
+        // The session checked the length; check again, since `bcrypt::hash`
+        // would silently ignore everything past 72 bytes.
+        if password.len() > MAX_PASSWORD {
+            return Ok(AuthOutcome::Unavailable);
+        }
+        if self.find(name)?.is_some() {
+            return Ok(AuthOutcome::NameTaken);
+        }
+        let hash = bcrypt::hash(password, self.cost)
+            .map_err(|e| Error::new(ErrorKind::Database, format!("bcrypt: {e}")))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        // IMMEDIATE takes the write lock up front, so a concurrent writer
+        // makes us wait (busy_timeout) instead of failing with SQLITE_BUSY.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            (name, &hash, now),
+        )?;
+        tx.commit()?;
+        // Another connection may have registered the name while we hashed.
+        Ok(if inserted == 1 {
+            AuthOutcome::Registered(name.to_owned())
+        } else {
+            AuthOutcome::NameTaken
+        })
+    }
+
+    fn login(&mut self, name: &str, password: &str) -> Result<AuthOutcome, Error> {
+        let account = self.find(name)?;
+        let hash = account.as_ref().map_or(&*self.dummy, |(_, h)| h.as_str());
+        // bcrypt would compare only the first 72 bytes of a longer password,
+        // and no account has one: verify anyway, for equal timing, and fail.
+        let matches = bcrypt::verify(password, hash).unwrap_or(false);
+        Ok(match account {
+            Some((shown, _)) if matches && password.len() <= MAX_PASSWORD => {
+                AuthOutcome::LoggedIn(shown)
+            }
+            _ => AuthOutcome::WrongCredentials,
+        })
+    }
+
+    /// The account's registered name and hash, matched without regard to case.
+    fn find(&self, name: &str) -> Result<Option<(String, String)>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, hash FROM users WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+}

@@ -1,0 +1,22 @@
+//! NeoChat: a real-time chat server on one thread, and its line protocol.
+//!
+//! The crate is a library with thin binaries on top (`src/bin/`). Modules:
+//!
+//! - [`session`]: the protocol as a pure state machine, one per connection
+//!   (AwaitingChoice -> Credentials -> Chatting), plus the roster of who is
+//!   online. No sockets, threads or clock: bytes and events in, actions out.
+//! - [`reactor`]: the mio event loop. Owns the listener, the slab of
+//!   connections, their buffers, timers and signals, and carries out what
+//!   sessions ask for (send, broadcast, close).
+//! - [`outbox`]: a connection's bounded output buffer.
+//! - [`auth`]: the worker pool that runs bcrypt and SQLite off the loop and
+//!   wakes it with results.
+//!
+//! The wire protocol is described in `docs/protocol.md`.
+
+pub mod auth;
+pub mod outbox;
+pub mod reactor;
+pub mod session;
+
+pub use reactor::{Config, Server, ShutdownHandle};

@@ -1,0 +1,168 @@
+//! A connection's unsent output: a byte buffer with a write cursor.
+//!
+//! Owns the bound (a consumer that stops reading is refused, not buffered
+//! without limit) and the memory policy (an idle connection keeps no large
+//! allocation). Knows nothing about sockets beyond `std::io::Write`.
+
+use std::io::{self, Write};
+
+/// Capacity kept after the buffer empties; anything larger is freed, so a
+/// connection that once received a long `/who` does not hold it forever.
+const KEEP_CAPACITY: usize = 4096;
+/// Written bytes at the front are dropped once they pass this size.
+const COMPACT_AT: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    /// Bytes before this index are already written.
+    pos: usize,
+}
+
+/// What [`Outbox::write_to`] achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything is written.
+    All,
+    /// The socket would block with bytes left.
+    Partly,
+}
+
+impl Outbox {
+    /// Bytes not yet written.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// Appends `bytes` unless that would leave more than `limit` unsent;
+    /// says whether it did.
+    pub fn push(&mut self, bytes: &[u8], limit: usize) -> bool {
+        if self.pending() + bytes.len() > limit {
+            return false;
+        }
+        self.push_always(bytes);
+        true
+    }
+
+    /// Appends regardless of the limit (the one shutdown line).
+    pub fn push_always(&mut self, bytes: &[u8]) {
+        if self.pos >= COMPACT_AT && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Frees the buffer: the connection is going away.
+    pub fn discard(&mut self) {
+        *self = Outbox::default();
+    }
+
+    /// Writes until done or the writer would block. Short writes advance the
+    /// cursor; `Interrupted` is retried; any other error is returned.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<Flushed> {
+        while self.pos < self.buf.len() {
+            match w.write(&self.buf[self.pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Partly),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pos = 0;
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        Ok(Flushed::All)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts at most `room` bytes per call, then blocks after `calls`.
+    struct Trickle {
+        got: Vec<u8>,
+        room: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.calls == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.calls -= 1;
+            let n = b.len().min(self.room);
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn short_writes_advance_and_resume_in_order() {
+        let mut out = Outbox::default();
+        assert!(out.push(b"hello ", 100));
+        assert!(out.push(b"world\n", 100));
+        let mut w = Trickle {
+            got: Vec::new(),
+            room: 4,
+            calls: 2,
+        };
+        assert_eq!(out.write_to(&mut w).unwrap(), Flushed::Partly);
+        assert_eq!(out.pending(), 4);
+        w.calls = 10;
+        assert_eq!(out.write_to(&mut w).unwrap(), Flushed::All);
+        assert_eq!(w.got, b"hello world\n");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn refuses_past_the_limit_but_shutdown_line_always_fits() {
+        let mut out = Outbox::default();
+        assert!(out.push(&[b'x'; 10], 16));
+        assert!(!out.push(&[b'y'; 7], 16));
+        assert_eq!(out.pending(), 10);
+        out.push_always(b"bye\n");
+        assert_eq!(out.pending(), 14);
+    }
+
+    #[test]
+    fn large_buffer_is_freed_once_written() {
+        let mut out = Outbox::default();
+        out.push(&vec![b'z'; 100_000], 1 << 20);
+        let mut w = Trickle {
+            got: Vec::new(),
+            room: usize::MAX,
+            calls: 1,
+        };
+        out.write_to(&mut w).unwrap();
+        assert_eq!(out.buf.capacity(), 0);
+    }
+
+    #[test]
+    fn written_front_is_compacted() {
+        let mut out = Outbox::default();
+        out.push(&vec![b'a'; 70_000], 1 << 20);
+        let mut w = Trickle {
+            got: Vec::new(),
+            room: 69_000,
+            calls: 1,
+        };
+        assert_eq!(out.write_to(&mut w).unwrap(), Flushed::Partly);
+        out.push(b"tail", 1 << 20);
+        assert_eq!(out.pos, 0);
+        assert_eq!(out.pending(), 1_004);
+    }
+}

@@ -1,0 +1,800 @@
+//! The event loop: every line of mio, and nothing of the protocol.
+//!
+//! One thread, one `mio::Poll`, one listener, a `Slab` of connections (socket,
+//! [`Session`], [`Outbox`]), one `Waker` shared with the auth workers, and the
+//! signal source. Sessions decide what to say; this module carries it out:
+//! it appends to output buffers, writes them when sockets allow, routes
+//! broadcasts and private messages, runs the timers and closes connections.
+//!
+//! Rules it keeps (see DESIGN.md):
+//! - mio is edge-triggered, so reads, writes and accepts drain to
+//!   `WouldBlock`; a connection cut short for fairness, or whose auth result
+//!   just arrived, is put on the `again` list and read without a new event.
+//! - Output is appended during a loop turn and written once at its end, so
+//!   everything a connection got in one turn leaves in one `write`. WRITABLE
+//!   interest is held only while bytes remain.
+//! - Closing has two phases: during a turn a connection is only marked; it
+//!   is removed after the turn's writes.
+//! - Every auth job carries the connection's `ConnId`; a result whose serial
+//!   no longer matches its slot is dropped.
+//! - Accept errors never stop the loop: on EMFILE and friends accepting
+//!   pauses and is retried on a timer or when a connection closes.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+
+use crate::auth::{AuthConfig, AuthPool, Done, Job};
+use crate::outbox::{Flushed, Outbox};
+use crate::session::{Action, AuthOutcome, ConnId, Ctx, Roster, Session, SessionConfig};
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+
+/// Bytes read per `read` call, into one buffer shared by all connections.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per turn before others get their go.
+const READS_PER_TURN: usize = 16;
+/// How long to wait before accepting again after EMFILE and the like.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to drain its last lines.
+const LINGER: Duration = Duration::from_secs(5);
+/// How long shutdown waits for output to drain.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+const LISTEN_BACKLOG: i32 = 1024;
+const SHUTDOWN_LINE: &[u8] = b"* server shutting down\n";
+const FULL_LINE: &[u8] = b"! server full\n";
+
+/// Everything the server can be told at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub db: PathBuf,
+    pub bcrypt_cost: u32,
+    /// Lines per second per connection (burst twice that); `None` is off.
+    pub rate: Option<u32>,
+    pub login_timeout: Duration,
+    pub max_clients: usize,
+    pub max_output: usize,
+    pub max_line: usize,
+    pub workers: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 59000)),
+            db: PathBuf::from("neochat.db"),
+            bcrypt_cost: bcrypt::DEFAULT_COST,
+            rate: Some(10),
+            login_timeout: Duration::from_secs(60),
+            max_clients: 10_000,
+            max_output: 1 << 20,
+            max_line: 4096,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// Why a connection is closing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// Write what is queued first (`/quit`, login timeout, end of input).
+    AfterFlush,
+    /// Drop it now (socket error, output limit passed).
+    Now,
+}
+
+struct Conn {
+    stream: TcpStream,
+    id: ConnId,
+    peer: SocketAddr,
+    session: Session,
+    out: Outbox,
+    interest: Interest,
+    closing: Option<Closing>,
+    /// Already on the `dirty` list.
+    dirty: bool,
+}
+
+/// Asks a running server to shut down as if it got SIGTERM.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            warn!("cannot wake the event loop for shutdown: {e}");
+        }
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    auth: AuthPool,
+    config: Config,
+    session_config: SessionConfig,
+    conns: Slab<Conn>,
+    next_serial: u64,
+    roster: Roster,
+    /// Scratch for session output; always empty between calls.
+    actions: Vec<Action>,
+    /// Connections with output appended this turn.
+    dirty: Vec<usize>,
+    /// Connections marked closing, to remove after the turn's writes.
+    doomed: Vec<ConnId>,
+    /// Connections to read without waiting for an event.
+    again: Vec<ConnId>,
+    /// Results made on the loop itself (queue full), handled like workers'.
+    local_results: VecDeque<Done>,
+    login_deadlines: VecDeque<(Instant, ConnId)>,
+    linger_deadlines: VecDeque<(Instant, ConnId)>,
+    accept_retry: Option<Instant>,
+    accept_stalled: bool,
+    shutdown_deadline: Option<Instant>,
+    scratch: Box<[u8]>,
+}
+
+impl Server {
+    /// Opens the database, starts the auth workers and binds the listener.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wake = {
+            let waker = waker.clone();
+            Arc::new(move || {
+                if let Err(e) = waker.wake() {
+                    warn!("auth worker cannot wake the event loop: {e}");
+                }
+            })
+        };
+        let auth = AuthPool::start(
+            &AuthConfig {
+                db: config.db.clone(),
+                bcrypt_cost: config.bcrypt_cost,
+                workers: config.workers,
+                queue: 1024,
+            },
+            wake,
+        )
+        .map_err(io::Error::other)?;
+
+        let mut listener = TcpListener::from_std(listen(config.listen)?);
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let session_config = SessionConfig {
+            max_line: config.max_line,
+            rate: config.rate,
+        };
+        Ok(Server {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            signals: None,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            auth,
+            session_config,
+            conns: Slab::with_capacity(config.max_clients.min(1024)),
+            config,
+            next_serial: 0,
+            roster: Roster::new(),
+            actions: Vec::new(),
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            again: Vec::new(),
+            local_results: VecDeque::new(),
+            login_deadlines: VecDeque::new(),
+            linger_deadlines: VecDeque::new(),
+            accept_retry: None,
+            accept_stalled: false,
+            shutdown_deadline: None,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shut down gracefully on SIGINT and SIGTERM. Binaries want this;
+    /// in-process users (tests, benchmarks) use [`Server::shutdown_handle`].
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Runs until shut down. Errors only if `poll` itself fails.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        info!("listening on {}", self.local_addr);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                // A signal landing interrupts epoll_wait: not an error.
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {
+                        if self.stop.load(Ordering::SeqCst) {
+                            self.begin_shutdown(now);
+                        }
+                        self.drain_results(now);
+                    }
+                    SIGNALS => {
+                        if let Some(signals) = &mut self.signals {
+                            for signal in signals.pending() {
+                                info!("signal {signal}: shutting down");
+                            }
+                        }
+                        self.begin_shutdown(now);
+                    }
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key, now);
+                        }
+                    }
+                }
+            }
+            self.drain_results(now);
+            self.run_timers(now);
+            for id in std::mem::take(&mut self.again) {
+                if self.is_live(id) {
+                    self.read(id.key, now);
+                }
+            }
+            self.end_turn(now);
+            if self
+                .shutdown_deadline
+                .is_some_and(|deadline| self.conns.is_empty() || now >= deadline)
+            {
+                info!("stopped ({} connections not drained)", self.conns.len());
+                self.auth.shutdown(Duration::from_millis(100));
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the turn's output, then removes closed connections (whose
+    /// left notices are more output), until nothing is left to do.
+    fn end_turn(&mut self, now: Instant) {
+        loop {
+            while let Some(key) = self.dirty.pop() {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.dirty = false;
+                    self.flush(key);
+                }
+            }
+            if self.doomed.is_empty() {
+                break;
+            }
+            while let Some(id) = self.doomed.pop() {
+                self.reap(id, now);
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() || !self.local_results.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [
+            self.login_deadlines.front().map(|d| d.0),
+            self.linger_deadlines.front().map(|d| d.0),
+            self.accept_retry,
+            self.shutdown_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        // Round up: waking a hair early would just loop with zero timeouts.
+        .map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn is_live(&self, id: ConnId) -> bool {
+        self.conns
+            .get(id.key)
+            .is_some_and(|c| c.id == id && c.closing.is_none())
+    }
+
+    // ---- accepting ----
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.accept_stalled {
+                        self.accept_stalled = false;
+                        info!("accepting connections again");
+                    }
+                    self.admit(stream, peer, now);
+                }
+                // Drained: the next connection brings a new event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The peer gave up in the backlog, or a signal: go on.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM...: pending connections
+                // stay in the backlog and, edge-triggered, bring no new
+                // event, so retry on a timer rather than wait forever.
+                Err(e) => {
+                    if !self.accept_stalled {
+                        self.accept_stalled = true;
+                        warn!(
+                            "accept failed ({e}); pausing accepts, {} connections open",
+                            self.conns.len()
+                        );
+                    }
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        if self.conns.len() >= self.config.max_clients {
+            // Best effort: the line fits any fresh socket buffer.
+            let _ = (&stream).write(FULL_LINE);
+            debug!("{peer}: refused, server full");
+            return;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{peer}: set_nodelay: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let id = ConnId {
+            key: entry.key(),
+            serial: self.next_serial,
+        };
+        self.next_serial += 1;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(id.key), Interest::READABLE)
+        {
+            warn!("{peer}: cannot register connection: {e}");
+            return;
+        }
+        let session = Session::new(
+            id,
+            &mut Ctx {
+                now,
+                config: &self.session_config,
+                roster: &mut self.roster,
+                actions: &mut self.actions,
+            },
+        );
+        entry.insert(Conn {
+            stream,
+            id,
+            peer,
+            session,
+            out: Outbox::default(),
+            interest: Interest::READABLE,
+            closing: None,
+            dirty: false,
+        });
+        debug!("conn {}: open from {peer}", id.key);
+        self.login_deadlines
+            .push_back((now + self.config.login_timeout, id));
+        self.apply(id);
+    }
+
+    // ---- reading ----
+
+    /// Reads and handles input until the socket is drained, the session
+    /// wants no more, or the connection has had its share of this turn.
+    fn read(&mut self, key: usize, now: Instant) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.closing.is_some() || !conn.session.wants_input() {
+                return;
+            }
+            let id = conn.id;
+            let mut ctx = Ctx {
+                now,
+                config: &self.session_config,
+                roster: &mut self.roster,
+                actions: &mut self.actions,
+            };
+            match conn.stream.read(&mut self.scratch) {
+                // The peer finished sending; a last partial line counts.
+                Ok(0) => conn.session.handle_eof(&mut ctx),
+                Ok(n) => conn.session.handle_bytes(&self.scratch[..n], &mut ctx),
+                // Drained: wait for the next edge.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Reset and friends: nothing more can be said to it.
+                Err(e) => {
+                    debug!("conn {key}: read error: {e}");
+                    self.mark_closing(id, Closing::Now);
+                    return;
+                }
+            }
+            self.apply(id);
+        }
+        // Still readable: come back after the others had their turn.
+        if let Some(conn) = self.conns.get(key) {
+            self.again.push(conn.id);
+        }
+    }
+
+    // ---- carrying out what sessions ask ----
+
+    /// Carries out the actions a handler of `id`'s session pushed.
+    fn apply(&mut self, id: ConnId) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
+            match action {
+                Action::Send(line) => self.queue(id, &line),
+                Action::Broadcast(line) => self.broadcast(id.key, &line),
+                Action::SendTo(to, line) => self.queue(to, &line),
+                Action::Kick(to, line) => {
+                    self.queue(to, &line);
+                    self.mark_closing(to, Closing::AfterFlush);
+                }
+                Action::Auth(request) => {
+                    if let Err(job) = self.auth.submit(Job { conn: id, request }) {
+                        warn!("auth queue full; refusing a job");
+                        self.local_results.push_back(Done {
+                            conn: job.conn,
+                            outcome: AuthOutcome::Unavailable,
+                        });
+                    }
+                }
+                Action::Close => self.mark_closing(id, Closing::AfterFlush),
+            }
+        }
+        // Hand the (empty) allocation back for the next handler.
+        self.actions = actions;
+    }
+
+    /// Appends a line to one live connection's output.
+    fn queue(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(id.key) else {
+            return;
+        };
+        if conn.id != id || conn.closing.is_some() {
+            return;
+        }
+        if push_output(conn, bytes, self.config.max_output, &mut self.dirty) {
+            return;
+        }
+        self.cut_off(id);
+    }
+
+    /// Appends one line to every Chatting connection but `except`: the
+    /// bytes were formatted once by the session; this is only copies.
+    fn broadcast(&mut self, except: usize, bytes: &[u8]) {
+        let limit = self.config.max_output;
+        for (key, conn) in self.conns.iter_mut() {
+            if key == except || conn.closing.is_some() || !conn.session.is_chatting() {
+                continue;
+            }
+            if !push_output(conn, bytes, limit, &mut self.dirty) {
+                // Cannot call `cut_off` while iterating; do what it does.
+                warn!(
+                    "conn {key} ({}): output over {limit} bytes, cutting off a slow consumer",
+                    conn.peer
+                );
+                conn.closing = Some(Closing::Now);
+                conn.out.discard();
+                self.doomed.push(conn.id);
+            }
+        }
+    }
+
+    /// A consumer that stopped reading: drop it and its buffer at once.
+    fn cut_off(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get(id.key) {
+            warn!(
+                "conn {} ({}): output over {} bytes, cutting off a slow consumer",
+                id.key, conn.peer, self.config.max_output
+            );
+        }
+        self.mark_closing(id, Closing::Now);
+    }
+
+    fn mark_closing(&mut self, id: ConnId, how: Closing) {
+        let Some(conn) = self.conns.get_mut(id.key) else {
+            return;
+        };
+        if conn.id != id || conn.closing == Some(Closing::Now) {
+            return;
+        }
+        if how == Closing::Now {
+            conn.out.discard();
+        } else if conn.closing.is_none() {
+            self.linger_deadlines
+                .push_back((Instant::now() + LINGER, id));
+        }
+        conn.closing = Some(how);
+        self.doomed.push(id);
+    }
+
+    // ---- writing ----
+
+    /// Writes what `key` has queued; adjusts WRITABLE interest to match.
+    fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.closing == Some(Closing::Now) {
+            return;
+        }
+        let want = match conn.out.write_to(&mut conn.stream) {
+            Ok(Flushed::All) => Interest::READABLE,
+            Ok(Flushed::Partly) => Interest::READABLE | Interest::WRITABLE,
+            Err(e) => {
+                debug!("conn {key}: write error: {e}");
+                let id = conn.id;
+                self.mark_closing(id, Closing::Now);
+                return;
+            }
+        };
+        if conn.closing == Some(Closing::AfterFlush) && conn.out.is_empty() {
+            self.doomed.push(conn.id);
+        }
+        if want != conn.interest {
+            // `reregister` replaces the set, so pass all of it.
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), want)
+            {
+                Ok(()) => conn.interest = want,
+                Err(e) => {
+                    debug!("conn {key}: reregister: {e}");
+                    let id = conn.id;
+                    self.mark_closing(id, Closing::Now);
+                }
+            }
+        }
+    }
+
+    // ---- closing ----
+
+    /// Removes a connection marked closing, once it may go.
+    fn reap(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get(id.key) else {
+            return;
+        };
+        let ready = match conn.closing {
+            Some(Closing::Now) => true,
+            Some(Closing::AfterFlush) => conn.out.is_empty(),
+            None => false,
+        };
+        if conn.id != id || !ready {
+            return;
+        }
+        let mut conn = self.conns.remove(id.key);
+        deregister(self.poll.registry(), &mut conn.stream);
+        debug!("conn {}: closed ({})", id.key, conn.peer);
+        conn.session.handle_closed(&mut Ctx {
+            now,
+            config: &self.session_config,
+            roster: &mut self.roster,
+            actions: &mut self.actions,
+        });
+        self.apply(id);
+        if self.accept_retry.is_some() {
+            // A descriptor just came free.
+            self.accept_retry = Some(now);
+        }
+    }
+
+    // ---- auth results and timers ----
+
+    fn drain_results(&mut self, now: Instant) {
+        while let Some(done) = self
+            .local_results
+            .pop_front()
+            .or_else(|| self.auth.try_recv())
+        {
+            let id = done.conn;
+            // A result for a connection that is gone (or whose slot holds a
+            // newer one) must not log anybody in.
+            if !self.is_live(id) {
+                continue;
+            }
+            let conn = &mut self.conns[id.key];
+            conn.session.handle_auth_result(
+                done.outcome,
+                &mut Ctx {
+                    now,
+                    config: &self.session_config,
+                    roster: &mut self.roster,
+                    actions: &mut self.actions,
+                },
+            );
+            self.apply(id);
+            // Reading paused during the check; bytes may be waiting.
+            self.again.push(id);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        // Deadlines are pushed with a fixed offset from "now", so each queue
+        // is already in order: pop from the front while due.
+        while let Some(&(at, id)) = self.login_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.login_deadlines.pop_front();
+            if !self.is_live(id) {
+                continue;
+            }
+            let conn = &mut self.conns[id.key];
+            conn.session.handle_login_timeout(&mut Ctx {
+                now,
+                config: &self.session_config,
+                roster: &mut self.roster,
+                actions: &mut self.actions,
+            });
+            self.apply(id);
+        }
+        while let Some(&(at, id)) = self.linger_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.linger_deadlines.pop_front();
+            if self.conns.get(id.key).is_some_and(|c| c.id == id) {
+                debug!("conn {}: output not drained in time", id.key);
+                self.mark_closing(id, Closing::Now);
+            }
+        }
+        if self.accept_retry.is_some_and(|t| t <= now) {
+            self.accept_retry = None;
+            self.accept(now);
+        }
+    }
+
+    // ---- shutdown ----
+
+    /// Stops accepting, tells everybody, and gives output a moment to drain.
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now + SHUTDOWN_FLUSH);
+        if let Some(mut listener) = self.listener.take() {
+            deregister(self.poll.registry(), &mut listener);
+        }
+        self.accept_retry = None;
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.closing == Some(Closing::Now) {
+                continue;
+            }
+            // Nobody is told that anybody left: the shutdown line is last.
+            conn.session.handle_shutdown(&mut Ctx {
+                now,
+                config: &self.session_config,
+                roster: &mut self.roster,
+                actions: &mut self.actions,
+            });
+            conn.out.push_always(SHUTDOWN_LINE);
+            conn.closing = Some(Closing::AfterFlush);
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            self.doomed.push(conn.id);
+        }
+        self.actions.clear();
+    }
+}
+
+/// Appends to a connection's output and puts it on the dirty list; false if
+/// that would pass the output limit.
+fn push_output(conn: &mut Conn, bytes: &[u8], limit: usize, dirty: &mut Vec<usize>) -> bool {
+    if !conn.out.push(bytes, limit) {
+        return false;
+    }
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(conn.id.key);
+    }
+    true
+}
+
+fn deregister(registry: &Registry, source: &mut impl mio::event::Source) {
+    if let Err(e) = registry.deregister(source) {
+        debug!("deregister: {e}");
+    }
+}
+
+/// A non-blocking listener with a real backlog (mio's own `bind` uses 128).
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Raises the soft limit on open files to the hard limit, so that
+/// `--max-clients` can be reached. Returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; the call only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur)
+}
