@@ -103,6 +103,8 @@ struct Conn {
     out: Outbox,
     interest: Interest,
     closing: Option<Closing>,
+    /// Why it is closing, for the log.
+    reason: &'static str,
     /// Already on the `dirty` list.
     dirty: bool,
 }
@@ -243,7 +245,7 @@ impl Server {
     /// Runs until shut down. Errors only if `poll` itself fails.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        info!("listening on {}", self.local_addr);
+        info!("event loop running on {}", self.local_addr);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -427,6 +429,7 @@ impl Server {
             out: Outbox::default(),
             interest: Interest::READABLE,
             closing: None,
+            reason: "",
             dirty: false,
         });
         debug!("conn {}: open from {peer}", id.key);
@@ -464,7 +467,7 @@ impl Server {
                 // Reset and friends: nothing more can be said to it.
                 Err(e) => {
                     debug!("conn {key}: read error: {e}");
-                    self.mark_closing(id, Closing::Now);
+                    self.mark_closing(id, Closing::Now, "read error");
                     return;
                 }
             }
@@ -488,7 +491,7 @@ impl Server {
                 Action::SendTo(to, line) => self.queue(to, &line),
                 Action::Kick(to, line) => {
                     self.queue(to, &line);
-                    self.mark_closing(to, Closing::AfterFlush);
+                    self.mark_closing(to, Closing::AfterFlush, "taken over");
                 }
                 Action::Auth(request) => {
                     if let Err(job) = self.auth.submit(Job { conn: id, request }) {
@@ -499,7 +502,7 @@ impl Server {
                         });
                     }
                 }
-                Action::Close => self.mark_closing(id, Closing::AfterFlush),
+                Action::Close(reason) => self.mark_closing(id, Closing::AfterFlush, reason),
             }
         }
         // Hand the (empty) allocation back for the next handler.
@@ -535,6 +538,7 @@ impl Server {
                     conn.peer
                 );
                 conn.closing = Some(Closing::Now);
+                conn.reason = "slow consumer";
                 conn.out.discard();
                 self.doomed.push(conn.id);
             }
@@ -549,10 +553,10 @@ impl Server {
                 id.key, conn.peer, self.config.max_output
             );
         }
-        self.mark_closing(id, Closing::Now);
+        self.mark_closing(id, Closing::Now, "slow consumer");
     }
 
-    fn mark_closing(&mut self, id: ConnId, how: Closing) {
+    fn mark_closing(&mut self, id: ConnId, how: Closing, reason: &'static str) {
         let Some(conn) = self.conns.get_mut(id.key) else {
             return;
         };
@@ -566,6 +570,7 @@ impl Server {
                 .push_back((Instant::now() + LINGER, id));
         }
         conn.closing = Some(how);
+        conn.reason = reason;
         self.doomed.push(id);
     }
 
@@ -585,7 +590,7 @@ impl Server {
             Err(e) => {
                 debug!("conn {key}: write error: {e}");
                 let id = conn.id;
-                self.mark_closing(id, Closing::Now);
+                self.mark_closing(id, Closing::Now, "write error");
                 return;
             }
         };
@@ -603,7 +608,7 @@ impl Server {
                 Err(e) => {
                     debug!("conn {key}: reregister: {e}");
                     let id = conn.id;
-                    self.mark_closing(id, Closing::Now);
+                    self.mark_closing(id, Closing::Now, "reregister failed");
                 }
             }
         }
@@ -626,7 +631,7 @@ impl Server {
         }
         let mut conn = self.conns.remove(id.key);
         deregister(self.poll.registry(), &mut conn.stream);
-        debug!("conn {}: closed ({})", id.key, conn.peer);
+        debug!("conn {}: closed ({}): {}", id.key, conn.peer, conn.reason);
         conn.session.handle_closed(&mut Ctx {
             now,
             config: &self.session_config,
@@ -697,7 +702,7 @@ impl Server {
             self.linger_deadlines.pop_front();
             if self.conns.get(id.key).is_some_and(|c| c.id == id) {
                 debug!("conn {}: output not drained in time", id.key);
-                self.mark_closing(id, Closing::Now);
+                self.mark_closing(id, Closing::Now, "output not drained in time");
             }
         }
         if self.accept_retry.is_some_and(|t| t <= now) {
@@ -731,6 +736,7 @@ impl Server {
             });
             conn.out.push_always(SHUTDOWN_LINE);
             conn.closing = Some(Closing::AfterFlush);
+            conn.reason = "server shutting down";
             if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(key);

@@ -59,8 +59,9 @@ pub enum Action {
     /// Check or create an account. The session reads no more input until
     /// [`Session::handle_auth_result`] is called.
     Auth(AuthRequest),
-    /// Close this connection once its pending output is written.
-    Close,
+    /// Close this connection once its pending output is written; the
+    /// reason is for the log.
+    Close(&'static str),
 }
 
 /// An account operation, carried out off the event loop by `auth.rs`.
@@ -351,7 +352,7 @@ impl Session {
                 ctx.send("! wrong username or password");
                 if self.failures >= MAX_LOGIN_FAILURES {
                     ctx.send("! too many failed attempts");
-                    self.end(ctx);
+                    self.end("too many failed logins", ctx);
                 } else {
                     self.ask_choice(ctx);
                 }
@@ -371,7 +372,7 @@ impl Session {
             return;
         }
         ctx.send("! login timeout");
-        self.end(ctx);
+        self.end("login timeout", ctx);
     }
 
     /// The connection is going away for any reason (the driver calls this
@@ -395,8 +396,8 @@ impl Session {
         self.state = State::Done;
     }
 
-    fn end(&mut self, ctx: &mut Ctx<'_>) {
-        ctx.actions.push(Action::Close);
+    fn end(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) {
+        ctx.actions.push(Action::Close(reason));
         // Stay in the roster until the driver closes us: `handle_closed`
         // sends the left notice then.
         if !self.is_chatting() {
@@ -419,7 +420,7 @@ impl Session {
             self.handle_line(&last, ctx);
         }
         if !matches!(self.state, State::Authenticating | State::Done) {
-            self.end(ctx);
+            self.end("end of input", ctx);
         }
     }
 
@@ -656,7 +657,7 @@ impl Session {
             }
             "quit" => {
                 ctx.send("* bye");
-                self.end(ctx);
+                self.end("quit", ctx);
             }
             _ => ctx.send(&format!("! unknown command /{typed}; try /help")),
         }
@@ -687,4 +688,801 @@ pub fn valid_name(name: &str) -> bool {
         && bytes
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Routes actions the way the reactor does, with a fake account store,
+    /// so that protocol rules can be checked without sockets or threads.
+    struct World {
+        now: Instant,
+        config: SessionConfig,
+        roster: Roster,
+        sessions: Vec<Session>,
+        /// Output per session, as text.
+        out: Vec<String>,
+        closed: Vec<bool>,
+        /// Auth requests waiting for `answer`, per session.
+        asked: Vec<Option<AuthRequest>>,
+        accounts: HashMap<String, (String, String)>,
+    }
+
+    impl World {
+        fn new() -> World {
+            World::with(SessionConfig {
+                max_line: 4096,
+                rate: None,
+            })
+        }
+
+        fn with(config: SessionConfig) -> World {
+            World {
+                now: Instant::now(),
+                config,
+                roster: Roster::new(),
+                sessions: Vec::new(),
+                out: Vec::new(),
+                closed: Vec::new(),
+                asked: Vec::new(),
+                accounts: HashMap::new(),
+            }
+        }
+
+        fn account(&mut self, name: &str, password: &str) {
+            self.accounts.insert(
+                name.to_ascii_lowercase(),
+                (name.to_owned(), password.to_owned()),
+            );
+        }
+
+        /// Runs `f` on session `i` and routes what it asked for.
+        fn on(&mut self, i: usize, f: impl FnOnce(&mut Session, &mut Ctx<'_>)) {
+            let mut actions = Vec::new();
+            let mut ctx = Ctx {
+                now: self.now,
+                config: &self.config,
+                roster: &mut self.roster,
+                actions: &mut actions,
+            };
+            f(&mut self.sessions[i], &mut ctx);
+            self.route(i, actions);
+        }
+
+        fn route(&mut self, from: usize, actions: Vec<Action>) {
+            let text = |b: Vec<u8>| String::from_utf8(b).expect("server output is UTF-8");
+            for action in actions {
+                match action {
+                    Action::Send(b) => self.out[from].push_str(&text(b)),
+                    Action::Broadcast(b) => {
+                        let line = text(b);
+                        for j in 0..self.sessions.len() {
+                            if j != from && !self.closed[j] && self.sessions[j].is_chatting() {
+                                self.out[j].push_str(&line);
+                            }
+                        }
+                    }
+                    Action::SendTo(id, b) => self.out[id.key].push_str(&text(b)),
+                    Action::Kick(id, b) => {
+                        self.out[id.key].push_str(&text(b));
+                        self.close(id.key);
+                    }
+                    Action::Auth(req) => {
+                        assert!(self.asked[from].is_none(), "two auth jobs at once");
+                        self.asked[from] = Some(req);
+                    }
+                    Action::Close(_) => self.close(from),
+                }
+            }
+        }
+
+        fn close(&mut self, i: usize) {
+            if !self.closed[i] {
+                self.closed[i] = true;
+                self.on(i, |s, ctx| s.handle_closed(ctx));
+            }
+        }
+
+        fn connect(&mut self) -> usize {
+            let i = self.sessions.len();
+            let id = ConnId {
+                key: i,
+                serial: i as u64 + 100,
+            };
+            let mut actions = Vec::new();
+            let session = Session::new(
+                id,
+                &mut Ctx {
+                    now: self.now,
+                    config: &self.config,
+                    roster: &mut self.roster,
+                    actions: &mut actions,
+                },
+            );
+            self.sessions.push(session);
+            self.out.push(String::new());
+            self.closed.push(false);
+            self.asked.push(None);
+            self.route(i, actions);
+            i
+        }
+
+        fn send(&mut self, i: usize, bytes: &[u8]) {
+            self.on(i, |s, ctx| s.handle_bytes(bytes, ctx));
+        }
+
+        /// Answers session `i`'s pending auth job from the fake store.
+        fn answer(&mut self, i: usize) {
+            let req = self.asked[i].take().expect("an auth job is pending");
+            let outcome = match req {
+                AuthRequest::Register { name, password } => {
+                    let key = name.to_ascii_lowercase();
+                    if self.accounts.contains_key(&key) {
+                        AuthOutcome::NameTaken
+                    } else {
+                        self.accounts.insert(key, (name.clone(), password));
+                        AuthOutcome::Registered(name)
+                    }
+                }
+                AuthRequest::Login { name, password } => {
+                    match self.accounts.get(&name.to_ascii_lowercase()) {
+                        Some((shown, pw)) if *pw == password => {
+                            AuthOutcome::LoggedIn(shown.clone())
+                        }
+                        _ => AuthOutcome::WrongCredentials,
+                    }
+                }
+            };
+            self.on(i, |s, ctx| s.handle_auth_result(outcome, ctx));
+        }
+
+        /// Output of session `i` since the last call.
+        fn take(&mut self, i: usize) -> String {
+            std::mem::take(&mut self.out[i])
+        }
+
+        /// Connects and registers `name`, discarding the handshake output.
+        fn chatter(&mut self, name: &str) -> usize {
+            let i = self.connect();
+            self.send(i, format!("R\n{name}\npassword-{name}\n").as_bytes());
+            self.answer(i);
+            assert!(self.sessions[i].is_chatting(), "{}", self.out[i]);
+            self.take(i);
+            i
+        }
+    }
+
+    const WELCOME0: &str = "* welcome to NeoChat (0 online)\n? choice Sign up (R) or Login (L)\n";
+    const CHOICE: &str = "? choice Sign up (R) or Login (L)\n";
+
+    #[test]
+    fn greets_with_count_and_choice_prompt() {
+        let mut w = World::new();
+        let a = w.connect();
+        assert_eq!(w.take(a), WELCOME0);
+        w.chatter("alice");
+        let b = w.connect();
+        assert_eq!(
+            w.take(b),
+            "* welcome to NeoChat (1 online)\n? choice Sign up (R) or Login (L)\n"
+        );
+    }
+
+    #[test]
+    fn choice_accepts_letters_words_any_case_and_spaces() {
+        for answer in [
+            "R", "r", "  r  ", "register", "REGISTER", "L", "l", " login", "LogIn\t",
+        ] {
+            let mut w = World::new();
+            let a = w.connect();
+            w.take(a);
+            w.send(a, format!("{answer}\n").as_bytes());
+            assert_eq!(w.take(a), "? username\n", "answer {answer:?}");
+        }
+        for answer in ["", "x", "RL", "sign up", "r l"] {
+            let mut w = World::new();
+            let a = w.connect();
+            w.take(a);
+            w.send(a, format!("{answer}\n").as_bytes());
+            assert_eq!(
+                w.take(a),
+                format!("! please answer R or L\n{CHOICE}"),
+                "answer {answer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn registration_checks_name_and_password_form() {
+        let mut w = World::new();
+        let a = w.connect();
+        w.send(a, b"R\n");
+        w.take(a);
+        let bad_name = "! invalid username: 1-32 letters, digits, '_', '-' or '.'\n? username\n";
+        let long = "a".repeat(33);
+        for name in [
+            "", "   ", "_alice", "-a", ".a", "al ice", "al!ce", "émile", &long,
+        ] {
+            w.send(a, format!("{name}\n").as_bytes());
+            assert_eq!(w.take(a), bad_name, "name {name:?}");
+        }
+        w.send(a, format!("  {}  \n", "b".repeat(32)).as_bytes());
+        assert_eq!(w.take(a), "? password\n");
+        let bad_pw = "! password must be 8-72 bytes\n? password\n";
+        for pw in ["", "1234567", &"p".repeat(73), &"é".repeat(37)] {
+            w.send(a, format!("{pw}\n").as_bytes());
+            assert_eq!(w.take(a), bad_pw, "password of {} bytes", pw.len());
+            assert!(w.asked[a].is_none());
+        }
+        // Exactly 72 bytes passes, untrimmed, spaces and tabs included.
+        let pw = format!(" \t{}", "q".repeat(70));
+        w.send(a, format!("{pw}\n").as_bytes());
+        assert_eq!(w.take(a), "");
+        assert_eq!(
+            w.asked[a],
+            Some(AuthRequest::Register {
+                name: "b".repeat(32),
+                password: pw
+            })
+        );
+    }
+
+    #[test]
+    fn names_of_every_allowed_kind_are_valid() {
+        for name in ["a", "Z", "7", "a_b-c.d", "A1", &"x".repeat(32)] {
+            assert!(valid_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn login_does_not_check_form() {
+        let mut w = World::new();
+        let a = w.connect();
+        w.send(a, b"L\n_weird name!\nshort\n");
+        assert_eq!(
+            w.asked[a],
+            Some(AuthRequest::Login {
+                name: "_weird name!".into(),
+                password: "short".into()
+            })
+        );
+        w.answer(a);
+        assert!(
+            w.take(a)
+                .ends_with(&format!("! wrong username or password\n{CHOICE}"))
+        );
+    }
+
+    #[test]
+    fn register_then_chat_and_others_hear_of_it() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.connect();
+        w.take(b);
+        w.send(b, b"R\nBob\nsecret-pw\n");
+        assert_eq!(w.take(b), "? username\n? password\n");
+        w.answer(b);
+        assert_eq!(
+            w.take(b),
+            "* registered and logged in as Bob\n* online (2): alice, Bob\n"
+        );
+        assert_eq!(w.take(a), "* Bob joined\n");
+        w.send(b, b"hello  there \n");
+        assert_eq!(w.take(a), "Bob: hello  there \n");
+        assert_eq!(w.take(b), "", "no echo to the sender");
+    }
+
+    #[test]
+    fn name_taken_regardless_of_case_returns_to_choice() {
+        let mut w = World::new();
+        w.chatter("alice");
+        let b = w.connect();
+        w.take(b);
+        w.send(b, b"R\nALICE\nsecret-pw\n");
+        w.answer(b);
+        assert_eq!(
+            w.take(b),
+            format!("? username\n? password\n! username taken\n{CHOICE}")
+        );
+        assert!(!w.sessions[b].is_chatting());
+    }
+
+    #[test]
+    fn login_shows_registered_name_and_who_is_sorted_by_lowercase() {
+        let mut w = World::new();
+        w.chatter("carol");
+        w.chatter("Bob");
+        w.account("alice", "secret-pw");
+        let a = w.connect();
+        w.take(a);
+        w.send(a, b"l\n  ALICE \nsecret-pw\n");
+        w.answer(a);
+        assert_eq!(
+            w.take(a),
+            "? username\n? password\n* logged in as alice\n* online (3): alice, Bob, carol\n"
+        );
+        w.send(a, b"/WHO\n");
+        assert_eq!(w.take(a), "* online (3): alice, Bob, carol\n");
+    }
+
+    #[test]
+    fn third_login_failure_closes() {
+        let mut w = World::new();
+        w.account("alice", "secret-pw");
+        let a = w.connect();
+        w.take(a);
+        for attempt in 1..=3 {
+            w.send(a, b"L\nalice\nwrong-pw\n");
+            w.answer(a);
+            let out = w.take(a);
+            if attempt < 3 {
+                assert_eq!(
+                    out,
+                    format!("? username\n? password\n! wrong username or password\n{CHOICE}")
+                );
+                assert!(!w.closed[a]);
+            } else {
+                assert_eq!(
+                    out,
+                    "? username\n? password\n! wrong username or password\n! too many failed attempts\n"
+                );
+                assert!(w.closed[a]);
+            }
+        }
+        // Nothing more is read.
+        w.send(a, b"L\n");
+        assert_eq!(w.take(a), "");
+    }
+
+    #[test]
+    fn unknown_user_fails_like_a_wrong_password() {
+        let mut w = World::new();
+        w.account("alice", "secret-pw");
+        let a = w.connect();
+        w.send(a, b"L\nnobody\nsecret-pw\n");
+        w.answer(a);
+        let unknown = w.take(a);
+        let b = w.connect();
+        w.send(b, b"L\nalice\nnot-it-pw\n");
+        w.answer(b);
+        assert_eq!(unknown, w.take(b));
+    }
+
+    #[test]
+    fn input_during_the_check_is_held_and_handled_after_in_order() {
+        let mut w = World::new();
+        let b = w.chatter("bob");
+        w.account("alice", "secret-pw");
+        let a = w.connect();
+        w.send(a, b"L\nalice\nsecret-pw\nhi\n/msg bob psst\n");
+        assert!(!w.sessions[a].wants_input());
+        assert_eq!(w.sessions[a].buffered(), "hi\n/msg bob psst\n".len());
+        w.send(a, b"more\n");
+        assert_eq!(w.take(b), "");
+        w.answer(a);
+        assert!(w.sessions[a].wants_input());
+        assert_eq!(
+            w.take(b),
+            "* alice joined\nalice: hi\n@alice: psst\nalice: more\n"
+        );
+    }
+
+    #[test]
+    fn pipelined_failure_goes_on_with_the_rest() {
+        let mut w = World::new();
+        w.account("alice", "secret-pw");
+        let a = w.connect();
+        w.take(a);
+        w.send(a, b"L\nalice\nbad-pw-1\nL\nalice\nsecret-pw\n");
+        w.answer(a);
+        w.answer(a);
+        assert!(w.sessions[a].is_chatting(), "{}", w.out[a]);
+    }
+
+    /// A whole conversation, as the server would see it from a client.
+    fn script(w: &mut World, a: usize, chunks: &[&[u8]]) -> String {
+        for chunk in chunks {
+            w.send(a, chunk);
+            while w.asked[a].is_some() {
+                w.answer(a);
+            }
+        }
+        w.on(a, |s, ctx| s.handle_eof(ctx));
+        while w.asked[a].is_some() {
+            w.answer(a);
+        }
+        w.take(a)
+    }
+
+    #[test]
+    fn framing_does_not_depend_on_how_bytes_are_split() {
+        let input: &[u8] = b"x\r\nR\r\n\xff\nbob\n\x1b[31m\n\
+            secret-pw\nhello\r\n\n  \t \n//slash\n/me waves\n/msg bob hi\n/nope\n/who\n\
+            a\rb\nthis line is too long\n/quit\nafter\n";
+        let config = SessionConfig {
+            max_line: 12,
+            rate: None,
+        };
+        let whole = {
+            let mut w = World::with(config.clone());
+            let a = w.connect();
+            script(&mut w, a, &[input])
+        };
+        assert!(whole.contains("! please answer R or L\n"), "{whole}");
+        assert!(whole.contains("! invalid utf-8\n? username\n"), "{whole}");
+        assert!(
+            whole.contains("! control characters are not allowed\n? password\n"),
+            "{whole}"
+        );
+        assert!(
+            whole.contains("! line too long (max 12 bytes)\n"),
+            "{whole}"
+        );
+        assert!(whole.contains("* online (1): bob\n"), "{whole}");
+        assert!(whole.contains("@bob: hi\n"), "{whole}");
+        assert!(whole.ends_with("* bye\n"), "{whole}");
+        for cut in 0..=input.len() {
+            let mut w = World::with(config.clone());
+            let a = w.connect();
+            let split = script(&mut w, a, &[&input[..cut], &input[cut..]]);
+            assert_eq!(split, whole, "split at {cut}");
+        }
+        let mut w = World::with(config);
+        let a = w.connect();
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(script(&mut w, a, &bytes), whole, "one byte at a time");
+    }
+
+    #[test]
+    fn many_lines_in_one_chunk_are_all_handled_in_order() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        let mut input = String::new();
+        let mut expected = String::new();
+        for n in 0..500 {
+            input.push_str(&format!("message {n}\n"));
+            expected.push_str(&format!("bob: message {n}\n"));
+        }
+        w.send(b, input.as_bytes());
+        assert_eq!(w.take(a), expected);
+    }
+
+    #[test]
+    fn crlf_and_the_line_limit() {
+        let config = SessionConfig {
+            max_line: 16,
+            rate: None,
+        };
+        let mut w = World::with(config);
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        // 16 bytes plus CRLF is fine; the CR is dropped.
+        w.send(b, b"0123456789abcdef\r\n");
+        assert_eq!(w.take(a), "bob: 0123456789abcdef\n");
+        // 17 bytes is not, whether the LF comes at once or later.
+        w.send(b, b"0123456789abcdefg\n");
+        assert_eq!(w.take(b), "! line too long (max 16 bytes)\n");
+        w.send(b, b"0123456789abcdefgh");
+        assert_eq!(w.take(b), "! line too long (max 16 bytes)\n");
+        assert_eq!(w.sessions[b].buffered(), 0);
+        for _ in 0..100 {
+            w.send(b, &[b'z'; 1000]);
+            assert!(w.sessions[b].buffered() <= 17);
+        }
+        w.send(b, b"zzz\nstill here\n");
+        assert_eq!(w.take(b), "", "one error per long line");
+        assert_eq!(w.take(a), "bob: still here\n");
+        // A long line before Chatting is followed by the prompt again.
+        let c = w.connect();
+        w.take(c);
+        w.send(c, &[b'R'; 40]);
+        w.send(c, b"\n");
+        assert_eq!(
+            w.take(c),
+            format!("! line too long (max 16 bytes)\n{CHOICE}")
+        );
+    }
+
+    #[test]
+    fn partial_line_is_bounded_by_the_limit() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        w.send(a, &vec![b'x'; 4097]);
+        assert_eq!(w.sessions[a].buffered(), 4097, "room for 4096 and a CR");
+        w.send(a, b"y");
+        assert_eq!(w.sessions[a].buffered(), 0);
+        assert_eq!(w.take(a), "! line too long (max 4096 bytes)\n");
+    }
+
+    #[test]
+    fn forbidden_characters_are_refused_in_every_state() {
+        let bad: &[&str] = &[
+            "\u{0}",
+            "\u{1b}[31m",
+            "\u{7}",
+            "a\rb",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9f}",
+            "\u{202a}",
+            "\u{202e}",
+            "\u{2066}",
+            "\u{2069}",
+        ];
+        let err = "! control characters are not allowed\n";
+        for b in bad {
+            let mut w = World::new();
+            let other = w.chatter("other");
+            let a = w.connect();
+            w.take(a);
+            w.take(other);
+            w.send(a, format!("{b}\n").as_bytes());
+            assert_eq!(w.take(a), format!("{err}{CHOICE}"), "{b:?}");
+            w.send(a, format!("R\nx{b}\n").as_bytes());
+            assert_eq!(w.take(a), format!("? username\n{err}? username\n"), "{b:?}");
+            w.send(a, format!("alice\npassword{b}\n").as_bytes());
+            assert_eq!(w.take(a), format!("? password\n{err}? password\n"), "{b:?}");
+            w.send(a, b"password\n");
+            w.answer(a);
+            w.take(a);
+            w.take(other);
+            w.send(a, format!("hi {b} there\n").as_bytes());
+            assert_eq!(w.take(a), err, "{b:?}");
+            assert_eq!(w.take(other), "", "{b:?}");
+        }
+        for ok in [
+            "\t",
+            "tab\there",
+            "é",
+            "\u{a0}",
+            "\u{200f}",
+            "\u{2065}",
+            "\u{206a}",
+            "😀",
+        ] {
+            assert!(!ok.chars().any(is_forbidden), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_and_the_connection_stays_usable() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        w.send(b, b"caf\xc3\n\xc0\xafx\nok\n");
+        assert_eq!(w.take(b), "! invalid utf-8\n! invalid utf-8\n");
+        assert_eq!(w.take(a), "bob: ok\n");
+    }
+
+    #[test]
+    fn chat_commands() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("Bob");
+        let c = w.chatter("carol");
+        w.take(a);
+        w.take(b);
+        // Empty and blank lines are ignored.
+        w.send(a, b"\n   \n\t\n \t \n");
+        assert_eq!((w.take(a), w.take(b)), (String::new(), String::new()));
+        // `//` escapes a leading slash.
+        w.send(a, b"//etc/passwd\n");
+        assert_eq!(w.take(b), "alice: /etc/passwd\n");
+        assert_eq!(w.take(c), "alice: /etc/passwd\n");
+        // Private messages: any case, only the target, nothing back.
+        w.send(a, b"/msg BOB hi  there\n");
+        assert_eq!(w.take(b), "@alice: hi  there\n");
+        assert_eq!((w.take(a), w.take(c)), (String::new(), String::new()));
+        w.send(a, b"/MSG nobody hi\n/msg\n/msg bob\n/msg bob   \n");
+        assert_eq!(
+            w.take(a),
+            "! nobody is not online\n! usage: /msg <user> <text>\n\
+             ! usage: /msg <user> <text>\n! usage: /msg <user> <text>\n"
+        );
+        // /me
+        w.send(a, b"/me waves at everyone\n");
+        assert_eq!(w.take(b), "* alice waves at everyone\n");
+        assert_eq!(w.take(c), "* alice waves at everyone\n");
+        assert_eq!(w.take(a), "");
+        w.send(a, b"/me\n");
+        assert_eq!(w.take(a), "! usage: /me <action>\n");
+        // /who, /help, unknown commands.
+        w.send(a, b"/who\n");
+        assert_eq!(w.take(a), "* online (3): alice, Bob, carol\n");
+        w.send(a, b"/Help\n");
+        let help = w.take(a);
+        assert!(
+            help.lines().count() >= 2 && help.lines().all(|l| l.starts_with("* ")),
+            "{help}"
+        );
+        for cmd in ["msg", "me", "who", "help", "quit"] {
+            assert!(help.contains(&format!("/{cmd}")), "{help}");
+        }
+        w.send(a, b"/frob x y\n/\n/whoami\n");
+        assert_eq!(
+            w.take(a),
+            "! unknown command /frob; try /help\n! unknown command /; try /help\n\
+             ! unknown command /whoami; try /help\n"
+        );
+        assert_eq!((w.take(b), w.take(c)), (String::new(), String::new()));
+    }
+
+    #[test]
+    fn quit_says_bye_reads_nothing_more_and_others_hear_left() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        w.send(a, b"/QUIT now\nnot sent\n");
+        assert_eq!(w.take(a), "* bye\n");
+        assert!(w.closed[a]);
+        assert_eq!(w.take(b), "* alice left\n");
+        assert!(!w.sessions[a].wants_input());
+        assert_eq!(w.roster.len(), 1);
+    }
+
+    #[test]
+    fn disconnect_while_chatting_tells_the_others() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.close(a);
+        assert_eq!(w.take(b), "* alice left\n");
+        assert!(w.roster.lookup("alice").is_none());
+    }
+
+    #[test]
+    fn closing_before_chatting_is_silent() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        w.take(a);
+        let b = w.connect();
+        w.send(b, b"R\nbob\n");
+        w.close(b);
+        assert_eq!(w.take(a), "");
+    }
+
+    #[test]
+    fn takeover_kicks_the_old_connection_without_notices() {
+        let mut w = World::new();
+        let old = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(old);
+        let new = w.connect();
+        w.take(new);
+        w.send(new, b"L\nALICE\npassword-alice\n");
+        w.answer(new);
+        assert_eq!(
+            w.take(new),
+            "? username\n? password\n* logged in as alice\n* online (2): alice, bob\n"
+        );
+        assert_eq!(w.take(old), "! logged in from another connection\n");
+        assert!(w.closed[old]);
+        assert_eq!(w.take(b), "", "no left or joined notices");
+        assert_eq!(w.roster.lookup("alice").map(|(id, _)| id.key), Some(new));
+        w.send(b, b"/msg alice still there?\n");
+        assert_eq!(w.take(new), "@bob: still there?\n");
+        assert_eq!(w.take(old), "");
+    }
+
+    #[test]
+    fn login_timeout_only_before_chatting() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.connect();
+        w.take(b);
+        w.send(b, b"R\n");
+        w.take(b);
+        w.on(b, |s, ctx| s.handle_login_timeout(ctx));
+        assert_eq!(w.take(b), "! login timeout\n");
+        assert!(w.closed[b]);
+        w.on(a, |s, ctx| s.handle_login_timeout(ctx));
+        assert_eq!(w.take(a), "");
+        assert!(!w.closed[a]);
+        // Also while a password check is out.
+        w.account("carol", "password-c");
+        let c = w.connect();
+        w.send(c, b"L\ncarol\npassword-c\n");
+        w.on(c, |s, ctx| s.handle_login_timeout(ctx));
+        assert!(w.closed[c]);
+    }
+
+    #[test]
+    fn last_unterminated_line_counts_at_end_of_input() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        w.send(b, b"first\nlast words");
+        w.on(b, |s, ctx| s.handle_eof(ctx));
+        assert_eq!(w.take(a), "bob: first\nbob: last words\n* bob left\n");
+    }
+
+    #[test]
+    fn end_of_input_during_the_check_waits_for_the_answer() {
+        let mut w = World::new();
+        let b = w.chatter("bob");
+        let a = w.connect();
+        w.send(a, b"R\nalice\nsecret-pw\nhello");
+        w.on(a, |s, ctx| s.handle_eof(ctx));
+        assert!(!w.closed[a]);
+        w.answer(a);
+        assert_eq!(w.take(b), "* alice joined\nalice: hello\n* alice left\n");
+        assert!(w.closed[a]);
+    }
+
+    #[test]
+    fn shutdown_leaves_without_notices() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        w.on(b, |s, ctx| s.handle_shutdown(ctx));
+        w.close(b);
+        assert_eq!(w.take(a), "");
+        assert_eq!(w.roster.len(), 1);
+    }
+
+    #[test]
+    fn flood_control_burst_then_rate_and_one_warning_a_second() {
+        let mut w = World::with(SessionConfig {
+            max_line: 4096,
+            rate: Some(10),
+        });
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        let many: String = (0..30).map(|n| format!("m{n}\n")).collect();
+        w.send(b, many.as_bytes());
+        assert_eq!(w.take(a).lines().count(), 20, "burst of twice the rate");
+        assert_eq!(w.take(b), "! slow down\n");
+        // Still within the second: dropped, and no second warning.
+        w.now += Duration::from_millis(50);
+        w.send(b, b"dropped\n");
+        assert_eq!((w.take(a), w.take(b)), (String::new(), String::new()));
+        // 300 ms later three tokens are back (0.5 from before + 3).
+        w.now += Duration::from_millis(300);
+        w.send(b, b"1\n2\n3\n4\n");
+        assert_eq!(w.take(a), "bob: 1\nbob: 2\nbob: 3\n");
+        assert_eq!(w.take(b), "", "warned less than a second ago");
+        w.now += Duration::from_secs(1);
+        let flood: String = (0..25).map(|n| format!("n{n}\n")).collect();
+        w.send(b, flood.as_bytes());
+        assert_eq!(w.take(a).lines().count(), 10);
+        assert_eq!(w.take(b), "! slow down\n");
+        // /quit is never dropped.
+        w.send(b, b"/quit\n");
+        assert_eq!(w.take(b), "* bye\n");
+    }
+
+    #[test]
+    fn ordering_from_one_sender_is_kept() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        let c = w.chatter("carol");
+        w.take(a);
+        w.take(b);
+        for n in 0..100 {
+            w.send(a, format!("{n}\n").as_bytes());
+        }
+        let expected: String = (0..100).map(|n| format!("alice: {n}\n")).collect();
+        assert_eq!(w.take(b), expected);
+        assert_eq!(w.take(c), expected);
+    }
+
+    #[test]
+    fn auth_request_debug_hides_the_password() {
+        let req = AuthRequest::Login {
+            name: "alice".into(),
+            password: "hunter2-secret".into(),
+        };
+        assert!(!format!("{req:?}").contains("hunter2"));
+    }
 }
