@@ -175,7 +175,9 @@ impl Server {
                 db: config.db.clone(),
                 bcrypt_cost: config.bcrypt_cost,
                 workers: config.workers,
-                queue: 1024,
+                // A connection has at most one job out, so this bound is
+                // never the binding one: the connection cap is.
+                queue: config.max_clients,
             },
             wake,
         )
