@@ -112,11 +112,7 @@ impl AuthPool {
         migrate(&conn)?;
         drop(conn);
 
-        // "Unknown user" verifies against this, so it costs what a wrong
-        // password costs and the two cannot be told apart by timing.
-        let dummy = bcrypt::hash("neochat dummy password", config.bcrypt_cost)
-            .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
-        let dummy: Arc<str> = dummy.into();
+        let dummy: Arc<str> = dummy_hash(config.bcrypt_cost)?.into();
 
         let (job_tx, job_rx) = mpsc::sync_channel::<Job>(config.queue.max(1));
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -176,6 +172,18 @@ impl AuthPool {
             }
         }
     }
+}
+
+/// "Unknown user" is verified against this hash, so it costs what a wrong
+/// password costs and the two cannot be told apart by timing. Hashing at the
+/// real cost here would delay start-up (by days at cost 31); verification
+/// cost depends only on the cost field, so hash cheaply and relabel it.
+fn dummy_hash(cost: u32) -> Result<String, Error> {
+    let cheap = bcrypt::hash("neochat dummy password", 4)
+        .map_err(|e| Error::new(ErrorKind::Thread, format!("bcrypt: {e}")))?;
+    // "$2b$04$" then 22 characters of salt and 31 of hash.
+    let rest = cheap.get(7..).unwrap_or_default();
+    Ok(format!("$2b${cost:02}${rest}"))
 }
 
 fn open(path: &Path) -> Result<Connection, Error> {
@@ -332,5 +340,161 @@ impl Worker {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn pool(dir: &Path) -> (AuthPool, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let wake = Arc::new(move || {
+            let _ = tx.lock().map(|t| t.send(()));
+        });
+        let config = AuthConfig {
+            db: dir.join("accounts.db"),
+            bcrypt_cost: 4,
+            workers: 2,
+            queue: 8,
+        };
+        (AuthPool::start(&config, wake).expect("pool starts"), rx)
+    }
+
+    fn run(
+        pool: &AuthPool,
+        woke: &mpsc::Receiver<()>,
+        key: usize,
+        request: AuthRequest,
+    ) -> AuthOutcome {
+        let conn = ConnId { key, serial: 7 };
+        assert!(pool.submit(Job { conn, request }).is_ok());
+        woke.recv_timeout(Duration::from_secs(10))
+            .expect("worker wakes the loop");
+        let done = pool.try_recv().expect("result queued before the wake");
+        assert_eq!(done.conn, conn);
+        done.outcome
+    }
+
+    fn register(name: &str, password: &str) -> AuthRequest {
+        AuthRequest::Register {
+            name: name.into(),
+            password: password.into(),
+        }
+    }
+
+    fn login(name: &str, password: &str) -> AuthRequest {
+        AuthRequest::Login {
+            name: name.into(),
+            password: password.into(),
+        }
+    }
+
+    #[test]
+    fn dummy_hash_has_the_configured_cost_and_verifies() {
+        let h = dummy_hash(12).unwrap();
+        assert!(h.starts_with("$2b$12$") && h.len() == 60, "{h}");
+        let cheap = dummy_hash(5).unwrap();
+        assert_eq!(
+            bcrypt::verify("neochat dummy password", &cheap).ok(),
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn register_login_and_case_insensitive_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, woke) = pool(dir.path());
+        let pw = "p".repeat(72);
+        assert_eq!(
+            run(&pool, &woke, 1, register("Alice", &pw)),
+            AuthOutcome::Registered("Alice".into())
+        );
+        assert_eq!(
+            run(&pool, &woke, 1, register("aLICE", "other-password")),
+            AuthOutcome::NameTaken
+        );
+        assert_eq!(
+            run(&pool, &woke, 2, login("ALICE", &pw)),
+            AuthOutcome::LoggedIn("Alice".into())
+        );
+        let mut last_changed = pw.clone();
+        last_changed.replace_range(71.., "q");
+        assert_eq!(
+            run(&pool, &woke, 2, login("alice", &last_changed)),
+            AuthOutcome::WrongCredentials
+        );
+        // Longer than 72 bytes never matches, though bcrypt would say it does.
+        let longer = format!("{pw}extra");
+        assert_eq!(
+            run(&pool, &woke, 2, login("alice", &longer)),
+            AuthOutcome::WrongCredentials
+        );
+        assert_eq!(
+            run(&pool, &woke, 3, login("nobody", &pw)),
+            AuthOutcome::WrongCredentials
+        );
+        pool.shutdown(Duration::from_secs(5));
+
+        // Stored as a hash, with the schema version set; survives reopening.
+        let conn = open(&dir.path().join("accounts.db")).unwrap();
+        let (name, hash): (String, String) = conn
+            .query_row("SELECT name, hash FROM users", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(name, "Alice");
+        assert!(hash.starts_with("$2b$04$") && !hash.contains(&pw));
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let (pool, woke) = self::pool(dir.path());
+        assert_eq!(
+            run(&pool, &woke, 4, login("alice", &pw)),
+            AuthOutcome::LoggedIn("Alice".into())
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let config = AuthConfig {
+            db: path,
+            bcrypt_cost: 4,
+            workers: 1,
+            queue: 1,
+        };
+        let err = AuthPool::start(&config, Arc::new(|| {}))
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind(), ErrorKind::SchemaTooNew);
+    }
+
+    #[test]
+    fn a_full_queue_gives_the_job_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig {
+            db: dir.path().join("a.db"),
+            bcrypt_cost: 4,
+            workers: 1,
+            queue: 1,
+        };
+        let pool = AuthPool::start(&config, Arc::new(|| {})).unwrap();
+        let refused = (0..50).any(|i| {
+            pool.submit(Job {
+                conn: ConnId { key: i, serial: 0 },
+                request: login("x", "y"),
+            })
+            .is_err()
+        });
+        assert!(refused);
     }
 }

@@ -818,12 +818,13 @@ mod tests {
             let req = self.asked[i].take().expect("an auth job is pending");
             let outcome = match req {
                 AuthRequest::Register { name, password } => {
-                    let key = name.to_ascii_lowercase();
-                    if self.accounts.contains_key(&key) {
-                        AuthOutcome::NameTaken
-                    } else {
-                        self.accounts.insert(key, (name.clone(), password));
-                        AuthOutcome::Registered(name)
+                    use std::collections::hash_map::Entry;
+                    match self.accounts.entry(name.to_ascii_lowercase()) {
+                        Entry::Occupied(_) => AuthOutcome::NameTaken,
+                        Entry::Vacant(slot) => {
+                            slot.insert((name.clone(), password));
+                            AuthOutcome::Registered(name)
+                        }
                     }
                 }
                 AuthRequest::Login { name, password } => {

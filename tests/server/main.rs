@@ -1,0 +1,12 @@
+//! Black-box tests of `neochat-server`: the real binary on `127.0.0.1:0`,
+//! driven over real sockets, asserting the exact lines of
+//! `shared/PROTOCOL.md`. One test binary (`cargo test --test server`), one
+//! module per area; helpers live in `util`.
+
+mod chat;
+mod framing;
+mod handshake;
+mod harness;
+mod lifecycle;
+mod limits;
+mod util;
