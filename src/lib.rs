@@ -11,10 +11,13 @@
 //! - [`outbox`]: a connection's bounded output buffer.
 //! - [`auth`]: the worker pool that runs bcrypt and SQLite off the loop and
 //!   wakes it with results.
+//! - [`loadgen`]: the load generator behind `neochat-bench` and the load
+//!   benchmark; a client of the server like any other.
 //!
 //! The wire protocol is described in `docs/protocol.md`.
 
 pub mod auth;
+pub mod loadgen;
 pub mod outbox;
 pub mod reactor;
 pub mod session;

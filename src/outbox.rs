@@ -6,9 +6,6 @@
 
 use std::io::{self, Write};
 
-/// Capacity kept after the buffer empties; anything larger is freed, so a
-/// connection that once received a long `/who` does not hold it forever.
-const KEEP_CAPACITY: usize = 4096;
 /// Written bytes at the front are dropped once they pass this size.
 const COMPACT_AT: usize = 64 * 1024;
 
@@ -74,13 +71,27 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
+        // Keep the allocation: a busy connection reuses it next turn. The
+        // reactor calls `release` on idle ones.
         self.pos = 0;
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = Vec::new();
-        } else {
-            self.buf.clear();
-        }
+        self.buf.clear();
         Ok(Flushed::All)
+    }
+
+    /// Frees the buffer if nothing is pending, so that an idle connection
+    /// holds no output memory; says whether there was anything to free.
+    pub fn release(&mut self) -> bool {
+        if self.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.pos = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Bytes allocated for this buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
@@ -139,16 +150,20 @@ mod tests {
     }
 
     #[test]
-    fn large_buffer_is_freed_once_written() {
+    fn release_frees_only_an_empty_buffer() {
         let mut out = Outbox::default();
         out.push(&vec![b'z'; 100_000], 1 << 20);
+        assert!(!out.release(), "pending bytes are kept");
         let mut w = Trickle {
             got: Vec::new(),
             room: usize::MAX,
             calls: 1,
         };
         out.write_to(&mut w).unwrap();
-        assert_eq!(out.buf.capacity(), 0);
+        assert!(out.capacity() >= 100_000, "kept for reuse until released");
+        assert!(out.release());
+        assert_eq!(out.capacity(), 0);
+        assert!(!out.release());
     }
 
     #[test]

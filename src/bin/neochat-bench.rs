@@ -1,0 +1,236 @@
+//! `neochat-bench`: load scenarios against a NeoChat (or Redis) server.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use neochat::loadgen::{self, Common, FanoutOpts, IdleOpts, LoginOpts, Target};
+
+/// Load generator for NeoChat, in the spirit of redis-benchmark.
+///
+/// Runs one scenario against a server and prints a table (or JSON). For
+/// NeoChat targets the server should run with `--rate off` (the generator
+/// sends far more than 10 lines/s per sender) and, unless you are measuring
+/// logins, a low `--bcrypt-cost` so that creating the accounts is quick. The
+/// generator creates the accounts it needs (names start with --prefix) and
+/// logs in to existing ones on later runs. For Redis targets
+/// (`redis://127.0.0.1:6379`) it uses SUBSCRIBE and PUBLISH on one channel
+/// named after --prefix.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Server to load: `neochat://HOST:PORT` (or just HOST:PORT) or `redis://HOST:PORT`
+    #[arg(long, global = true, default_value = "neochat://127.0.0.1:59000")]
+    target: Target,
+    /// Print one JSON object instead of the table
+    #[arg(long, global = true)]
+    json: bool,
+    /// Account-name prefix (NeoChat) or channel name (Redis)
+    #[arg(long, global = true, default_value = "bench")]
+    prefix: String,
+    /// Password of the generator's accounts
+    #[arg(long, global = true, default_value = "bench-password")]
+    password: String,
+    /// Seconds that setup (connecting, logging in) may take
+    #[arg(long, global = true, default_value_t = 300)]
+    setup_timeout: u64,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// R receivers and S senders in one room; closed loop (at most --window
+    /// messages in flight, i.e. not yet read by every receiver). Reports
+    /// deliveries/s (messages read, summed over receivers) and delivery
+    /// latency percentiles (sampled on --sampled receivers).
+    Fanout(FanoutArgs),
+    /// Like fanout, but an open loop at a fixed offered --rate; every
+    /// receiver times every message. Reports latency percentiles.
+    Latency(FanoutArgs),
+    /// K logged-in (or subscribed) connections that say nothing. Reports the
+    /// server's resident memory per connection (needs its --pid). Uses
+    /// several 127.0.0.x source addresses past 20,000 connections.
+    Idle(IdleArgs),
+    /// N accounts log in at once, at the server's bcrypt cost, while a chat
+    /// pair exchanges messages. Reports logins/s and the pair's latency
+    /// before and during the storm. NeoChat only.
+    Logins(LoginArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+struct FanoutArgs {
+    /// Receivers
+    #[arg(short = 'r', long, default_value_t = 1000)]
+    receivers: usize,
+    /// Senders
+    #[arg(short = 's', long, default_value_t = 1)]
+    senders: usize,
+    /// Payload bytes per message (at least 34)
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// fanout: messages in flight at most
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// latency: messages per second offered, all senders together
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Seconds of warm-up before measuring
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds of measurement
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// fanout: receivers that time every message (the others only count)
+    #[arg(long, default_value_t = 32)]
+    sampled: usize,
+}
+
+#[derive(ClapArgs, Debug)]
+struct IdleArgs {
+    /// Connections to hold
+    #[arg(short = 'k', long, default_value_t = 10_000)]
+    connections: usize,
+    /// Process id of the server, to read its resident memory from /proc
+    #[arg(long)]
+    pid: u32,
+    /// Seconds to hold the connections before measuring
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+}
+
+#[derive(ClapArgs, Debug)]
+struct LoginArgs {
+    /// Parallel logins in the storm
+    #[arg(short = 'n', long, default_value_t = 200)]
+    logins: usize,
+    /// Messages per second of the chat pair
+    #[arg(long, default_value_t = 100.0)]
+    pair_rate: f64,
+    /// Seconds the pair is measured before the storm
+    #[arg(long, default_value_t = 3.0)]
+    quiet: f64,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    if let Err(e) = neochat::reactor::raise_fd_limit() {
+        eprintln!("neochat-bench: cannot raise the open-file limit: {e}");
+    }
+    let mut common = Common::new(args.target);
+    common.prefix = args.prefix.clone();
+    common.password = args.password.clone();
+    common.setup_timeout = Duration::from_secs(args.setup_timeout);
+    match run(&args, &common) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("neochat-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
+    match &args.scenario {
+        Scenario::Fanout(f) | Scenario::Latency(f) => {
+            let latency = matches!(args.scenario, Scenario::Latency(_));
+            let opts = FanoutOpts {
+                receivers: f.receivers,
+                senders: f.senders,
+                size: f.size,
+                window: f.window,
+                rate: latency.then_some(f.rate),
+                warmup: secs(f.warmup),
+                duration: secs(f.duration),
+                sampled: f.sampled,
+            };
+            let r = loadgen::fanout(common, &opts)?;
+            let name = if latency { "latency" } else { "fanout" };
+            if args.json {
+                println!("{}", r.json(name));
+            } else {
+                println!("scenario        {name}");
+                println!("target          {}", r.target);
+                println!("receivers       {}", r.receivers);
+                println!("senders         {}", r.senders);
+                println!("message bytes   {}", r.size);
+                if latency {
+                    println!("offered rate    {} messages/s", f.rate);
+                } else {
+                    println!("window          {} messages in flight", f.window);
+                }
+                println!("measured        {:.2} s", r.seconds);
+                println!("messages        {}", r.messages);
+                println!("deliveries      {}", r.deliveries);
+                println!("deliveries/s    {:.0}", r.deliveries_per_sec);
+                print_latency("latency", &r.latency);
+            }
+        }
+        Scenario::Idle(i) => {
+            let r = loadgen::idle(
+                common,
+                &IdleOpts {
+                    connections: i.connections,
+                    pid: i.pid,
+                    settle: secs(i.settle),
+                },
+            )?;
+            if args.json {
+                println!("{}", r.json());
+            } else {
+                println!("scenario        idle");
+                println!("target          {}", r.target);
+                println!("connections     {}", r.connections);
+                println!("setup           {:.1} s", r.setup_seconds);
+                println!(
+                    "server RSS      {} KiB before, {} KiB after",
+                    r.rss_before_kib, r.rss_after_kib
+                );
+                println!("per connection  {:.0} bytes", r.bytes_per_connection);
+                println!(
+                    "100,000 would   {:.0} MB",
+                    r.bytes_per_connection * 100_000.0 / 1e6
+                );
+            }
+        }
+        Scenario::Logins(l) => {
+            let r = loadgen::logins(
+                common,
+                &LoginOpts {
+                    logins: l.logins,
+                    pair_rate: l.pair_rate,
+                    quiet: secs(l.quiet),
+                },
+            )?;
+            if args.json {
+                println!("{}", r.json());
+            } else {
+                println!("scenario        logins");
+                println!("target          {}", r.target);
+                println!("logins          {}", r.logins);
+                println!(
+                    "storm           {:.2} s, {:.1} logins/s",
+                    r.storm_seconds, r.logins_per_sec
+                );
+                print_latency("pair, quiet", &r.quiet);
+                print_latency("pair, storm", &r.storm);
+                if r.quiet.p99_us > 0.0 {
+                    println!("p99 ratio       {:.2}x", r.storm.p99_us / r.quiet.p99_us);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_latency(label: &str, p: &loadgen::Percentiles) {
+    println!(
+        "{label:<15} p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us, max {:.0} us ({} samples)",
+        p.p50_us, p.p99_us, p.p999_us, p.max_us, p.samples
+    );
+}

@@ -1,0 +1,1219 @@
+//! Load generation: the scenarios behind `neochat-bench` and `cargo bench`.
+//!
+//! One thread, one `mio::Poll`, non-blocking sockets: the generator must not
+//! be what limits the figures. It speaks NeoChat and, for comparison, Redis
+//! pub/sub (SUBSCRIBE/PUBLISH on one channel), with the same message sizes,
+//! the same closed loop and the same clock, so one tool measures both.
+//!
+//! How it keeps up: every benchmark message has the same length on the wire
+//! (senders' names are of equal length, payloads are padded), so a receiver
+//! counts messages by counting bytes; only a sample of receivers parses each
+//! message for its timestamp. Latency is from the moment a message was meant
+//! to be sent to the moment a receiver read it.
+//!
+//! Knows nothing of the server's internals: it is a client like any other.
+
+use std::fmt;
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// Which server, and which protocol to speak to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    NeoChat(SocketAddr),
+    Redis(SocketAddr),
+}
+
+impl Target {
+    pub fn addr(&self) -> SocketAddr {
+        match *self {
+            Target::NeoChat(a) | Target::Redis(a) => a,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::NeoChat(_) => "neochat",
+            Target::Redis(_) => "redis",
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Target, String> {
+        let (kind, rest) = match s.split_once("://") {
+            Some((k, r)) => (k, r),
+            None => ("neochat", s),
+        };
+        let addr = rest
+            .trim_end_matches('/')
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("bad address `{rest}`: {e} (want HOST:PORT)"))?;
+        match kind {
+            "neochat" => Ok(Target::NeoChat(addr)),
+            "redis" => Ok(Target::Redis(addr)),
+            _ => Err(format!(
+                "unknown scheme `{kind}`: use neochat:// or redis://"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.kind(), self.addr())
+    }
+}
+
+/// Settings every scenario shares.
+#[derive(Clone, Debug)]
+pub struct Common {
+    pub target: Target,
+    /// Account names start with this (NeoChat), channel name (Redis).
+    pub prefix: String,
+    /// Password of the generator's accounts (created if missing).
+    pub password: String,
+    /// Print a progress line on stderr while running.
+    pub progress: bool,
+    /// How long setup (connecting, logging in) may take.
+    pub setup_timeout: Duration,
+}
+
+impl Common {
+    pub fn new(target: Target) -> Common {
+        Common {
+            target,
+            prefix: "bench".into(),
+            password: "bench-password".into(),
+            progress: io::stderr().is_terminal(),
+            setup_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The error of a failed run, with a line for the user.
+#[derive(Debug)]
+pub struct Error(String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error(e.to_string())
+    }
+}
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, Error> {
+    Err(Error(msg.into()))
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        Percentiles {
+            samples: h.len(),
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // Nanoseconds, 1 ns to 100 s, 3 significant figures.
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+// ---------------------------------------------------------------------------
+// Connections
+
+struct Peer {
+    stream: TcpStream,
+    /// Unparsed input: lines during setup, partial messages afterwards.
+    input: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    name: String,
+    ready: bool,
+    /// Benchmark messages received since measuring began.
+    records: u64,
+    /// Bytes of a partial message (receivers that only count).
+    carry: usize,
+    /// Parses each message for its timestamp.
+    sampled: bool,
+    closed: bool,
+}
+
+impl Peer {
+    fn queue(&mut self, bytes: &[u8]) {
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                // Not connected yet: the WRITABLE event comes when it is.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn pending(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}
+
+struct Net {
+    poll: Poll,
+    events: Events,
+    peers: Vec<Peer>,
+    scratch: Vec<u8>,
+}
+
+impl Net {
+    fn new() -> io::Result<Net> {
+        Ok(Net {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            peers: Vec::new(),
+            scratch: vec![0; 256 * 1024],
+        })
+    }
+
+    /// Starts a non-blocking connect from `source` (port chosen by the OS).
+    fn connect(
+        &mut self,
+        to: SocketAddr,
+        source: Option<IpAddr>,
+        name: String,
+    ) -> io::Result<usize> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        if let Some(ip) = source {
+            socket.bind(&SocketAddr::new(ip, 0).into())?;
+        }
+        match socket.connect(&to.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let mut stream = TcpStream::from_std(socket.into());
+        let i = self.peers.len();
+        self.poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.peers.push(Peer {
+            stream,
+            input: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            name,
+            ready: false,
+            records: 0,
+            carry: 0,
+            sampled: false,
+            closed: false,
+        });
+        Ok(i)
+    }
+
+    /// Waits for events up to `timeout`, reads everything readable (handing
+    /// each chunk to `on_data`) and writes everything pending.
+    fn turn(
+        &mut self,
+        timeout: Duration,
+        mut on_data: impl FnMut(usize, &mut Peer, &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        for event in self.events.iter() {
+            let i = event.token().0;
+            let peer = &mut self.peers[i];
+            if peer.closed {
+                continue;
+            }
+            if event.is_writable() {
+                peer.flush()
+                    .map_err(|e| Error(format!("{}: write: {e}", peer.name)))?;
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                loop {
+                    match peer.stream.read(&mut self.scratch) {
+                        Ok(0) => {
+                            peer.closed = true;
+                            on_data(i, peer, &[])?;
+                            break;
+                        }
+                        Ok(n) => on_data(i, peer, &self.scratch[..n])?,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return fail(format!("{}: read: {e}", peer.name)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, i: usize) -> Result<(), Error> {
+        let peer = &mut self.peers[i];
+        peer.flush()
+            .map_err(|e| Error(format!("{}: write: {e}", peer.name)))
+    }
+}
+
+/// Source addresses for `n` connections to `to`: one loopback address per
+/// 20,000 connections past the first, since one source address has only
+/// about 28,000 ephemeral ports.
+fn source_for(to: SocketAddr, i: usize) -> Option<IpAddr> {
+    match to.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => {
+            let n = u8::try_from(1 + i / 20_000).unwrap_or(u8::MAX);
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+        }
+        _ => None,
+    }
+}
+
+/// Takes whole lines (without LF and CR) off the front of `buf`.
+fn take_lines(
+    buf: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut start = 0;
+    while let Some(n) = memchr::memchr(b'\n', &buf[start..]) {
+        let line = &buf[start..start + n];
+        each(line.strip_suffix(b"\r").unwrap_or(line))?;
+        start += n + 1;
+    }
+    buf.drain(..start);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Setup: log in (NeoChat) or subscribe (Redis), then line everybody up.
+
+/// Connects peers named `names` and brings them to "ready": logged in on
+/// NeoChat (registering first, logging in if the account exists), or
+/// subscribed on Redis when `subscribe` is set.
+fn join_all(
+    net: &mut Net,
+    c: &Common,
+    names: &[String],
+    subscribe: bool,
+    label: &str,
+) -> Result<Vec<usize>, Error> {
+    let addr = c.target.addr();
+    let first = net.peers.len();
+    let mut ids = Vec::with_capacity(names.len());
+    for (k, name) in names.iter().enumerate() {
+        let i = net
+            .connect(addr, source_for(addr, first + k), name.clone())
+            .map_err(|e| Error(format!("cannot connect to {addr}: {e}")))?;
+        let peer = &mut net.peers[i];
+        match c.target {
+            Target::NeoChat(_) => {
+                let hello = format!("R\n{name}\n{}\n", c.password);
+                peer.queue(hello.as_bytes());
+            }
+            Target::Redis(_) if subscribe => {
+                peer.queue(format!("SUBSCRIBE {}\r\n", c.prefix).as_bytes());
+            }
+            Target::Redis(_) => peer.ready = true,
+        }
+        ids.push(i);
+    }
+    let password = c.password.clone();
+    let redis = matches!(c.target, Target::Redis(_));
+    let deadline = Instant::now() + c.setup_timeout;
+    let mut progress = Progress::new(c.progress, label);
+    loop {
+        let waiting = ids.iter().filter(|&&i| !net.peers[i].ready).count();
+        progress.show(|| format!("{} of {} ready", ids.len() - waiting, ids.len()));
+        if waiting == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return fail(format!(
+                "setup timed out: {waiting} of {} connections not ready",
+                ids.len()
+            ));
+        }
+        net.turn(Duration::from_millis(50), |_, peer, data| {
+            if data.is_empty() {
+                return fail(format!(
+                    "{}: the server closed the connection during setup",
+                    peer.name
+                ));
+            }
+            if peer.ready && !redis {
+                // Joined notices and the like: not needed.
+                peer.input.clear();
+                return Ok(());
+            }
+            peer.input.extend_from_slice(data);
+            if redis {
+                if memchr::memmem::find(&peer.input, b":1\r\n").is_some() {
+                    peer.ready = true;
+                    peer.input.clear();
+                }
+                return Ok(());
+            }
+            let mut input = std::mem::take(&mut peer.input);
+            let mut relogin = false;
+            let mut ready = false;
+            let name = peer.name.clone();
+            take_lines(&mut input, |line| {
+                if ready {
+                    return Ok(());
+                }
+                if line.starts_with(b"* online (") {
+                    ready = true;
+                } else if line == b"! username taken" {
+                    relogin = true;
+                } else if line.starts_with(b"! wrong username") {
+                    return fail(format!(
+                        "account {name} exists with another password (--password)"
+                    ));
+                } else if line.starts_with(b"! ") && line != b"! username taken" {
+                    return fail(format!(
+                        "{name}: server said `{}`",
+                        String::from_utf8_lossy(line)
+                    ));
+                }
+                Ok(())
+            })?;
+            peer.input = if ready { Vec::new() } else { input };
+            peer.ready = ready;
+            if relogin {
+                peer.queue(format!("L\n{name}\n{password}\n").as_bytes());
+                peer.flush().map_err(|e| Error(format!("{name}: {e}")))?;
+            }
+            Ok(())
+        })?;
+    }
+    progress.done();
+    Ok(ids)
+}
+
+/// Sends a unique marker from `sender` and waits until every receiver has
+/// seen it, so that what follows in each stream is benchmark traffic only.
+fn line_up(
+    net: &mut Net,
+    c: &Common,
+    sender: usize,
+    receivers: &[usize],
+    timeout: Duration,
+) -> Result<(), Error> {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+        ^ u128::from(std::process::id());
+    let marker = format!("bench-sync-{nonce:x}");
+    let msg = encode_message(c, marker.as_bytes());
+    for &r in receivers {
+        net.peers[r].ready = false;
+        net.peers[r].input.clear();
+    }
+    net.peers[sender].queue(&msg);
+    net.flush(sender)?;
+    let tail: Vec<u8> = match c.target {
+        Target::NeoChat(_) => format!("{marker}\n").into_bytes(),
+        Target::Redis(_) => format!("{marker}\r\n").into_bytes(),
+    };
+    let deadline = Instant::now() + timeout;
+    let mut is_receiver = vec![false; net.peers.len()];
+    for &r in receivers {
+        is_receiver[r] = true;
+    }
+    while receivers.iter().any(|&r| !net.peers[r].ready) {
+        if Instant::now() > deadline {
+            return fail(
+                "timed out lining receivers up (is the server dropping messages? NeoChat needs --rate off)",
+            );
+        }
+        net.turn(Duration::from_millis(50), |i, peer, data| {
+            if data.is_empty() {
+                return fail(format!("{}: closed by the server", peer.name));
+            }
+            if !is_receiver[i] || peer.ready {
+                // Senders and lined-up receivers: keep what follows.
+                if is_receiver[i] {
+                    peer.input.extend_from_slice(data);
+                }
+                return Ok(());
+            }
+            peer.input.extend_from_slice(data);
+            if let Some(at) = memchr::memmem::find(&peer.input, &tail) {
+                peer.input.drain(..at + tail.len());
+                peer.ready = true;
+            } else if peer.input.len() > tail.len() {
+                // Keep only what could still hold the start of the marker.
+                let keep = peer.input.len() - tail.len();
+                peer.input.drain(..keep);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// One message as a sender puts it on the wire.
+fn encode_message(c: &Common, payload: &[u8]) -> Vec<u8> {
+    match c.target {
+        Target::NeoChat(_) => {
+            let mut m = payload.to_vec();
+            m.push(b'\n');
+            m
+        }
+        Target::Redis(_) => {
+            let ch = &c.prefix;
+            let mut m = format!(
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{ch}\r\n${}\r\n",
+                ch.len(),
+                payload.len()
+            )
+            .into_bytes();
+            m.extend_from_slice(payload);
+            m.extend_from_slice(b"\r\n");
+            m
+        }
+    }
+}
+
+/// The layout of a delivered benchmark message: its length on the wire and
+/// where its payload starts.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    len: usize,
+    payload_at: usize,
+}
+
+fn layout(c: &Common, sender_name_len: usize, size: usize) -> Layout {
+    match c.target {
+        // "name: payload\n"
+        Target::NeoChat(_) => Layout {
+            len: sender_name_len + 2 + size + 1,
+            payload_at: sender_name_len + 2,
+        },
+        // *3 $7 message $n chan $size payload
+        Target::Redis(_) => {
+            let head = format!(
+                "*3\r\n$7\r\nmessage\r\n${}\r\n{}\r\n${size}\r\n",
+                c.prefix.len(),
+                c.prefix
+            );
+            Layout {
+                len: head.len() + size + 2,
+                payload_at: head.len(),
+            }
+        }
+    }
+}
+
+const STAMP_LEN: usize = 34;
+
+/// `seq:time:` in fixed-width hex, padded with `x` to `size` bytes.
+fn payload(seq: u64, t_ns: u64, size: usize, buf: &mut Vec<u8>) {
+    buf.clear();
+    let _ = write!(buf, "{seq:016x}:{t_ns:016x}:");
+    buf.resize(size.max(STAMP_LEN), b'x');
+}
+
+fn stamp_of(payload: &[u8]) -> Option<u64> {
+    let hex = payload.get(17..33)?;
+    u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+/// Counts delivered messages (and times a sample of them) for a receiver.
+fn receive(
+    peer: &mut Peer,
+    data: &[u8],
+    lay: Layout,
+    epoch: Instant,
+    hist: &mut Histogram<u64>,
+) -> Result<(), Error> {
+    if data.is_empty() {
+        return fail(format!(
+            "{}: closed by the server while measuring (cut off as a slow consumer?)",
+            peer.name
+        ));
+    }
+    if !peer.sampled {
+        let total = peer.carry + data.len();
+        peer.records += (total / lay.len) as u64;
+        peer.carry = total % lay.len;
+        return Ok(());
+    }
+    peer.input.extend_from_slice(data);
+    let now = epoch.elapsed().as_nanos() as u64;
+    let mut at = 0;
+    while peer.input.len() - at >= lay.len {
+        let msg = &peer.input[at..at + lay.len];
+        if msg[lay.len - 1] != b'\n' {
+            return fail(format!(
+                "{}: unexpected data in the message stream: {:?}",
+                peer.name,
+                String::from_utf8_lossy(&msg[..msg.len().min(80)])
+            ));
+        }
+        let sent = stamp_of(&msg[lay.payload_at..])
+            .ok_or_else(|| Error(format!("{}: malformed benchmark message", peer.name)))?;
+        hist.saturating_record(now.saturating_sub(sent).max(1));
+        peer.records += 1;
+        at += lay.len;
+    }
+    peer.input.drain(..at);
+    Ok(())
+}
+
+struct Progress {
+    on: bool,
+    label: String,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(on: bool, label: &str) -> Progress {
+        Progress {
+            on,
+            label: label.to_owned(),
+            last: Instant::now(),
+        }
+    }
+
+    fn show(&mut self, text: impl FnOnce() -> String) {
+        if self.on && self.last.elapsed() >= Duration::from_millis(500) {
+            self.last = Instant::now();
+            eprint!("\r\x1b[K{}: {}", self.label, text());
+        }
+    }
+
+    fn done(&self) {
+        if self.on {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn names(prefix: &str, role: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{role}{i:05}")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+/// Options of the `fanout` and `latency` scenarios.
+#[derive(Clone, Debug)]
+pub struct FanoutOpts {
+    pub receivers: usize,
+    pub senders: usize,
+    /// Payload bytes per message (at least 34).
+    pub size: usize,
+    /// Closed loop: messages in flight (sent, not yet read by every receiver).
+    pub window: usize,
+    /// Open loop instead: messages per second in all, spread over senders.
+    pub rate: Option<f64>,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Receivers that parse every message for its timestamp.
+    pub sampled: usize,
+}
+
+impl Default for FanoutOpts {
+    fn default() -> Self {
+        FanoutOpts {
+            receivers: 1000,
+            senders: 1,
+            size: 64,
+            window: 64,
+            rate: None,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(5),
+            sampled: 32,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FanoutReport {
+    pub target: String,
+    pub receivers: usize,
+    pub senders: usize,
+    pub size: usize,
+    pub seconds: f64,
+    pub messages: u64,
+    pub deliveries: u64,
+    pub deliveries_per_sec: f64,
+    pub latency: Percentiles,
+    pub errors: u64,
+}
+
+/// Fan-out: S senders, R receivers in one room (or channel). Closed loop by
+/// default; with `rate`, an open loop at that offered rate (`latency`).
+pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
+    if o.size < STAMP_LEN {
+        return fail(format!("--size must be at least {STAMP_LEN}"));
+    }
+    if o.receivers == 0 || o.senders == 0 {
+        return fail("need at least one receiver and one sender");
+    }
+    let mut net = Net::new()?;
+    let recv_names = names(&c.prefix, "r", o.receivers);
+    let send_names = names(&c.prefix, "s", o.senders);
+    let receivers = join_all(&mut net, c, &recv_names, true, "receivers")?;
+    let senders = join_all(&mut net, c, &send_names, false, "senders")?;
+    line_up(&mut net, c, senders[0], &receivers, c.setup_timeout)?;
+
+    let lay = layout(c, send_names[0].len(), o.size);
+    let step = (o.receivers / o.sampled.clamp(1, o.receivers)).max(1);
+    for (k, &r) in receivers.iter().enumerate() {
+        let peer = &mut net.peers[r];
+        peer.sampled = o.rate.is_some() || k % step == 0;
+        // What arrived after the marker is already benchmark traffic.
+        let early = std::mem::take(&mut peer.input);
+        peer.records = 0;
+        peer.carry = 0;
+        if !early.is_empty() {
+            let mut scratch = histogram();
+            receive(peer, &early, lay, Instant::now(), &mut scratch)?;
+            peer.records = 0;
+        }
+    }
+    let mut is_receiver = vec![false; net.peers.len()];
+    for &r in &receivers {
+        is_receiver[r] = true;
+    }
+
+    let epoch = Instant::now();
+    let start_measuring = epoch + o.warmup;
+    let end = start_measuring + o.duration;
+    let mut hist = histogram();
+    let mut sent: u64 = 0;
+    let mut buf = Vec::with_capacity(o.size);
+    let mut measuring = false;
+    let mut base_deliveries = 0;
+    let mut base_sent = 0;
+    let mut t0 = start_measuring;
+    let mut progress = Progress::new(
+        c.progress,
+        if o.rate.is_some() {
+            "latency"
+        } else {
+            "fanout"
+        },
+    );
+    let mut last_report = (Instant::now(), 0u64);
+    let backlog_limit = o.rate.map_or(u64::MAX, |r| (r * 5.0) as u64 + 1000);
+    let mut completed = 0;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if !measuring && now >= start_measuring {
+            measuring = true;
+            t0 = now;
+            base_deliveries = receivers.iter().map(|&r| net.peers[r].records).sum();
+            base_sent = sent;
+            hist.reset();
+        }
+        completed = receivers
+            .iter()
+            .map(|&r| net.peers[r].records)
+            .min()
+            .unwrap_or(0);
+        // How many messages may go now.
+        let allowed = match o.rate {
+            None => (completed + o.window as u64).saturating_sub(sent),
+            Some(rate) => {
+                if sent - completed > backlog_limit {
+                    return fail(format!(
+                        "the target cannot sustain {rate} messages/s (backlog {})",
+                        sent - completed
+                    ));
+                }
+                let due = (now.duration_since(epoch).as_secs_f64() * rate) as u64;
+                due.saturating_sub(sent)
+            }
+        };
+        for _ in 0..allowed {
+            let s = senders[(sent % senders.len() as u64) as usize];
+            // Open loop: stamp the time the message was due, so a stalled
+            // sender does not hide latency (no coordinated omission).
+            let t = match o.rate {
+                Some(rate) => (sent as f64 / rate * 1e9) as u64,
+                None => epoch.elapsed().as_nanos() as u64,
+            };
+            payload(sent, t, o.size, &mut buf);
+            let msg = encode_message(c, &buf);
+            net.peers[s].queue(&msg);
+            sent += 1;
+        }
+        for &s in &senders {
+            if net.peers[s].pending() > 0 {
+                net.flush(s)?;
+            }
+        }
+        let timeout = match o.rate {
+            Some(rate) => {
+                let next = epoch + Duration::from_secs_f64((sent + 1) as f64 / rate);
+                next.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(1))
+            }
+            None => Duration::from_millis(1),
+        };
+        net.turn(timeout, |i, peer, data| {
+            if is_receiver[i] {
+                receive(peer, data, lay, epoch, &mut hist)
+            } else if data.is_empty() {
+                fail(format!("{}: closed by the server", peer.name))
+            } else {
+                Ok(()) // replies to PUBLISH, or other senders' lines
+            }
+        })?;
+        progress.show(|| {
+            let total: u64 = receivers.iter().map(|&r| net.peers[r].records).sum();
+            let (t, d) = last_report;
+            let rate = (total - d) as f64 / t.elapsed().as_secs_f64();
+            last_report = (Instant::now(), total);
+            format!(
+                "{:.1}s {:.2}M deliveries/s, {} sent",
+                epoch.elapsed().as_secs_f64(),
+                rate / 1e6,
+                sent
+            )
+        });
+    }
+    progress.done();
+    let seconds = t0.elapsed().as_secs_f64();
+    let total: u64 = receivers.iter().map(|&r| net.peers[r].records).sum();
+    let deliveries = total - base_deliveries;
+    Ok(FanoutReport {
+        target: c.target.to_string(),
+        receivers: o.receivers,
+        senders: o.senders,
+        size: o.size,
+        seconds,
+        messages: completed.saturating_sub(base_sent),
+        deliveries,
+        deliveries_per_sec: deliveries as f64 / seconds,
+        latency: Percentiles::of(&hist),
+        errors: 0,
+    })
+}
+
+/// Options of the `idle` scenario.
+#[derive(Clone, Debug)]
+pub struct IdleOpts {
+    pub connections: usize,
+    /// The server's process id, to read its resident memory.
+    pub pid: u32,
+    /// How long to hold the connections after setup before measuring.
+    pub settle: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdleReport {
+    pub target: String,
+    pub connections: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub bytes_per_connection: f64,
+    pub setup_seconds: f64,
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64, Error> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| Error(format!("cannot read memory of process {pid}: {e}")))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| Error(format!("no VmRSS for process {pid}")))
+}
+
+/// Idle: K logged-in (or subscribed) connections that say nothing; reports
+/// the server's resident memory per connection.
+pub fn idle(c: &Common, o: &IdleOpts) -> Result<IdleReport, Error> {
+    let before = rss_kib(o.pid)?;
+    let started = Instant::now();
+    let mut net = Net::new()?;
+    let ids = join_all(
+        &mut net,
+        c,
+        &names(&c.prefix, "i", o.connections),
+        true,
+        "idle",
+    )?;
+    let setup_seconds = started.elapsed().as_secs_f64();
+    // Keep reading (joined notices) until the server has gone quiet.
+    let settle_end = Instant::now() + o.settle;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < settle_end || quiet_since.elapsed() < Duration::from_millis(500) {
+        let mut got = false;
+        net.turn(Duration::from_millis(100), |_, peer, data| {
+            if data.is_empty() {
+                return fail(format!("{}: closed by the server", peer.name));
+            }
+            got = true;
+            Ok(())
+        })?;
+        if got {
+            quiet_since = Instant::now();
+        }
+    }
+    let after = rss_kib(o.pid)?;
+    drop(ids);
+    Ok(IdleReport {
+        target: c.target.to_string(),
+        connections: o.connections,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        bytes_per_connection: (after.saturating_sub(before) * 1024) as f64 / o.connections as f64,
+        setup_seconds,
+    })
+}
+
+/// Options of the `logins` scenario.
+#[derive(Clone, Debug)]
+pub struct LoginOpts {
+    pub logins: usize,
+    /// Messages per second of the chat pair.
+    pub pair_rate: f64,
+    /// How long the pair is measured before the storm.
+    pub quiet: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoginReport {
+    pub target: String,
+    pub logins: usize,
+    pub storm_seconds: f64,
+    pub logins_per_sec: f64,
+    pub quiet: Percentiles,
+    pub storm: Percentiles,
+}
+
+/// Logins: N accounts log in at once (at the server's bcrypt cost) while a
+/// chat pair exchanges messages; reports logins/s and the pair's latency
+/// before and during the storm. NeoChat only.
+pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
+    if !matches!(c.target, Target::NeoChat(_)) {
+        return fail("the logins scenario is for NeoChat targets only");
+    }
+    let storm_names = names(&c.prefix, "l", o.logins);
+    // Create the accounts first (once; later runs find them and log in).
+    {
+        let mut net = Net::new()?;
+        join_all(&mut net, c, &storm_names, false, "creating accounts")?;
+    }
+    let mut net = Net::new()?;
+    let pair = join_all(&mut net, c, &names(&c.prefix, "p", 2), false, "pair")?;
+    let (a, b) = (pair[0], pair[1]);
+    let a_prefix = format!("{}: ", net.peers[a].name);
+    let epoch = Instant::now();
+    let mut seq = 0u64;
+    let mut buf = Vec::new();
+    let mut quiet = histogram();
+    let mut storm = histogram();
+    let mut storming = false;
+    let mut storm_ids: Vec<usize> = Vec::new();
+    let mut storm_start = epoch;
+    let mut storm_secs = None;
+    let mut is_storm = Vec::new();
+    let deadline = epoch + o.quiet + c.setup_timeout;
+    let mut progress = Progress::new(c.progress, "logins");
+    loop {
+        let now = Instant::now();
+        if now > deadline {
+            return fail("the login storm did not finish in time");
+        }
+        if !storming && now >= epoch + o.quiet {
+            storming = true;
+            storm_start = now;
+            for name in &storm_names {
+                let i = net.connect(
+                    c.target.addr(),
+                    source_for(c.target.addr(), net.peers.len()),
+                    name.clone(),
+                )?;
+                net.peers[i].queue(format!("L\n{name}\n{}\n", c.password).as_bytes());
+                storm_ids.push(i);
+            }
+            is_storm = vec![false; net.peers.len()];
+            for &i in &storm_ids {
+                is_storm[i] = true;
+            }
+        }
+        if storming && storm_secs.is_none() && storm_ids.iter().all(|&i| net.peers[i].ready) {
+            storm_secs = Some(storm_start.elapsed().as_secs_f64());
+        }
+        if let Some(secs) = storm_secs {
+            // Keep measuring the pair for as long as the storm took, at most 1 s more.
+            if storm_start.elapsed().as_secs_f64() > secs + 1.0_f64.min(secs) {
+                break;
+            }
+        }
+        let due = (now.duration_since(epoch).as_secs_f64() * o.pair_rate) as u64;
+        while seq < due {
+            let t = (seq as f64 / o.pair_rate * 1e9) as u64;
+            payload(seq, t, 64, &mut buf);
+            buf.push(b'\n');
+            net.peers[a].queue(&buf);
+            seq += 1;
+        }
+        net.flush(a)?;
+        let in_storm = storming && storm_secs.is_none();
+        let a_prefix = a_prefix.as_bytes();
+        net.turn(Duration::from_millis(1), |i, peer, data| {
+            if data.is_empty() {
+                return fail(format!("{}: closed by the server", peer.name));
+            }
+            if i == b {
+                peer.input.extend_from_slice(data);
+                let mut input = std::mem::take(&mut peer.input);
+                let now = epoch.elapsed().as_nanos() as u64;
+                take_lines(&mut input, |line| {
+                    if let Some(p) = line.strip_prefix(a_prefix)
+                        && let Some(t) = stamp_of(p)
+                    {
+                        let h = if in_storm { &mut storm } else { &mut quiet };
+                        h.saturating_record(now.saturating_sub(t).max(1));
+                    }
+                    Ok(())
+                })?;
+                peer.input = input;
+            } else if is_storm.get(i).copied().unwrap_or(false) && !peer.ready {
+                peer.input.extend_from_slice(data);
+                let mut input = std::mem::take(&mut peer.input);
+                let mut ready = false;
+                let name = peer.name.clone();
+                take_lines(&mut input, |line| {
+                    if line.starts_with(b"* online (") {
+                        ready = true;
+                    } else if line.starts_with(b"! ") && !ready {
+                        return fail(format!("{name}: {}", String::from_utf8_lossy(line)));
+                    }
+                    Ok(())
+                })?;
+                peer.ready = ready;
+                peer.input = if ready { Vec::new() } else { input };
+            }
+            Ok(())
+        })?;
+        progress.show(|| {
+            let done = storm_ids.iter().filter(|&&i| net.peers[i].ready).count();
+            format!("{done} of {} logged in", storm_names.len())
+        });
+    }
+    progress.done();
+    let secs = storm_secs.unwrap_or(f64::NAN);
+    Ok(LoginReport {
+        target: c.target.to_string(),
+        logins: o.logins,
+        storm_seconds: secs,
+        logins_per_sec: o.logins as f64 / secs,
+        quiet: Percentiles::of(&quiet),
+        storm: Percentiles::of(&storm),
+    })
+}
+
+/// A trivial JSON writer for flat reports (no dependency for four structs).
+pub struct Json(Vec<(String, String)>);
+
+impl Json {
+    pub fn new() -> Json {
+        Json(Vec::new())
+    }
+    pub fn str(mut self, k: &str, v: &str) -> Json {
+        let escaped: String = v
+            .chars()
+            .flat_map(|c| match c {
+                '"' | '\\' => vec!['\\', c],
+                c if c.is_control() => format!("\\u{:04x}", c as u32).chars().collect(),
+                c => vec![c],
+            })
+            .collect();
+        self.0.push((k.into(), format!("\"{escaped}\"")));
+        self
+    }
+    pub fn num(mut self, k: &str, v: f64) -> Json {
+        let v = if v.is_finite() {
+            format!("{v}")
+        } else {
+            "null".into()
+        };
+        self.0.push((k.into(), v));
+        self
+    }
+    pub fn percentiles(self, k: &str, p: &Percentiles) -> Json {
+        self.num(&format!("{k}_samples"), p.samples as f64)
+            .num(&format!("{k}_p50_us"), p.p50_us)
+            .num(&format!("{k}_p99_us"), p.p99_us)
+            .num(&format!("{k}_p999_us"), p.p999_us)
+            .num(&format!("{k}_max_us"), p.max_us)
+    }
+}
+
+impl Default for Json {
+    fn default() -> Self {
+        Json::new()
+    }
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "\"{k}\": {v}")?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl FanoutReport {
+    pub fn json(&self, scenario: &str) -> Json {
+        Json::new()
+            .str("scenario", scenario)
+            .str("target", &self.target)
+            .num("receivers", self.receivers as f64)
+            .num("senders", self.senders as f64)
+            .num("size", self.size as f64)
+            .num("seconds", self.seconds)
+            .num("messages", self.messages as f64)
+            .num("deliveries", self.deliveries as f64)
+            .num("deliveries_per_sec", self.deliveries_per_sec)
+            .percentiles("latency", &self.latency)
+            .num("errors", self.errors as f64)
+    }
+}
+
+impl IdleReport {
+    pub fn json(&self) -> Json {
+        Json::new()
+            .str("scenario", "idle")
+            .str("target", &self.target)
+            .num("connections", self.connections as f64)
+            .num("rss_before_kib", self.rss_before_kib as f64)
+            .num("rss_after_kib", self.rss_after_kib as f64)
+            .num("bytes_per_connection", self.bytes_per_connection)
+            .num("setup_seconds", self.setup_seconds)
+    }
+}
+
+impl LoginReport {
+    pub fn json(&self) -> Json {
+        Json::new()
+            .str("scenario", "logins")
+            .str("target", &self.target)
+            .num("logins", self.logins as f64)
+            .num("storm_seconds", self.storm_seconds)
+            .num("logins_per_sec", self.logins_per_sec)
+            .percentiles("quiet", &self.quiet)
+            .percentiles("storm", &self.storm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let a: SocketAddr = "127.0.0.1:59000".parse().unwrap();
+        assert_eq!("127.0.0.1:59000".parse::<Target>(), Ok(Target::NeoChat(a)));
+        assert_eq!(
+            "neochat://127.0.0.1:59000".parse::<Target>(),
+            Ok(Target::NeoChat(a))
+        );
+        assert_eq!(
+            "redis://127.0.0.1:59000/".parse::<Target>(),
+            Ok(Target::Redis(a))
+        );
+        assert!("ftp://127.0.0.1:1".parse::<Target>().is_err());
+        assert!("redis://localhost".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn payload_is_fixed_size_and_carries_its_stamp() {
+        let mut buf = Vec::new();
+        payload(7, 123_456_789, 64, &mut buf);
+        assert_eq!(buf.len(), 64);
+        assert_eq!(stamp_of(&buf), Some(123_456_789));
+    }
+
+    #[test]
+    fn counting_receiver_counts_across_chunk_boundaries() {
+        let c = Common::new(Target::NeoChat("127.0.0.1:1".parse().unwrap()));
+        let lay = layout(&c, 10, 64);
+        assert_eq!(lay.len, 10 + 2 + 64 + 1);
+        let mut records = 0;
+        let mut carry = 0;
+        for chunk in [30usize, 100, 17, 7] {
+            let total = carry + chunk;
+            records += total / lay.len;
+            carry = total % lay.len;
+        }
+        assert_eq!(records, 154 / 77);
+    }
+
+    #[test]
+    fn redis_layout_matches_what_redis_sends() {
+        let mut c = Common::new(Target::Redis("127.0.0.1:1".parse().unwrap()));
+        c.prefix = "ch".into();
+        let lay = layout(&c, 0, 64);
+        let mut buf = Vec::new();
+        payload(1, 2, 64, &mut buf);
+        let mut wire = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$64\r\n".to_vec();
+        wire.extend_from_slice(&buf);
+        wire.extend_from_slice(b"\r\n");
+        assert_eq!(wire.len(), lay.len);
+        assert_eq!(&wire[lay.payload_at..lay.payload_at + 64], &buf[..]);
+    }
+}
