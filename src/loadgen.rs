@@ -197,6 +197,9 @@ impl Peer {
     }
 }
 
+/// The longest a timed sender sleeps without looking at its sockets.
+const NAP: Duration = Duration::from_micros(50);
+
 struct Net {
     poll: Poll,
     events: Events,
@@ -206,6 +209,11 @@ struct Net {
 
 impl Net {
     fn new() -> io::Result<Net> {
+        // Naps of tens of microseconds need the default 50 us timer slack off.
+        // SAFETY: PR_SET_TIMERSLACK takes a plain integer; no memory is passed.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+        }
         Ok(Net {
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
@@ -261,13 +269,15 @@ impl Net {
         &mut self,
         timeout: Duration,
         mut on_data: impl FnMut(usize, &mut Peer, &[u8]) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
             Err(e) => return Err(e.into()),
         }
+        let mut n = 0;
         for event in self.events.iter() {
+            n += 1;
             let i = event.token().0;
             let peer = &mut self.peers[i];
             if peer.closed {
@@ -292,6 +302,21 @@ impl Net {
                     }
                 }
             }
+        }
+        Ok(n)
+    }
+
+    /// A turn for timed sending: epoll's timeout has millisecond grain (mio
+    /// rounds up), far too coarse for latency, so poll without waiting and,
+    /// if nothing happened, nap briefly until `until`.
+    fn turn_until(
+        &mut self,
+        until: Instant,
+        on_data: impl FnMut(usize, &mut Peer, &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if self.turn(Duration::ZERO, on_data)? == 0 {
+            let nap = until.saturating_duration_since(Instant::now());
+            std::thread::sleep(nap.min(NAP));
         }
         Ok(())
     }
@@ -774,7 +799,8 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
                         sent - completed
                     ));
                 }
-                let due = (now.duration_since(epoch).as_secs_f64() * rate) as u64;
+                // Message k is due at k / rate: at time 0, one is due.
+                let due = (now.duration_since(epoch).as_secs_f64() * rate) as u64 + 1;
                 due.saturating_sub(sent)
             }
         };
@@ -796,15 +822,7 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
                 net.flush(s)?;
             }
         }
-        let timeout = match o.rate {
-            Some(rate) => {
-                let next = epoch + Duration::from_secs_f64((sent + 1) as f64 / rate);
-                next.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(1))
-            }
-            None => Duration::from_millis(1),
-        };
-        net.turn(timeout, |i, peer, data| {
+        let on_data = |i: usize, peer: &mut Peer, data: &[u8]| {
             if is_receiver[i] {
                 receive(peer, data, lay, epoch, &mut hist)
             } else if data.is_empty() {
@@ -812,7 +830,16 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
             } else {
                 Ok(()) // replies to PUBLISH, or other senders' lines
             }
-        })?;
+        };
+        match o.rate {
+            Some(rate) => {
+                let next = epoch + Duration::from_secs_f64(sent as f64 / rate);
+                net.turn_until(next, on_data)?;
+            }
+            None => {
+                net.turn(Duration::from_millis(1), on_data)?;
+            }
+        }
         progress.show(|| {
             let total: u64 = receivers.iter().map(|&r| net.peers[r].records).sum();
             let (t, d) = last_report;
@@ -997,7 +1024,7 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
                 break;
             }
         }
-        let due = (now.duration_since(epoch).as_secs_f64() * o.pair_rate) as u64;
+        let due = (now.duration_since(epoch).as_secs_f64() * o.pair_rate) as u64 + 1;
         while seq < due {
             let t = (seq as f64 / o.pair_rate * 1e9) as u64;
             payload(seq, t, 64, &mut buf);
@@ -1008,7 +1035,8 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
         net.flush(a)?;
         let in_storm = storming && storm_secs.is_none();
         let a_prefix = a_prefix.as_bytes();
-        net.turn(Duration::from_millis(1), |i, peer, data| {
+        let next = epoch + Duration::from_secs_f64(seq as f64 / o.pair_rate);
+        net.turn_until(next, |i, peer, data| {
             if data.is_empty() {
                 return fail(format!("{}: closed by the server", peer.name));
             }

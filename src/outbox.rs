@@ -6,6 +6,10 @@
 
 use std::io::{self, Write};
 
+/// Largest allocation kept for reuse once everything is written: enough for
+/// a busy connection's turn of chat lines, not for a one-off `/who` of
+/// thousands of names, which is freed at once.
+const KEEP_CAPACITY: usize = 16 * 1024;
 /// Written bytes at the front are dropped once they pass this size.
 const COMPACT_AT: usize = 64 * 1024;
 
@@ -71,10 +75,14 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        // Keep the allocation: a busy connection reuses it next turn. The
-        // reactor calls `release` on idle ones.
+        // Keep a modest allocation: a busy connection reuses it next turn
+        // (no malloc per write). The reactor `release`s idle ones.
         self.pos = 0;
-        self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
         Ok(Flushed::All)
     }
 
@@ -152,7 +160,7 @@ mod tests {
     #[test]
     fn release_frees_only_an_empty_buffer() {
         let mut out = Outbox::default();
-        out.push(&vec![b'z'; 100_000], 1 << 20);
+        out.push(&vec![b'z'; 10_000], 1 << 20);
         assert!(!out.release(), "pending bytes are kept");
         let mut w = Trickle {
             got: Vec::new(),
@@ -160,10 +168,23 @@ mod tests {
             calls: 1,
         };
         out.write_to(&mut w).unwrap();
-        assert!(out.capacity() >= 100_000, "kept for reuse until released");
+        assert!(out.capacity() >= 10_000, "kept for reuse until released");
         assert!(out.release());
         assert_eq!(out.capacity(), 0);
         assert!(!out.release());
+    }
+
+    #[test]
+    fn a_large_buffer_is_freed_as_soon_as_it_is_written() {
+        let mut out = Outbox::default();
+        out.push(&vec![b'z'; 100_000], 1 << 20);
+        let mut w = Trickle {
+            got: Vec::new(),
+            room: usize::MAX,
+            calls: 1,
+        };
+        out.write_to(&mut w).unwrap();
+        assert_eq!(out.capacity(), 0);
     }
 
     #[test]

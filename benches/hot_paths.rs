@@ -1,0 +1,119 @@
+//! Micro-benchmarks of the per-message hot paths: framing a chunk of lines,
+//! a session handling one chat message, and appending one broadcast line to
+//! 1,000 output buffers.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use neochat::outbox::Outbox;
+use neochat::session::{Action, AuthOutcome, ConnId, Ctx, Roster, Session, SessionConfig};
+
+/// A session that has registered and is chatting, with flood control off.
+fn chatting(config: &SessionConfig, roster: &mut Roster) -> Session {
+    let mut actions = Vec::new();
+    let now = Instant::now();
+    let id = ConnId { key: 0, serial: 0 };
+    let mut ctx = Ctx {
+        now,
+        config,
+        roster,
+        actions: &mut actions,
+    };
+    let mut s = Session::new(id, &mut ctx);
+    s.handle_bytes(b"R\nalice\nsecret-password\n", &mut ctx);
+    s.handle_auth_result(AuthOutcome::Registered("alice".into()), &mut ctx);
+    assert!(s.is_chatting());
+    s
+}
+
+fn framing(c: &mut Criterion) {
+    let config = SessionConfig {
+        max_line: 4096,
+        rate: None,
+    };
+    let mut roster = Roster::new();
+    let mut session = chatting(&config, &mut roster);
+    let line = format!("{}\n", "x".repeat(63));
+    let chunk = line.repeat(100);
+    let mut actions = Vec::with_capacity(128);
+    let mut g = c.benchmark_group("session");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("handle_bytes/100 lines of 64 bytes in one chunk", |b| {
+        b.iter(|| {
+            let mut ctx = Ctx {
+                now: Instant::now(),
+                config: &config,
+                roster: &mut roster,
+                actions: &mut actions,
+            };
+            session.handle_bytes(black_box(chunk.as_bytes()), &mut ctx);
+            actions.clear();
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("handle_bytes/one message", |b| {
+        b.iter(|| {
+            let mut ctx = Ctx {
+                now: Instant::now(),
+                config: &config,
+                roster: &mut roster,
+                actions: &mut actions,
+            };
+            session.handle_bytes(black_box(line.as_bytes()), &mut ctx);
+            assert!(matches!(actions.first(), Some(Action::Broadcast(_))));
+            actions.clear();
+        })
+    });
+    let split = chunk.as_bytes().split_at(chunk.len() / 2 + 7);
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("handle_bytes/100 lines split mid-line", |b| {
+        b.iter(|| {
+            let mut ctx = Ctx {
+                now: Instant::now(),
+                config: &config,
+                roster: &mut roster,
+                actions: &mut actions,
+            };
+            session.handle_bytes(black_box(split.0), &mut ctx);
+            session.handle_bytes(black_box(split.1), &mut ctx);
+            actions.clear();
+        })
+    });
+    g.finish();
+}
+
+fn fanout(c: &mut Criterion) {
+    let line = format!("alice: {}\n", "x".repeat(64));
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("append one line to 1000 output buffers", |b| {
+        b.iter_batched_ref(
+            || (0..1000).map(|_| Outbox::default()).collect::<Vec<_>>(),
+            |boxes| {
+                for out in boxes.iter_mut() {
+                    black_box(out.push(line.as_bytes(), 1 << 20));
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("append 64 lines to 1000 buffers and write them out", |b| {
+        let mut boxes: Vec<Outbox> = (0..1000).map(|_| Outbox::default()).collect();
+        let mut sink = std::io::sink();
+        b.iter(|| {
+            for _ in 0..64 {
+                for out in boxes.iter_mut() {
+                    out.push(line.as_bytes(), 1 << 20);
+                }
+            }
+            for out in boxes.iter_mut() {
+                black_box(out.write_to(&mut sink).ok());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, framing, fanout);
+criterion_main!(benches);
