@@ -13,7 +13,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -74,6 +75,9 @@ impl From<rusqlite::Error> for Error {
 pub struct Job {
     pub conn: ConnId,
     pub request: AuthRequest,
+    /// Set by the reactor when the connection goes away: the worker then
+    /// skips the job (before hashing, and before writing).
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// The outcome of a [`Job`], for the connection that asked.
@@ -96,7 +100,10 @@ pub struct AuthConfig {
 /// The running worker pool. Dropping it closes the queue; workers finish the
 /// job in hand and exit.
 pub struct AuthPool {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<Sender<Job>>,
+    /// Jobs queued and not yet taken by a worker.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
     results: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -114,8 +121,11 @@ impl AuthPool {
 
         let dummy: Arc<str> = dummy_hash(config.bcrypt_cost)?.into();
 
-        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(config.queue.max(1));
+        // Unbounded channel, bounded by `queued`: nothing is allocated for
+        // jobs that never come.
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
+        let queued = Arc::new(AtomicUsize::new(0));
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {
@@ -128,14 +138,17 @@ impl AuthPool {
             let jobs = job_rx.clone();
             let done = done_tx.clone();
             let wake = wake.clone();
+            let queued = queued.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("auth-{i}"))
-                .spawn(move || worker.run(&jobs, &done, &*wake))
+                .spawn(move || worker.run(&jobs, &queued, &done, &*wake))
                 .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
             threads.push(handle);
         }
         Ok(AuthPool {
             jobs: Some(job_tx),
+            queued,
+            limit: config.queue.max(1),
             results: done_rx,
             threads,
         })
@@ -146,10 +159,14 @@ impl AuthPool {
         let Some(jobs) = &self.jobs else {
             return Err(job);
         };
-        match jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+        if self.queued.load(Ordering::Relaxed) >= self.limit {
+            return Err(job);
         }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        jobs.send(job).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            e.0
+        })
     }
 
     /// The next finished job, if any.
@@ -239,6 +256,27 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// Workers run at nice 10: a login storm (bcrypt is pure CPU) must not take
+/// the processor from the event loop, whose chat latency matters more than
+/// a login's. On a busy box logins slow down; on an idle one nothing changes.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions; setpriority with
+        // PRIO_PROCESS and a thread id changes only that thread's nice value.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if rc != 0 {
+            log::debug!(
+                "cannot lower auth worker priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 struct Worker {
     conn: Connection,
     cost: u32,
@@ -246,9 +284,17 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, wake: &(dyn Fn() + Sync)) {
+    fn run(
+        mut self,
+        jobs: &Mutex<Receiver<Job>>,
+        queued: &AtomicUsize,
+        done: &Sender<Done>,
+        wake: &(dyn Fn() + Sync),
+    ) {
+        lower_priority();
         loop {
-            // Hold the lock only to take a job, never while working on it. A
+            // Idle workers take turns waiting on the queue; the lock is let
+            // go as soon as a job arrives, never held while working. A
             // poisoned lock only means another worker panicked while holding
             // it; the receiver itself is still sound.
             let job = {
@@ -258,13 +304,18 @@ impl Worker {
             let Ok(job) = job else {
                 return; // The pool was dropped.
             };
+            queued.fetch_sub(1, Ordering::Relaxed);
+            if job.cancel.load(Ordering::Relaxed) {
+                continue; // The connection is gone; nobody waits for this.
+            }
             let conn = job.conn;
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(job.request)))
-                    .unwrap_or_else(|_| {
-                        log::error!("auth worker panicked on a job for connection {}", conn.key);
-                        AuthOutcome::Unavailable
-                    });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.handle(job.request, &job.cancel)
+            }))
+            .unwrap_or_else(|_| {
+                log::error!("auth worker panicked on a job for connection {}", conn.key);
+                AuthOutcome::Unavailable
+            });
             if done.send(Done { conn, outcome }).is_err() {
                 return;
             }
@@ -272,9 +323,9 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, request: AuthRequest) -> AuthOutcome {
+    fn handle(&mut self, request: AuthRequest, cancel: &AtomicBool) -> AuthOutcome {
         let result = match request {
-            AuthRequest::Register { name, password } => self.register(&name, &password),
+            AuthRequest::Register { name, password } => self.register(&name, &password, cancel),
             AuthRequest::Login { name, password } => self.login(&name, &password),
         };
         result.unwrap_or_else(|e| {
@@ -283,7 +334,12 @@ impl Worker {
         })
     }
 
-    fn register(&mut self, name: &str, password: &str) -> Result<AuthOutcome, Error> {
+    fn register(
+        &mut self,
+        name: &str,
+        password: &str,
+        cancel: &AtomicBool,
+    ) -> Result<AuthOutcome, Error> {
         // The session checked the length; check again, since `bcrypt::hash`
         // would silently ignore everything past 72 bytes.
         if password.len() > MAX_PASSWORD {
@@ -294,6 +350,12 @@ impl Worker {
         }
         let hash = bcrypt::hash(password, self.cost)
             .map_err(|e| Error::new(ErrorKind::Database, format!("bcrypt: {e}")))?;
+        // The user gave up (or timed out) while we hashed: store nothing,
+        // or they would find the name taken without ever being told it is
+        // theirs.
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(AuthOutcome::Unavailable);
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
@@ -370,7 +432,15 @@ mod tests {
         request: AuthRequest,
     ) -> AuthOutcome {
         let conn = ConnId { key, serial: 7 };
-        assert!(pool.submit(Job { conn, request }).is_ok());
+        let cancel = Arc::new(AtomicBool::new(false));
+        assert!(
+            pool.submit(Job {
+                conn,
+                request,
+                cancel
+            })
+            .is_ok()
+        );
         woke.recv_timeout(Duration::from_secs(10))
             .expect("worker wakes the loop");
         let done = pool.try_recv().expect("result queued before the wake");
@@ -492,9 +562,32 @@ mod tests {
             pool.submit(Job {
                 conn: ConnId { key: i, serial: 0 },
                 request: login("x", "y"),
+                cancel: Arc::new(AtomicBool::new(false)),
             })
             .is_err()
         });
         assert!(refused);
+    }
+
+    #[test]
+    fn a_cancelled_job_is_skipped_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, woke) = pool(dir.path());
+        let conn = ConnId { key: 9, serial: 1 };
+        let cancel = Arc::new(AtomicBool::new(true));
+        let request = register("ghost", "password-1");
+        assert!(
+            pool.submit(Job {
+                conn,
+                request,
+                cancel
+            })
+            .is_ok()
+        );
+        // The next job's result comes first and alone: the cancelled one
+        // produced none.
+        let outcome = run(&pool, &woke, 3, login("ghost", "password-1"));
+        assert_eq!(outcome, AuthOutcome::WrongCredentials);
+        assert!(pool.try_recv().is_none());
     }
 }

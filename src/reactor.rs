@@ -88,11 +88,16 @@ impl Default for Config {
     }
 }
 
-/// Why a connection is closing.
+/// How a connection is closing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Closing {
     /// Write what is queued first (`/quit`, login timeout, end of input).
     AfterFlush,
+    /// Everything is written and our side shut down; reading and dropping
+    /// input until the peer closes too. Closing a socket with unread input
+    /// sends a reset, which can destroy our last lines still in flight, so
+    /// we linger like a web server does.
+    Draining,
     /// Drop it now (socket error, output limit passed).
     Now,
 }
@@ -109,6 +114,8 @@ struct Conn {
     reason: &'static str,
     /// Already on the `dirty` list.
     dirty: bool,
+    /// Set to abandon this connection's auth job, if one is out.
+    job: Option<Arc<AtomicBool>>,
 }
 
 /// Asks a running server to shut down as if it got SIGTERM.
@@ -179,8 +186,8 @@ impl Server {
                 db: config.db.clone(),
                 bcrypt_cost: config.bcrypt_cost,
                 workers: config.workers,
-                // A connection has at most one job out, so this bound is
-                // never the binding one: the connection cap is.
+                // At most one job per connection is out (a closed
+                // connection's job is cancelled, and skipped by workers).
                 queue: config.max_clients,
             },
             wake,
@@ -263,6 +270,9 @@ impl Server {
                 return Err(e);
             }
             let now = Instant::now();
+            // Connections cut short last turn; those cut short now wait for
+            // the next one, so one flooder gets one share per turn.
+            let again = std::mem::take(&mut self.again);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -281,6 +291,9 @@ impl Server {
                         self.begin_shutdown(now);
                     }
                     Token(key) => {
+                        if event.is_error() {
+                            self.on_socket_error(key);
+                        }
                         if event.is_writable() {
                             self.flush(key);
                         }
@@ -292,7 +305,7 @@ impl Server {
             }
             self.drain_results(now);
             self.run_timers(now);
-            for id in std::mem::take(&mut self.again) {
+            for id in again {
                 if self.is_live(id) {
                     self.read(id.key, now);
                 }
@@ -439,10 +452,19 @@ impl Server {
             closing: None,
             reason: "",
             dirty: false,
+            job: None,
         });
         debug!("conn {}: open from {peer}", id.key);
-        self.login_deadlines
-            .push_back((now + self.config.login_timeout, id));
+        if let Some(deadline) = now.checked_add(self.config.login_timeout) {
+            self.login_deadlines.push_back((deadline, id));
+        }
+        // Entries of closed connections wait for their deadline; under a
+        // fast connect/close churn, drop them before they pile up.
+        if self.login_deadlines.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.login_deadlines
+                .retain(|(_, id)| conns.get(id.key).is_some_and(|c| c.id == *id));
+        }
         self.apply(id);
     }
 
@@ -455,6 +477,10 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
+            if conn.closing == Some(Closing::Draining) {
+                self.drain_input(key);
+                return;
+            }
             if conn.closing.is_some() || !conn.session.wants_input() {
                 return;
             }
@@ -487,6 +513,19 @@ impl Server {
         }
     }
 
+    /// The socket reports an error (a reset, usually). A session that reads
+    /// would find out from `read`; one paused for a password check would
+    /// not, and would hold its slot until bcrypt is done.
+    fn on_socket_error(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get(key)
+            && conn.closing.is_none()
+            && !conn.session.wants_input()
+        {
+            let id = conn.id;
+            self.mark_closing(id, Closing::Now, "connection error");
+        }
+    }
+
     // ---- carrying out what sessions ask ----
 
     /// Carries out the actions a handler of `id`'s session pushed.
@@ -502,7 +541,16 @@ impl Server {
                     self.mark_closing(to, Closing::AfterFlush, "taken over");
                 }
                 Action::Auth(request) => {
-                    if let Err(job) = self.auth.submit(Job { conn: id, request }) {
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    if let Some(conn) = self.conns.get_mut(id.key) {
+                        conn.job = Some(cancel.clone());
+                    }
+                    let job = Job {
+                        conn: id,
+                        request,
+                        cancel,
+                    };
+                    if let Err(job) = self.auth.submit(job) {
                         warn!("auth queue full; refusing a job");
                         self.local_results.push_back(Done {
                             conn: job.conn,
@@ -571,6 +619,10 @@ impl Server {
         if conn.id != id || conn.closing == Some(Closing::Now) {
             return;
         }
+        // Nobody will hear the answer: do not spend a bcrypt on it.
+        if let Some(cancel) = conn.job.take() {
+            cancel.store(true, Ordering::Relaxed);
+        }
         if how == Closing::Now {
             conn.out.discard();
         } else if conn.closing.is_none() {
@@ -624,18 +676,29 @@ impl Server {
 
     // ---- closing ----
 
-    /// Removes a connection marked closing, once it may go.
+    /// Removes a connection marked closing, once it may go: at once, or
+    /// when its output is written and the peer has closed its side (or the
+    /// linger deadline passed).
     fn reap(&mut self, id: ConnId, now: Instant) {
-        let Some(conn) = self.conns.get(id.key) else {
+        let Some(conn) = self.conns.get_mut(id.key) else {
             return;
         };
-        let ready = match conn.closing {
-            Some(Closing::Now) => true,
-            Some(Closing::AfterFlush) => conn.out.is_empty(),
-            None => false,
-        };
-        if conn.id != id || !ready {
+        if conn.id != id {
             return;
+        }
+        match conn.closing {
+            Some(Closing::Now) => {}
+            Some(Closing::AfterFlush) if conn.out.is_empty() => {
+                // Our last byte is queued in the kernel: send FIN after it,
+                // then wait for the peer's FIN while dropping its input.
+                if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                    debug!("conn {}: shutdown: {e}", id.key);
+                }
+                conn.closing = Some(Closing::Draining);
+                self.drain_input(id.key);
+                return;
+            }
+            _ => return,
         }
         let mut conn = self.conns.remove(id.key);
         deregister(self.poll.registry(), &mut conn.stream);
@@ -653,6 +716,26 @@ impl Server {
         }
     }
 
+    /// Reads and drops whatever a closing peer still sends; once it has
+    /// closed its side (or errs), the connection can go.
+    fn drain_input(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        for _ in 0..READS_PER_TURN {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        // Closed, failed, or still sending after a turn's worth: done.
+        conn.closing = Some(Closing::Now);
+        self.doomed.push(conn.id);
+    }
+
     // ---- auth results and timers ----
 
     fn drain_results(&mut self, now: Instant) {
@@ -668,6 +751,7 @@ impl Server {
                 continue;
             }
             let conn = &mut self.conns[id.key];
+            conn.job = None;
             conn.session.handle_auth_result(
                 done.outcome,
                 &mut Ctx {
@@ -709,8 +793,8 @@ impl Server {
             }
             self.linger_deadlines.pop_front();
             if self.conns.get(id.key).is_some_and(|c| c.id == id) {
-                debug!("conn {}: output not drained in time", id.key);
-                self.mark_closing(id, Closing::Now, "output not drained in time");
+                debug!("conn {}: did not finish closing in time", id.key);
+                self.mark_closing(id, Closing::Now, "did not finish closing in time");
             }
         }
         if self.accept_retry.is_some_and(|t| t <= now) {
@@ -761,7 +845,7 @@ impl Server {
         }
         self.accept_retry = None;
         for (key, conn) in self.conns.iter_mut() {
-            if conn.closing == Some(Closing::Now) {
+            if matches!(conn.closing, Some(Closing::Now | Closing::Draining)) {
                 continue;
             }
             // Nobody is told that anybody left: the shutdown line is last.

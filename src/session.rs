@@ -302,19 +302,54 @@ impl Session {
             State::Authenticating => self.pending.extend_from_slice(data),
             _ if self.pending.is_empty() => self.consume(data, ctx),
             _ => {
-                // Rare: the previous read ended mid-line. Join and rescan.
-                let mut joined = std::mem::take(&mut self.pending);
-                joined.extend_from_slice(data);
-                self.consume(&joined, ctx);
-                if self.pending.is_empty() {
-                    // Keep the allocation for the next partial line, unless
-                    // it is large: idle connections should cost little.
-                    joined.clear();
-                    if joined.capacity() <= 1024 {
-                        self.pending = joined;
-                    }
+                // The previous read ended mid-line. Scan only the new bytes
+                // (a sender trickling a byte at a time must not cost a
+                // rescan of the whole line per byte).
+                let Some(i) = memchr::memchr(b'\n', data) else {
+                    self.extend_partial(data, ctx);
+                    return;
+                };
+                let mut line = std::mem::take(&mut self.pending);
+                line.extend_from_slice(&data[..i]);
+                self.complete_line(&line, ctx);
+                // Keep a small allocation for the next partial line.
+                line.clear();
+                if line.capacity() <= 1024 && self.pending.is_empty() {
+                    self.pending = line;
                 }
+                self.consume(&data[i + 1..], ctx);
             }
+        }
+    }
+
+    /// Adds bytes without an LF to the unfinished line, or starts discarding
+    /// it once it is longer than any accepted line can be.
+    fn extend_partial(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+        if self.discarding {
+            return;
+        }
+        // One byte of slack for the CR of a CRLF.
+        if self.pending.len() + data.len() > ctx.config.max_line + 1 {
+            self.pending.clear();
+            self.discarding = true;
+            self.line_too_long(ctx);
+        } else {
+            self.pending.extend_from_slice(data);
+        }
+    }
+
+    /// A line's bytes up to (not including) its LF, or up to the end of input.
+    fn complete_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
+        if self.discarding {
+            // Its error was sent when it overflowed.
+            self.discarding = false;
+            return;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > ctx.config.max_line {
+            self.line_too_long(ctx);
+        } else {
+            self.handle_line(line, ctx);
         }
     }
 
@@ -398,11 +433,9 @@ impl Session {
 
     fn end(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) {
         ctx.actions.push(Action::Close(reason));
-        // Stay in the roster until the driver closes us: `handle_closed`
-        // sends the left notice then.
-        if !self.is_chatting() {
-            self.state = State::Done;
-        }
+        // Leave the room now rather than when the last lines have drained:
+        // from here on `/msg` and `/who` must not see this user.
+        self.handle_closed(ctx);
         self.pending = Vec::new();
         self.closed = true;
     }
@@ -411,13 +444,9 @@ impl Session {
         if !self.eof || self.closed || matches!(self.state, State::Authenticating | State::Done) {
             return;
         }
-        if self.discarding {
-            self.discarding = false;
-            self.pending.clear();
-            self.line_too_long(ctx);
-        } else if !self.pending.is_empty() {
+        if self.discarding || !self.pending.is_empty() {
             let last = std::mem::take(&mut self.pending);
-            self.handle_line(&last, ctx);
+            self.complete_line(&last, ctx);
         }
         if !matches!(self.state, State::Authenticating | State::Done) {
             self.end("end of input", ctx);
@@ -427,7 +456,6 @@ impl Session {
     /// Splits `data` into lines and handles them until the data runs out or
     /// the session stops taking input; keeps what is left in `pending`.
     fn consume(&mut self, mut data: &[u8], ctx: &mut Ctx<'_>) {
-        let max = ctx.config.max_line;
         while !data.is_empty() {
             // After `/quit` (and the like) nothing more is read.
             if self.closed || matches!(self.state, State::Done) {
@@ -439,30 +467,12 @@ impl Session {
             }
             match memchr::memchr(b'\n', data) {
                 Some(i) => {
-                    let (line, rest) = (&data[..i], &data[i + 1..]);
-                    data = rest;
-                    if self.discarding {
-                        // The error was sent when the line overflowed.
-                        self.discarding = false;
-                        continue;
-                    }
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if line.len() > max {
-                        self.line_too_long(ctx);
-                    } else {
-                        self.handle_line(line, ctx);
-                    }
+                    let line = &data[..i];
+                    data = &data[i + 1..];
+                    self.complete_line(line, ctx);
                 }
                 None => {
-                    if !self.discarding {
-                        // One byte of slack for the CR of a CRLF.
-                        if data.len() > max + 1 {
-                            self.discarding = true;
-                            self.line_too_long(ctx);
-                        } else {
-                            self.pending.extend_from_slice(data);
-                        }
-                    }
+                    self.extend_partial(data, ctx);
                     return;
                 }
             }
@@ -1403,6 +1413,63 @@ mod tests {
         w.send(b, b"first\nlast words");
         w.on(b, |s, ctx| s.handle_eof(ctx));
         assert_eq!(w.take(a), "bob: first\nbob: last words\n* bob left\n");
+    }
+
+    #[test]
+    fn last_line_at_end_of_input_obeys_the_limit_once() {
+        let config = SessionConfig {
+            max_line: 16,
+            rate: None,
+        };
+        // Over-long and unterminated: one error, not two.
+        let mut w = World::with(config.clone());
+        let a = w.connect();
+        w.take(a);
+        w.send(a, &[b'x'; 40]);
+        w.on(a, |s, ctx| s.handle_eof(ctx));
+        assert_eq!(
+            w.take(a),
+            format!("! line too long (max 16 bytes)\n{CHOICE}")
+        );
+        // One byte over (the slack kept for a CR) is still too long.
+        let mut w = World::with(config.clone());
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        w.send(b, &[b'y'; 17]);
+        w.on(b, |s, ctx| s.handle_eof(ctx));
+        assert_eq!(w.take(b), "! line too long (max 16 bytes)\n");
+        assert_eq!(w.take(a), "* bob left\n");
+        // A CR before the end of input is dropped like the CR of a CRLF.
+        let mut w = World::with(config);
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        w.send(b, b"0123456789abcdef\r");
+        w.on(b, |s, ctx| s.handle_eof(ctx));
+        assert_eq!(w.take(a), "bob: 0123456789abcdef\n* bob left\n");
+    }
+
+    #[test]
+    fn a_user_who_quit_is_gone_at_once() {
+        let mut w = World::new();
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        // Do not route bob's Close, as if his last lines were still queued.
+        let mut actions = Vec::new();
+        w.sessions[b].handle_bytes(
+            b"/quit\n",
+            &mut Ctx {
+                now: w.now,
+                config: &w.config,
+                roster: &mut w.roster,
+                actions: &mut actions,
+            },
+        );
+        assert!(actions.contains(&Action::Broadcast(b"* bob left\n".to_vec())));
+        w.send(a, b"/msg bob hello?\n/who\n");
+        assert_eq!(w.take(a), "! bob is not online\n* online (1): alice\n");
     }
 
     #[test]

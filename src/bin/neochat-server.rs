@@ -26,17 +26,17 @@ struct Args {
     /// Lines per second per user while chatting (burst twice that), or `off`
     #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
     rate: Rate,
-    /// Seconds a connection may take to log in
+    /// Seconds a connection may take to log in (at most a day)
     #[arg(long, value_name = "SECS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     login_timeout: u64,
-    /// Most connections at once, logged in or not
+    /// Most connections at once, logged in or not (at most 1,000,000)
     #[arg(long, value_name = "N", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_clients: u64,
     /// Unsent output (bytes) after which a connection that does not read is cut off
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
-          value_parser = clap::value_parser!(u64).range(64..))]
+          value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
     max_output: u64,
     /// Longest line accepted, in bytes (LF and one CR before it not counted)
     #[arg(long, value_name = "BYTES", default_value_t = 4096,
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     };
 
     match neochat::reactor::raise_fd_limit() {
-        Ok(n) if (n as usize) < config.max_clients + 64 => log::warn!(
+        Ok(n) if (n as usize) < config.max_clients.saturating_add(64) => log::warn!(
             "open-file limit is {n}: fewer than --max-clients {} connections will fit",
             config.max_clients
         ),

@@ -9,4 +9,5 @@ mod handshake;
 mod harness;
 mod lifecycle;
 mod limits;
+mod robustness;
 mod util;

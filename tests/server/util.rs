@@ -471,6 +471,21 @@ impl Client {
         }
     }
 
+    /// Reads one line, waiting up to `d` instead of the usual timeout.
+    #[track_caller]
+    pub fn line_within(&mut self, d: Duration) -> String {
+        self.reader.get_ref().set_read_timeout(Some(d)).unwrap();
+        let result = self.try_line();
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+        match result {
+            Ok(line) => line,
+            Err(why) => panic!("{}: expected a line within {d:?}, {why}", self.label),
+        }
+    }
+
     /// Nothing may arrive (neither data nor EOF) within `d`.
     #[track_caller]
     pub fn no_line_within(&mut self, d: Duration) {
