@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Side-by-side runs of NeoChat and Redis 7 pub/sub with the same generator
+# (neochat-bench), medians of RUNS runs, for BENCHMARKS.md.
+#
+#   bash benches/compare.sh            # RUNS=5 by default
+#   RUNS=3 SKIP_LOGINS=1 bash benches/compare.sh
+#
+# Needs redis-server on PATH (Debian: apt-get install redis-server). Both
+# servers keep their data on tmpfs (/dev/shm): these runs measure fan-out,
+# latency and memory, not the disk. Ports 59610 (NeoChat) and 6410 (Redis).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+cargo build --release --bins >/dev/null
+BENCH=target/release/neochat-bench
+SERVER=target/release/neochat-server
+work=$(mktemp -d /dev/shm/neochat-compare.XXXXXX)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+start_neochat() { # extra flags...
+    "$SERVER" --listen 127.0.0.1:59610 --db "$work/neochat.db" --max-clients 20000 "$@" 2>"$work/neochat.log" &
+    npid=$!; pids+=("$npid")
+    for _ in $(seq 100); do grep -q "^listening on" "$work/neochat.log" && return; sleep 0.1; done
+    echo "neochat-server did not start" >&2; exit 1
+}
+stop_neochat() { kill "$npid"; wait "$npid" 2>/dev/null || true; rm -f "$work"/neochat.db*; }
+start_redis() {
+    redis-server --port 6410 --save '' --appendonly no --maxclients 30000 --daemonize no \
+        --logfile "$work/redis.log" &
+    rpid=$!; pids+=("$rpid")
+    for _ in $(seq 100); do redis-cli -p 6410 ping >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "redis-server did not start" >&2; exit 1
+}
+stop_redis() { kill "$rpid"; wait "$rpid" 2>/dev/null || true; }
+
+# json_field JSON KEY
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+median() { python3 -c 'import sys,statistics; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+
+run_many() { # key target scenario args...
+    local key=$1; shift; local vals=()
+    for _ in $(seq "$RUNS"); do
+        out=$("$BENCH" --json "$@")
+        vals+=("$(field "$out" "$key")")
+    done
+    median "${vals[@]}"
+}
+
+echo "# $(date -u +%F), $(nproc) cores, $(uname -r), RUNS=$RUNS"
+printf '| %-44s | %14s | %14s | %7s |\n' "measure" "NeoChat" "Redis 7" "ratio"
+printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..16})" "$(printf -- '-%.0s' {1..16})" "$(printf -- '-%.0s' {1..9})"
+row() { printf '| %-44s | %14.0f | %14.0f | %6.2fx |\n' "$1" "$2" "$3" "$(python3 -c "print($2/$3)")"; }
+
+start_neochat --bcrypt-cost 4 --rate off
+start_redis
+for r in 100 1000; do
+    n=$(run_many deliveries_per_sec --target neochat://127.0.0.1:59610 fanout -r "$r")
+    d=$(run_many deliveries_per_sec --target redis://127.0.0.1:6410 fanout -r "$r")
+    row "fan-out deliveries/s, R=$r, 64 B, window 64" "$n" "$d"
+done
+n=$(run_many latency_p99_us --target neochat://127.0.0.1:59610 latency -r 100 --rate 2000)
+d=$(run_many latency_p99_us --target redis://127.0.0.1:6410 latency -r 100 --rate 2000)
+row "p99 latency us, 2,000 msg/s to R=100" "$n" "$d"
+n=$(run_many latency_p50_us --target neochat://127.0.0.1:59610 latency -r 100 --rate 2000)
+d=$(run_many latency_p50_us --target redis://127.0.0.1:6410 latency -r 100 --rate 2000)
+row "p50 latency us, 2,000 msg/s to R=100" "$n" "$d"
+stop_neochat; stop_redis
+
+# Idle memory: a fresh server each run, so every run starts from the same heap.
+nv=(); dv=()
+for _ in $(seq "$RUNS"); do
+    start_neochat --bcrypt-cost 4
+    out=$("$BENCH" --json --target neochat://127.0.0.1:59610 idle -k 10000 --pid "$npid")
+    nv+=("$(field "$out" bytes_per_connection)"); stop_neochat
+    start_redis
+    out=$("$BENCH" --json --target redis://127.0.0.1:6410 idle -k 10000 --pid "$rpid")
+    dv+=("$(field "$out" bytes_per_connection)"); stop_redis
+done
+row "resident bytes per idle connection, K=10,000" "$(median "${nv[@]}")" "$(median "${dv[@]}")"
+
+# The most connections the fd limit allows (one run).
+start_neochat --bcrypt-cost 4 --max-clients 19900
+out=$("$BENCH" --json --target neochat://127.0.0.1:59610 idle -k 19900 --pid "$npid")
+echo
+echo "NeoChat held 19,900 idle logged-in connections: $(field "$out" bytes_per_connection) bytes each (ulimit -Hn is $(ulimit -Hn))"
+stop_neochat
+
+if [ -z "${SKIP_LOGINS:-}" ]; then
+    start_neochat --rate off   # bcrypt cost 12, the default
+    out=$("$BENCH" --json --target neochat://127.0.0.1:59610 logins -n 200 --quiet 10)
+    echo "login storm, 200 at cost 12: $(field "$out" logins_per_sec) logins/s;" \
+         "pair p99 quiet $(field "$out" quiet_p99_us) us, storm $(field "$out" storm_p99_us) us"
+    stop_neochat
+fi

@@ -1,0 +1,132 @@
+//! The chat phase's plumbing: the thread that prints what the server sends,
+//! and keeping rustyline's screen tidy around it (drawing messages above the
+//! line being typed, rewriting one's own lines, leaving cleanly when the
+//! server goes away).
+
+use std::io::{self, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use rustyline::ExternalPrinter;
+
+use crate::display::{Line, classify, clock, sanitize};
+use crate::{Session, disconnected, say, term, wire};
+
+/// Where the reader thread prints.
+pub enum Printer {
+    /// Above the line being edited; rustyline redraws it.
+    Editor(Box<dyn ExternalPrinter + Send>),
+    Stdout,
+}
+
+/// Starts the thread that prints what the server sends. When the server
+/// closes, it signals the returned channel if the user is leaving, and
+/// otherwise puts the terminal back, says why and exits 1.
+pub fn spawn_reader(
+    mut session: Session,
+    mut reader: BufReader<TcpStream>,
+    mut printer: Printer,
+    quitting: Arc<AtomicBool>,
+    lock: Arc<Mutex<()>>,
+    saved: Arc<term::SavedMode>,
+) -> mpsc::Receiver<()> {
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        while let Ok(true) = wire::read_line(&mut reader, &mut buf, wire::MAX_LINE) {
+            let line = sanitize(&buf);
+            let shown = session.style.incoming(&clock(SystemTime::now()), &line);
+            if matches!(classify(&line), Line::Error(_) | Line::Notice(_)) {
+                session.last = Some(line);
+            }
+            let _guard = lock.lock();
+            match &mut printer {
+                // Outside readline the printer writes the text as it is,
+                // so the line needs its own newline.
+                Printer::Editor(p) => {
+                    if p.print(format!("{shown}\n")).is_err() {
+                        say(&shown);
+                    }
+                }
+                Printer::Stdout => say(&shown),
+            }
+        }
+        if quitting.load(Ordering::SeqCst) {
+            let _ = done_tx.send(());
+            return;
+        }
+        let _guard = lock.lock();
+        if let Printer::Editor(p) = &mut printer {
+            // The main thread is still in readline, with the terminal raw.
+            // Say why through rustyline, so the words land after the lines
+            // it may still be drawing, then take the terminal back.
+            let why = match &session.last {
+                Some(line) => format!("neochat: the server closed the connection: {line}\n"),
+                None => "neochat: the server closed the connection\n".to_owned(),
+            };
+            if p.print(why).is_ok() {
+                drain_printer(p.as_mut());
+                saved.restore();
+                // Clear the prompt rustyline redrew under the message.
+                print!("\r\x1b[K");
+                let _ = io::stdout().flush();
+                std::process::exit(1);
+            }
+        }
+        saved.restore();
+        eprint!("\r\n");
+        disconnected(session.last.as_deref());
+    });
+    done_rx
+}
+
+/// Returns once rustyline has finished drawing every message handed to
+/// `printer` before this call.
+///
+/// Its queue holds one message, and the editor draws each message before
+/// taking the next. So once two more have been queued, everything before
+/// them has been drawn. The two are invisible: cursor up, and the newline
+/// rustyline adds brings it back.
+fn drain_printer(printer: &mut (dyn ExternalPrinter + Send)) {
+    for _ in 0..2 {
+        let _ = printer.print("\x1b[1A".to_owned());
+    }
+}
+
+/// Replaces the line just typed (still on screen with its `> ` prompt) by
+/// how it reads in the chat, `HH:MM alice: hello`, so one's own lines look
+/// like everybody else's. Lines without an echo (commands) stay as typed.
+pub fn redraw_typed(lock: &Mutex<()>, typed: &str, echo: Option<&str>, blank: bool) {
+    if echo.is_none() && !blank {
+        return;
+    }
+    let Some(cols) = term::columns() else { return };
+    let width = 2 + unicode_width::UnicodeWidthStr::width(typed);
+    let rows = term::rows_used(width, cols);
+    // The reader thread prints under the same lock, so nothing lands
+    // between moving up and rewriting. Do not wait long for it: rustyline
+    // may hold a message of the reader thread until the next prompt.
+    let _guard = lock_briefly(lock);
+    let mut out = io::stdout().lock();
+    let _ = write!(out, "\x1b[{rows}A\r\x1b[J");
+    if let Some(echo) = echo {
+        let _ = writeln!(out, "{echo}");
+    }
+    let _ = out.flush();
+}
+
+fn lock_briefly(lock: &Mutex<()>) -> Option<MutexGuard<'_, ()>> {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    loop {
+        if let Ok(guard) = lock.try_lock() {
+            return Some(guard);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}

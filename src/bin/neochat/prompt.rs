@@ -1,0 +1,55 @@
+//! Questions asked on the terminal during login: plain ones with
+//! rustyline, the password with rpassword (never echoed). Ctrl-D leaves
+//! (exit 0), Ctrl-C exits 130.
+
+use std::io;
+
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
+
+use crate::{say, term, wire};
+
+/// Asks a question on the terminal. Ctrl-D leaves (exit 0), Ctrl-C exits
+/// 130.
+pub fn ask(editor: &mut DefaultEditor, question: &str) -> String {
+    match editor.readline(question) {
+        Ok(answer) => answer,
+        Err(ReadlineError::Eof) => std::process::exit(0),
+        Err(ReadlineError::Interrupted) => std::process::exit(130),
+        Err(e) => {
+            eprintln!("neochat: cannot read the keyboard: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Reads the password on the terminal without echo. When registering, asks
+/// twice and checks the length first, so a typo never becomes the password.
+pub fn ask_password(registering: bool) -> String {
+    if !registering {
+        return read_password("Password: ");
+    }
+    loop {
+        let pw = read_password("Choose a password (8-72 bytes): ");
+        if !(8..=72).contains(&pw.len()) {
+            say("A password needs 8 to 72 bytes; try again.");
+            continue;
+        }
+        if read_password("Type it again: ") == pw {
+            return pw;
+        }
+        say("The two passwords differ; try again.");
+    }
+}
+
+fn read_password(prompt: &str) -> String {
+    match term::read_password(prompt) {
+        Ok(pw) => pw,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => std::process::exit(130),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => std::process::exit(0),
+        Err(e) => {
+            eprintln!("neochat: cannot read the password: {}", wire::describe(&e));
+            std::process::exit(1)
+        }
+    }
+}
