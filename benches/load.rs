@@ -125,6 +125,10 @@ fn idle_run(k: usize) -> f64 {
             "4",
             "--max-clients",
             "20000",
+            // 10,000 joining at once means 50 million joined notices: give
+            // the logins time.
+            "--login-timeout",
+            "600",
             "--db",
         ])
         .arg(dir.path().join("idle.db"))

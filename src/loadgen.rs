@@ -166,6 +166,9 @@ struct Peer {
     /// Parses each message for its timestamp.
     sampled: bool,
     closed: bool,
+    /// Not read on events: joined notices pile up in the kernel and are
+    /// read in bulk by `drain_muted`, instead of one syscall per notice.
+    muted: bool,
 }
 
 impl Peer {
@@ -196,6 +199,9 @@ impl Peer {
         self.out.len() - self.out_pos
     }
 }
+
+/// How often peers muted during setup are drained.
+const DRAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// The longest a timed sender sleeps without looking at its sockets.
 const NAP: Duration = Duration::from_micros(50);
@@ -259,6 +265,7 @@ impl Net {
             carry: 0,
             sampled: false,
             closed: false,
+            muted: false,
         });
         Ok(i)
     }
@@ -281,6 +288,14 @@ impl Net {
             let i = event.token().0;
             let peer = &mut self.peers[i];
             if peer.closed {
+                continue;
+            }
+            if peer.muted {
+                // Read later, in bulk; writes still go out.
+                if event.is_writable() {
+                    peer.flush()
+                        .map_err(|e| Error(format!("{}: write: {e}", peer.name)))?;
+                }
                 continue;
             }
             if event.is_writable() {
@@ -318,6 +333,46 @@ impl Net {
             let nap = until.saturating_duration_since(Instant::now());
             std::thread::sleep(nap.min(NAP));
         }
+        Ok(())
+    }
+
+    /// Reads and drops everything waiting on muted peers, then unmutes
+    /// them if `unmute`. Reads to `WouldBlock`, so the next byte brings a
+    /// fresh edge-triggered event.
+    fn drain_muted(&mut self, unmute: bool) -> Result<(), Error> {
+        for (i, peer) in self.peers.iter_mut().enumerate() {
+            if !peer.muted || peer.closed {
+                continue;
+            }
+            loop {
+                match peer.stream.read(&mut self.scratch) {
+                    Ok(0) => return fail(format!("{}: closed by the server", peer.name)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return fail(format!("{}: read: {e}", peer.name)),
+                }
+            }
+            if unmute {
+                peer.muted = false;
+                self.poll.registry().reregister(
+                    &mut peer.stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops read events for a peer (each notice would be one), until
+    /// `drain_muted` unmutes it.
+    fn mute(&mut self, i: usize) -> Result<(), Error> {
+        let peer = &mut self.peers[i];
+        peer.muted = true;
+        self.poll
+            .registry()
+            .reregister(&mut peer.stream, Token(i), Interest::WRITABLE)?;
         Ok(())
     }
 
@@ -393,11 +448,19 @@ fn join_all(
     let redis = matches!(c.target, Target::Redis(_));
     let deadline = Instant::now() + c.setup_timeout;
     let mut progress = Progress::new(c.progress, label);
+    let mut next_drain = Instant::now() + DRAIN_EVERY;
     loop {
         let waiting = ids.iter().filter(|&&i| !net.peers[i].ready).count();
         progress.show(|| format!("{} of {} ready", ids.len() - waiting, ids.len()));
         if waiting == 0 {
+            net.drain_muted(true)?;
             break;
+        }
+        if Instant::now() >= next_drain {
+            // Bounded backlog: the server cuts off readers that fall 1 MiB
+            // behind, and a drain every second reads it in big gulps.
+            net.drain_muted(false)?;
+            next_drain = Instant::now() + DRAIN_EVERY;
         }
         if Instant::now() > deadline {
             return fail(format!(
@@ -412,7 +475,7 @@ fn join_all(
                     peer.name
                 ));
             }
-            if peer.ready && !redis {
+            if peer.ready {
                 // Joined notices and the like: not needed.
                 peer.input.clear();
                 return Ok(());
@@ -457,6 +520,11 @@ fn join_all(
             }
             Ok(())
         })?;
+        for &i in &ids {
+            if net.peers[i].ready && !net.peers[i].muted {
+                net.mute(i)?;
+            }
+        }
     }
     progress.done();
     Ok(ids)

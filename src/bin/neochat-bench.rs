@@ -105,7 +105,7 @@ struct LoginArgs {
     #[arg(short = 'n', long, default_value_t = 200)]
     logins: usize,
     /// Messages per second of the chat pair
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 500.0)]
     pair_rate: f64,
     /// Seconds the pair is measured before the storm
     #[arg(long, default_value_t = 3.0)]
