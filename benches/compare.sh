@@ -20,14 +20,15 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 start_neochat() { # extra flags...
-    "$SERVER" --listen 127.0.0.1:59610 --db "$work/neochat.db" --max-clients 20000 "$@" 2>"$work/neochat.log" &
+    "$SERVER" --listen 127.0.0.1:59610 --db "$work/neochat.db" "$@" 2>"$work/neochat.log" &
     npid=$!; pids+=("$npid")
     for _ in $(seq 100); do grep -q "^listening on" "$work/neochat.log" && return; sleep 0.1; done
     echo "neochat-server did not start" >&2; exit 1
 }
 stop_neochat() { kill "$npid"; wait "$npid" 2>/dev/null || true; rm -f "$work"/neochat.db*; }
 start_redis() {
-    redis-server --port 6410 --save '' --appendonly no --maxclients 30000 --daemonize no \
+    redis-server --port 6410 --bind 127.0.0.1 --protected-mode no --save '' --appendonly no \
+        --maxclients 30000 --daemonize no \
         --logfile "$work/redis.log" &
     rpid=$!; pids+=("$rpid")
     for _ in $(seq 100); do redis-cli -p 6410 ping >/dev/null 2>&1 && return; sleep 0.1; done
@@ -81,7 +82,7 @@ fi
 # 10,000 joining at once means 50 million joined notices: allow the time.
 nv=(); dv=()
 for _ in $(seq "$RUNS"); do
-    start_neochat --bcrypt-cost 4 --login-timeout 600
+    start_neochat --bcrypt-cost 4 --login-timeout 600 --max-clients 20000
     out=$("$BENCH" --json --target neochat://127.0.0.1:59610 idle -k 10000 --pid "$npid")
     nv+=("$(field "$out" bytes_per_connection)"); stop_neochat
     start_redis

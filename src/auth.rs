@@ -131,6 +131,7 @@ impl AuthPool {
         for i in 0..config.workers.max(1) {
             let conn = open(&config.db)?;
             let worker = Worker {
+                index: i,
                 conn,
                 cost: config.bcrypt_cost,
                 dummy: dummy.clone(),
@@ -258,15 +259,17 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
 
 /// Workers yield the processor to the event loop. bcrypt is pure CPU and a
 /// login storm would otherwise take every core from the loop, whose chat
-/// latency matters more than any login's (measured: a storm of 200 logins at
-/// cost 12 raised the chat p99 about 10x at nice 10, about 3x as SCHED_IDLE).
+/// latency matters more than any login's. Measured here (2 CPUs, 200 logins
+/// at cost 12, chat pair p99 during the storm over before it): all workers
+/// at nice 10, 8-16x; all SCHED_IDLE, 1.4-3x.
 ///
-/// With two or more CPUs the workers run as SCHED_IDLE: they get only what
-/// normal threads leave, and the single-threaded loop always leaves at least
-/// one CPU. On one CPU that would starve logins whenever the loop is busy, so
-/// there they run at nice 10 instead. Either way nothing changes on a box
-/// with CPU to spare.
-fn lower_priority() {
+/// But a SCHED_IDLE thread gets almost nothing while any other process
+/// keeps the CPUs busy, and an unprivileged thread can never leave that
+/// class again: on a box where a backup or a build runs, logins would stall
+/// until they time out (seen here). So worker 0 runs at nice 10, which
+/// always makes progress, and only the others are SCHED_IDLE, soaking up
+/// what CPU is left. With one CPU, every worker is at nice 10.
+fn lower_priority(index: usize) {
     #[cfg(target_os = "linux")]
     {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -274,7 +277,7 @@ fn lower_priority() {
         // and a thread id, and sched_setscheduler with pid 0, change only the
         // calling thread; `param` outlives the call.
         let rc = unsafe {
-            if cpus >= 2 {
+            if index > 0 && cpus >= 2 {
                 let param = libc::sched_param { sched_priority: 0 };
                 libc::sched_setscheduler(0, libc::SCHED_IDLE, &param)
             } else {
@@ -288,9 +291,13 @@ fn lower_priority() {
             );
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = index;
 }
 
 struct Worker {
+    /// 0 for the first worker (see `lower_priority`).
+    index: usize,
     conn: Connection,
     cost: u32,
     dummy: Arc<str>,
@@ -304,7 +311,7 @@ impl Worker {
         done: &Sender<Done>,
         wake: &(dyn Fn() + Sync),
     ) {
-        lower_priority();
+        lower_priority(self.index);
         loop {
             // Idle workers take turns waiting on the queue; the lock is let
             // go as soon as a job arrives, never held while working. A

@@ -200,6 +200,15 @@ impl Peer {
     }
 }
 
+/// Runs in one process (the load benchmark) rotate through source blocks.
+static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Picks a fresh source block for the scenario about to run.
+fn next_source_block() -> u8 {
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ((std::process::id().wrapping_add(run * 37)) % 250) as u8 + 1
+}
+
 /// How often peers muted during setup are drained.
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
 
@@ -207,6 +216,8 @@ const DRAIN_EVERY: Duration = Duration::from_secs(1);
 const NAP: Duration = Duration::from_micros(50);
 
 struct Net {
+    /// Source block of this run's connections (`source_for`).
+    block: u8,
     poll: Poll,
     events: Events,
     peers: Vec<Peer>,
@@ -221,6 +232,7 @@ impl Net {
             libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
         }
         Ok(Net {
+            block: next_source_block(),
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
             peers: Vec::new(),
@@ -383,14 +395,16 @@ impl Net {
     }
 }
 
-/// Source addresses for `n` connections to `to`: one loopback address per
-/// 20,000 connections past the first, since one source address has only
-/// about 28,000 ephemeral ports.
-fn source_for(to: SocketAddr, i: usize) -> Option<IpAddr> {
+/// Source address of connection `i` to `to`: one loopback address per
+/// 20,000 connections, since one source address has only about 28,000
+/// ephemeral ports. Each run (process) takes its own `127.0.X.*` block, so
+/// the TIME_WAIT sockets a previous run left behind (the generator closes
+/// first) do not exhaust this run's ports.
+fn source_for(to: SocketAddr, i: usize, block: u8) -> Option<IpAddr> {
     match to.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => {
             let n = u8::try_from(1 + i / 20_000).unwrap_or(u8::MAX);
-            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, block, n)))
         }
         _ => None,
     }
@@ -429,7 +443,7 @@ fn join_all(
     let mut ids = Vec::with_capacity(names.len());
     for (k, name) in names.iter().enumerate() {
         let i = net
-            .connect(addr, source_for(addr, first + k), name.clone())
+            .connect(addr, source_for(addr, first + k, net.block), name.clone())
             .map_err(|e| Error(format!("cannot connect to {addr}: {e}")))?;
         let peer = &mut net.peers[i];
         match c.target {
@@ -1072,7 +1086,7 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
             for name in &storm_names {
                 let i = net.connect(
                     c.target.addr(),
-                    source_for(c.target.addr(), net.peers.len()),
+                    source_for(c.target.addr(), net.peers.len(), net.block),
                     name.clone(),
                 )?;
                 net.peers[i].queue(format!("L\n{name}\n{}\n", c.password).as_bytes());
