@@ -1553,4 +1553,95 @@ mod tests {
         };
         assert!(!format!("{req:?}").contains("hunter2"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes that exercise every path: protocol words, commands, CR,
+        /// LF, control and bidi characters, invalid UTF-8, long runs.
+        fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"R\n".to_vec()),
+                Just(b"L\n".to_vec()),
+                Just(b"alice\n".to_vec()),
+                Just(b"password-alice\n".to_vec()),
+                Just(b"/msg alice hi\n".to_vec()),
+                Just(b"/quit\n".to_vec()),
+                Just(b"/who\n".to_vec()),
+                Just(b"//x\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just("\u{202e}\u{1b}[2J\u{85}".as_bytes().to_vec()),
+                Just(vec![0xff, 0xc3, b'\n']),
+                prop::collection::vec(any::<u8>(), 0..40),
+                (1usize..3000).prop_map(|n| vec![b'z'; n]),
+            ];
+            prop::collection::vec(piece, 0..30).prop_map(|v| v.concat())
+        }
+
+        /// Feeds `input` in the given chunks to a fresh session (with an
+        /// account `alice` and a chatting `bob`), answering auth jobs, then
+        /// ends the input. Returns what the session sent and what bob got.
+        fn run(input: &[u8], cuts: &[usize]) -> (String, String, usize) {
+            let mut w = World::with(SessionConfig {
+                max_line: 512,
+                rate: Some(10),
+            });
+            w.account("alice", "password-alice");
+            let bob = w.chatter("bob");
+            let a = w.connect();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut at = 0;
+            let mut most_buffered = 0;
+            for cut in cuts.into_iter().chain([input.len()]) {
+                w.send(a, &input[at..cut]);
+                at = cut;
+                while w.asked[a].is_some() {
+                    w.answer(a);
+                }
+                if w.sessions[a].wants_input() {
+                    most_buffered = most_buffered.max(w.sessions[a].buffered());
+                }
+            }
+            w.on(a, |s, ctx| s.handle_eof(ctx));
+            while w.asked[a].is_some() {
+                w.answer(a);
+            }
+            (w.take(a), w.take(bob), most_buffered)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// Any byte stream, split anywhere, gives the output of the
+            /// same bytes in one chunk; nothing panics; a session that is
+            /// reading never holds more than one line (plus a CR).
+            #[test]
+            fn splitting_never_changes_the_outcome(
+                input in hostile_bytes(),
+                cuts in prop::collection::vec(any::<usize>(), 0..8),
+            ) {
+                let whole = run(&input, &[]);
+                let split = run(&input, &cuts);
+                prop_assert_eq!(&whole.0, &split.0);
+                prop_assert_eq!(&whole.1, &split.1);
+                prop_assert!(split.2 <= 513, "held {} bytes", split.2);
+            }
+
+            /// Whatever comes in, nothing the server sends carries a
+            /// forbidden character, and every line is whole.
+            #[test]
+            fn output_is_always_clean(input in hostile_bytes()) {
+                let (own, bob, _) = run(&input, &[]);
+                for text in [own, bob] {
+                    prop_assert!(text.is_empty() || text.ends_with('\n'));
+                    for line in text.lines() {
+                        prop_assert!(!line.chars().any(is_forbidden), "{:?}", line);
+                    }
+                }
+            }
+        }
+    }
 }
