@@ -350,7 +350,8 @@ impl Server {
             self.linger_deadlines.front().map(|d| d.0),
             self.accept_retry,
             self.shutdown_deadline,
-            Some(self.next_release),
+            // An empty server sleeps until something happens.
+            (!self.conns.is_empty()).then_some(self.next_release),
         ]
         .into_iter()
         .flatten()
