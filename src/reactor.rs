@@ -276,11 +276,11 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(now),
+                    // Results are drained below, every turn.
                     WAKER => {
                         if self.stop.load(Ordering::SeqCst) {
                             self.begin_shutdown(now);
                         }
-                        self.drain_results(now);
                     }
                     SIGNALS => {
                         if let Some(signals) = &mut self.signals {
@@ -584,21 +584,18 @@ impl Server {
     /// bytes were formatted once by the session; this is only copies.
     fn broadcast(&mut self, except: usize, bytes: &[u8]) {
         let limit = self.config.max_output;
+        // Rare, so no allocation unless someone is over the limit.
+        let mut over = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             if key == except || conn.closing.is_some() || !conn.session.is_chatting() {
                 continue;
             }
             if !push_output(conn, bytes, limit, &mut self.dirty) {
-                // Cannot call `cut_off` while iterating; do what it does.
-                warn!(
-                    "conn {key} ({}): output over {limit} bytes, cutting off a slow consumer",
-                    conn.peer
-                );
-                conn.closing = Some(Closing::Now);
-                conn.reason = "slow consumer";
-                conn.out.discard();
-                self.doomed.push(conn.id);
+                over.push(conn.id);
             }
+        }
+        for id in over {
+            self.cut_off(id);
         }
     }
 

@@ -13,7 +13,9 @@ use neochat::loadgen::{self, Common, FanoutOpts, IdleOpts, LoginOpts, Target};
 /// sends far more than 10 lines/s per sender) and, unless you are measuring
 /// logins, a low `--bcrypt-cost` so that creating the accounts is quick. The
 /// generator creates the accounts it needs (names start with --prefix) and
-/// logs in to existing ones on later runs. For Redis targets
+/// logs in to existing ones on later runs. Any error (a connection closed by
+/// the server, an unexpected line, a rate the target cannot sustain) ends
+/// the run with a message and exit status 1. For Redis targets
 /// (`redis://127.0.0.1:6379`) it uses SUBSCRIBE and PUBLISH on one channel
 /// named after --prefix.
 #[derive(Parser, Debug)]
