@@ -85,6 +85,10 @@ pub struct Job {
 pub struct Done {
     pub conn: ConnId,
     pub outcome: AuthOutcome,
+    /// A failed login named an account that exists. The reactor counts
+    /// failures per account only for real accounts (guessing at a name
+    /// nobody holds can win nothing); the user is never told which it was.
+    pub known_account: bool,
 }
 
 /// Settings of the pool.
@@ -329,28 +333,37 @@ impl Worker {
                 continue; // The connection is gone; nobody waits for this.
             }
             let conn = job.conn;
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.handle(job.request, &job.cancel)
-            }))
-            .unwrap_or_else(|_| {
-                log::error!("auth worker panicked on a job for connection {}", conn.key);
-                AuthOutcome::Unavailable
-            });
-            if done.send(Done { conn, outcome }).is_err() {
+            let (outcome, known_account) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.handle(job.request, &job.cancel)
+                }))
+                .unwrap_or_else(|_| {
+                    log::error!("auth worker panicked on a job for connection {}", conn.key);
+                    (AuthOutcome::Unavailable, false)
+                });
+            let result = Done {
+                conn,
+                outcome,
+                known_account,
+            };
+            if done.send(result).is_err() {
                 return;
             }
             wake();
         }
     }
 
-    fn handle(&mut self, request: AuthRequest, cancel: &AtomicBool) -> AuthOutcome {
+    /// The outcome, and whether a failed login named a real account.
+    fn handle(&mut self, request: AuthRequest, cancel: &AtomicBool) -> (AuthOutcome, bool) {
         let result = match request {
-            AuthRequest::Register { name, password } => self.register(&name, &password, cancel),
+            AuthRequest::Register { name, password } => self
+                .register(&name, &password, cancel)
+                .map(|outcome| (outcome, false)),
             AuthRequest::Login { name, password } => self.login(&name, &password),
         };
         result.unwrap_or_else(|e| {
             log::error!("account store error: {e}");
-            AuthOutcome::Unavailable
+            (AuthOutcome::Unavailable, false)
         })
     }
 
@@ -398,7 +411,7 @@ impl Worker {
         })
     }
 
-    fn login(&mut self, name: &str, password: &str) -> Result<AuthOutcome, Error> {
+    fn login(&mut self, name: &str, password: &str) -> Result<(AuthOutcome, bool), Error> {
         let account = self.find(name)?;
         let hash = account.as_ref().map_or(&*self.dummy, |(_, h)| h.as_str());
         // bcrypt would compare only the first 72 bytes of a longer password,
@@ -406,9 +419,10 @@ impl Worker {
         let matches = bcrypt::verify(password, hash).unwrap_or(false);
         Ok(match account {
             Some((shown, _)) if matches && password.len() <= MAX_PASSWORD => {
-                AuthOutcome::LoggedIn(shown)
+                (AuthOutcome::LoggedIn(shown), false)
             }
-            _ => AuthOutcome::WrongCredentials,
+            Some(_) => (AuthOutcome::WrongCredentials, true),
+            None => (AuthOutcome::WrongCredentials, false),
         })
     }
 

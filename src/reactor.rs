@@ -556,6 +556,7 @@ impl Server {
                         self.local_results.push_back(Done {
                             conn: job.conn,
                             outcome: AuthOutcome::Unavailable,
+                            known_account: false,
                         });
                     }
                 }
