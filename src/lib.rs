@@ -9,6 +9,8 @@
 //!   connections, their buffers, timers and signals, and carries out what
 //!   sessions ask for (send, broadcast, close).
 //! - [`outbox`]: a connection's bounded output buffer.
+//! - [`limits`]: per-source abuse limits (connections per address, pending
+//!   logins, failed logins, registrations), counted without I/O.
 //! - [`auth`]: the worker pool that runs bcrypt and SQLite off the loop and
 //!   wakes it with results.
 //! - [`loadgen`]: the load generator behind `neochat-bench` and the load
@@ -17,6 +19,7 @@
 //! The wire protocol is described in `docs/protocol.md`.
 
 pub mod auth;
+pub mod limits;
 pub mod loadgen;
 pub mod outbox;
 pub mod reactor;

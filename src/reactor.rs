@@ -34,8 +34,11 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::auth::{AuthConfig, AuthPool, Done, Job};
+use crate::limits::{Admission, Hit, LimitConfig, Limits, Source};
 use crate::outbox::{Flushed, Outbox};
-use crate::session::{Action, AuthOutcome, ConnId, Ctx, Roster, Session, SessionConfig};
+use crate::session::{
+    Action, AuthOutcome, AuthRequest, ConnId, Ctx, Roster, Session, SessionConfig,
+};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -56,6 +59,12 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 const LISTEN_BACKLOG: i32 = 1024;
 const SHUTDOWN_LINE: &[u8] = b"* server shutting down\n";
 const FULL_LINE: &[u8] = b"! server full\n";
+/// Default bound of the password-check queue. Connections from outside the
+/// exempt list can have at most `--max-pending-logins` (50) checks out;
+/// this leaves room for local tools and bots, and at cost 12 on two cores
+/// (about 8 checks a second) the last in a full queue still answers well
+/// within the login timeout.
+pub const DEFAULT_AUTH_QUEUE: usize = 256;
 
 /// Everything the server can be told at start-up.
 #[derive(Clone, Debug)]
@@ -70,6 +79,11 @@ pub struct Config {
     pub max_output: usize,
     pub max_line: usize,
     pub workers: usize,
+    /// Password checks that may wait for a worker; `None` is off (bounded
+    /// only by `max_clients`, one job per connection).
+    pub max_auth_queue: Option<usize>,
+    /// Per-source limits (`--max-per-ip` and friends).
+    pub limits: LimitConfig,
 }
 
 impl Default for Config {
@@ -84,6 +98,8 @@ impl Default for Config {
             max_output: 1 << 20,
             max_line: 4096,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_auth_queue: Some(DEFAULT_AUTH_QUEUE),
+            limits: LimitConfig::default(),
         }
     }
 }
@@ -116,6 +132,17 @@ struct Conn {
     dirty: bool,
     /// Set to abandon this connection's auth job, if one is out.
     job: Option<Arc<AtomicBool>>,
+    /// What the limits counted for this connection.
+    admission: Admission,
+    /// The job out, for the limits to count its result.
+    attempt: Option<Attempt>,
+}
+
+/// An auth job in flight, as the limits see it.
+enum Attempt {
+    /// A login for this name (as typed).
+    Login(String),
+    Register,
 }
 
 /// Asks a running server to shut down as if it got SIGTERM.
@@ -143,6 +170,7 @@ pub struct Server {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     auth: AuthPool,
+    limits: Limits,
     config: Config,
     session_config: SessionConfig,
     conns: Slab<Conn>,
@@ -186,9 +214,10 @@ impl Server {
                 db: config.db.clone(),
                 bcrypt_cost: config.bcrypt_cost,
                 workers: config.workers,
-                // At most one job per connection is out (a closed
-                // connection's job is cancelled, and skipped by workers).
-                queue: config.max_clients,
+                // Off still means bounded: at most one job per connection
+                // is out (a closed connection's job is cancelled, and
+                // skipped by workers).
+                queue: config.max_auth_queue.unwrap_or(config.max_clients),
             },
             wake,
         )
@@ -210,6 +239,7 @@ impl Server {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             auth,
+            limits: Limits::new(config.limits.clone()),
             session_config,
             conns: Slab::with_capacity(config.max_clients.min(1024)),
             config,
@@ -417,6 +447,16 @@ impl Server {
             debug!("{peer}: refused, server full");
             return;
         }
+        let admission = match self.limits.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                // Refused before any state is kept for it: one line, best
+                // effort, and the socket is closed.
+                let _ = (&stream).write(refusal.line());
+                self.warn_limit(refusal.hit(), Source::of(peer.ip()), now);
+                return;
+            }
+        };
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{peer}: set_nodelay: {e}");
         }
@@ -432,6 +472,8 @@ impl Server {
                 .register(&mut stream, Token(id.key), Interest::READABLE)
         {
             warn!("{peer}: cannot register connection: {e}");
+            let mut admission = admission;
+            self.limits.release(&mut admission);
             return;
         }
         let session = Session::new(
@@ -454,6 +496,8 @@ impl Server {
             reason: "",
             dirty: false,
             job: None,
+            admission,
+            attempt: None,
         });
         debug!("conn {}: open from {peer}", id.key);
         if let Some(deadline) = now.checked_add(self.config.login_timeout) {
@@ -541,30 +585,81 @@ impl Server {
                     self.queue(to, &line);
                     self.mark_closing(to, Closing::AfterFlush, "taken over");
                 }
-                Action::Auth(request) => {
-                    let cancel = Arc::new(AtomicBool::new(false));
-                    if let Some(conn) = self.conns.get_mut(id.key) {
-                        conn.job = Some(cancel.clone());
-                    }
-                    let job = Job {
-                        conn: id,
-                        request,
-                        cancel,
-                    };
-                    if let Err(job) = self.auth.submit(job) {
-                        warn!("auth queue full; refusing a job");
-                        self.local_results.push_back(Done {
-                            conn: job.conn,
-                            outcome: AuthOutcome::Unavailable,
-                            known_account: false,
-                        });
-                    }
-                }
+                Action::Auth(request) => self.start_auth(id, request),
                 Action::Close(reason) => self.mark_closing(id, Closing::AfterFlush, reason),
             }
         }
         // Hand the (empty) allocation back for the next handler.
         self.actions = actions;
+    }
+
+    /// Checks the limits for an account operation, then hands it to the
+    /// workers; a refusal is answered on the loop, with no job.
+    fn start_auth(&mut self, id: ConnId, request: AuthRequest) {
+        let now = Instant::now();
+        let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
+            return;
+        };
+        let admission = conn.admission;
+        let (attempt, refusal) = match &request {
+            AuthRequest::Login { name, .. } => match self.limits.check_login(&admission, name, now)
+            {
+                Ok(()) => (Attempt::Login(name.clone()), None),
+                Err(t) => {
+                    let outcome = AuthOutcome::TooManyAttempts {
+                        retry_secs: t.secs(),
+                    };
+                    (Attempt::Login(name.clone()), Some((t.hit, outcome)))
+                }
+            },
+            AuthRequest::Register { .. } => {
+                if self.limits.reserve_registration(&admission, now) {
+                    (Attempt::Register, None)
+                } else {
+                    let outcome = AuthOutcome::TooManyRegistrations;
+                    (Attempt::Register, Some((Hit::Registrations, outcome)))
+                }
+            }
+        };
+        if let Some((hit, outcome)) = refusal {
+            self.warn_limit(hit, admission.source, now);
+            self.local_results.push_back(Done {
+                conn: id,
+                outcome,
+                known_account: false,
+            });
+            return;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        conn.job = Some(cancel.clone());
+        conn.attempt = Some(attempt);
+        let job = Job {
+            conn: id,
+            request,
+            cancel,
+        };
+        if self.auth.submit(job).is_err() {
+            conn.job = None;
+            if matches!(conn.attempt.take(), Some(Attempt::Register)) {
+                self.limits.registration_failed(&admission);
+            }
+            self.warn_limit(Hit::AuthQueue, admission.source, now);
+            self.local_results.push_back(Done {
+                conn: id,
+                outcome: AuthOutcome::Busy,
+                known_account: false,
+            });
+        }
+    }
+
+    /// Logs a limit hit at warn, at most once a minute per source and kind:
+    /// an attack must not flood the log.
+    fn warn_limit(&mut self, hit: Hit, source: Source, now: Instant) {
+        if self.limits.should_warn(hit, source, now) {
+            warn!("{source}: {hit}; refusing (logged at most once a minute per address)");
+        } else {
+            debug!("{source}: {hit}");
+        }
     }
 
     /// Appends a line to one live connection's output.
@@ -700,6 +795,7 @@ impl Server {
             _ => return,
         }
         let mut conn = self.conns.remove(id.key);
+        self.limits.release(&mut conn.admission);
         deregister(self.poll.registry(), &mut conn.stream);
         debug!("conn {}: closed ({}): {}", id.key, conn.peer, conn.reason);
         conn.session.handle_closed(&mut Ctx {
@@ -751,6 +847,18 @@ impl Server {
             }
             let conn = &mut self.conns[id.key];
             conn.job = None;
+            match (conn.attempt.take(), &done.outcome) {
+                (Some(Attempt::Login(name)), AuthOutcome::WrongCredentials) => {
+                    let account = done.known_account.then_some(name.as_str());
+                    self.limits.login_failed(&conn.admission, account, now);
+                }
+                (Some(Attempt::Register), outcome)
+                    if !matches!(outcome, AuthOutcome::Registered(_)) =>
+                {
+                    self.limits.registration_failed(&conn.admission);
+                }
+                _ => {}
+            }
             conn.session.handle_auth_result(
                 done.outcome,
                 &mut Ctx {
@@ -760,6 +868,9 @@ impl Server {
                     actions: &mut self.actions,
                 },
             );
+            if conn.session.is_chatting() {
+                self.limits.chatting(&mut conn.admission);
+            }
             self.apply(id);
             // Reading paused during the check; bytes may be waiting.
             self.again.push(id);
@@ -803,6 +914,7 @@ impl Server {
         if now >= self.next_release {
             self.next_release = now + RELEASE_EVERY;
             self.release_buffers();
+            self.limits.prune(now);
         }
     }
 

@@ -94,6 +94,13 @@ pub enum AuthOutcome {
     WrongCredentials,
     /// The database or a worker failed; the user may try again.
     Unavailable,
+    /// Refused without a job: the password-check queue is full.
+    Busy,
+    /// Refused without a bcrypt: too many failed logins for this account or
+    /// from this address lately. Counts as a failure on this connection.
+    TooManyAttempts { retry_secs: u64 },
+    /// Refused without a job: this address registered too many accounts.
+    TooManyRegistrations,
 }
 
 /// Who is online: Chatting connections by case-folded name.
@@ -184,6 +191,15 @@ const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 72;
 const MAX_NAME: usize = 32;
 const SLOW_DOWN_EVERY: Duration = Duration::from_secs(1);
+/// Unreadable lines (invalid UTF-8, control characters, too long) a
+/// connection may send before it is Chatting. Each gets its error and the
+/// prompt again, as the protocol says, but a binary stream (a port scanner,
+/// a TLS or SSH client, `cat /dev/urandom`) is closed after this many
+/// instead of being answered line by line until the login timeout. High
+/// enough for any person, and for a test walking every forbidden character.
+const MAX_JUNK_LINES: u16 = 100;
+const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_MAJOR: u8 = 0x03;
 
 pub const HELP: &[&str] = &[
     "* commands:",
@@ -239,6 +255,13 @@ pub struct Session {
     failures: u8,
     bucket: Bucket,
     last_slow_down: Option<Instant>,
+    /// The first bytes have not yet been looked at for a TLS handshake.
+    sniffing: bool,
+    /// No line has been handled yet (an HTTP request line is caught there).
+    first_line: bool,
+    /// Lines discarded as unreadable (invalid UTF-8, control characters,
+    /// too long) before Chatting: a binary stream is cut short.
+    junk_lines: u16,
 }
 
 impl Session {
@@ -258,6 +281,9 @@ impl Session {
                 last: ctx.now,
             },
             last_slow_down: None,
+            sniffing: true,
+            first_line: true,
+            junk_lines: 0,
         };
         let welcome = format!("* welcome to NeoChat ({} online)", ctx.roster.len());
         ctx.send(&welcome);
@@ -296,6 +322,9 @@ impl Session {
 
     /// Feeds bytes from the peer.
     pub fn handle_bytes(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+        if self.sniffing && !data.is_empty() && self.sniff_tls(data, ctx) {
+            return;
+        }
         match self.state {
             State::Done => {}
             // Keep everything in order for after the answer.
@@ -320,6 +349,47 @@ impl Session {
                 self.consume(&data[i + 1..], ctx);
             }
         }
+    }
+
+    /// Looks at the first two bytes of the connection: a TLS record header
+    /// (handshake, version 3.x) means a client speaking TLS to a plain-text
+    /// port. It would wait for an answer we cannot give, so close at once.
+    /// True if the session ended.
+    fn sniff_tls(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> bool {
+        let mut head = [0u8; 2];
+        let mut n = 0;
+        for &b in self.pending.iter().chain(data).take(2) {
+            head[n] = b;
+            n += 1;
+        }
+        match &head[..n] {
+            [TLS_HANDSHAKE] => false, // wait for the second byte
+            [TLS_HANDSHAKE, TLS_MAJOR] => {
+                self.sniffing = false;
+                self.end("TLS handshake on a plain-text port", ctx);
+                true
+            }
+            _ => {
+                self.sniffing = false;
+                false
+            }
+        }
+    }
+
+    /// Counts a line discarded as unreadable before Chatting; after too
+    /// many, the peer is not a person at a terminal. True if the session
+    /// ended.
+    fn junk_line(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        if self.is_chatting() {
+            return false;
+        }
+        self.junk_lines += 1;
+        if self.junk_lines < MAX_JUNK_LINES {
+            return false;
+        }
+        ctx.send("! too much invalid input");
+        self.end("too much invalid input", ctx);
+        true
     }
 
     /// Adds bytes without an LF to the unfinished line, or starts discarding
@@ -382,15 +452,21 @@ impl Session {
                 ctx.send("! service temporarily unavailable, try again");
                 self.ask_choice(ctx);
             }
+            AuthOutcome::Busy => {
+                ctx.send("! server busy, try again");
+                self.ask_choice(ctx);
+            }
+            AuthOutcome::TooManyRegistrations => {
+                ctx.send("! too many registrations, try again later");
+                self.ask_choice(ctx);
+            }
             AuthOutcome::WrongCredentials => {
-                self.failures += 1;
                 ctx.send("! wrong username or password");
-                if self.failures >= MAX_LOGIN_FAILURES {
-                    ctx.send("! too many failed attempts");
-                    self.end("too many failed logins", ctx);
-                } else {
-                    self.ask_choice(ctx);
-                }
+                self.login_failed(ctx);
+            }
+            AuthOutcome::TooManyAttempts { retry_secs } => {
+                ctx.send(&format!("! too many attempts, try again in {retry_secs} s"));
+                self.login_failed(ctx);
             }
         }
         // Whatever arrived while the password was checked comes next.
@@ -398,6 +474,18 @@ impl Session {
             let held = std::mem::take(&mut self.pending);
             self.consume(&held, ctx);
             self.finish_if_eof(ctx);
+        }
+    }
+
+    /// A login attempt failed (or was refused as one of too many): the
+    /// third on this connection ends it.
+    fn login_failed(&mut self, ctx: &mut Ctx<'_>) {
+        self.failures += 1;
+        if self.failures >= MAX_LOGIN_FAILURES {
+            ctx.send("! too many failed attempts");
+            self.end("too many failed logins", ctx);
+        } else {
+            self.ask_choice(ctx);
         }
     }
 
@@ -480,11 +568,14 @@ impl Session {
     }
 
     fn line_too_long(&mut self, ctx: &mut Ctx<'_>) {
+        self.first_line = false;
         ctx.send(&format!(
             "! line too long (max {} bytes)",
             ctx.config.max_line
         ));
-        self.reprompt(ctx);
+        if !self.junk_line(ctx) {
+            self.reprompt(ctx);
+        }
     }
 
     /// Before Chatting, a rejected line is followed by the prompt again.
@@ -504,14 +595,26 @@ impl Session {
 
     /// One complete line, LF and trailing CR already removed.
     fn handle_line(&mut self, raw: &[u8], ctx: &mut Ctx<'_>) {
+        if std::mem::take(&mut self.first_line)
+            && matches!(self.state, State::AwaitingChoice)
+            && is_http_request_line(raw)
+        {
+            ctx.send("! this is a chat server, not HTTP");
+            self.end("HTTP request", ctx);
+            return;
+        }
         let Ok(line) = std::str::from_utf8(raw) else {
             ctx.send("! invalid utf-8");
-            self.reprompt(ctx);
+            if !self.junk_line(ctx) {
+                self.reprompt(ctx);
+            }
             return;
         };
         if line.chars().any(is_forbidden) {
             ctx.send("! control characters are not allowed");
-            self.reprompt(ctx);
+            if !self.junk_line(ctx) {
+                self.reprompt(ctx);
+            }
             return;
         }
         match std::mem::replace(&mut self.state, State::Done) {
@@ -672,6 +775,23 @@ impl Session {
             _ => ctx.send(&format!("! unknown command /{typed}; try /help")),
         }
     }
+}
+
+/// `METHOD SP target SP HTTP/digit...`, the first line of any HTTP/1.x
+/// request (and of the HTTP/2 preface, `PRI * HTTP/2.0`).
+fn is_http_request_line(line: &[u8]) -> bool {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    (1..=20).contains(&method.len())
+        && method.iter().all(u8::is_ascii_uppercase)
+        && !target.is_empty()
+        && version.len() > 5
+        && version.starts_with(b"HTTP/")
+        && version[5].is_ascii_digit()
 }
 
 fn is_blank(c: char) -> bool {
@@ -1552,6 +1672,160 @@ mod tests {
             password: "hunter2-secret".into(),
         };
         assert!(!format!("{req:?}").contains("hunter2"));
+    }
+
+    /// Answers session `i`'s pending job with `outcome`, as the reactor
+    /// does for a refusal made on the loop.
+    fn answer_with(w: &mut World, i: usize, outcome: AuthOutcome) {
+        w.asked[i].take().expect("an auth job is pending");
+        w.on(i, |s, ctx| s.handle_auth_result(outcome, ctx));
+    }
+
+    #[test]
+    fn an_http_request_as_first_line_is_answered_and_closed() {
+        for first in [
+            "GET / HTTP/1.1\r\nHost: example\r\n\r\n",
+            "POST /login HTTP/1.0\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "OPTIONS * HTTP/1.1",
+        ] {
+            let mut w = World::new();
+            let a = w.connect();
+            w.take(a);
+            w.send(a, first.as_bytes());
+            w.on(a, |s, ctx| s.handle_eof(ctx));
+            assert_eq!(
+                w.take(a),
+                "! this is a chat server, not HTTP\n",
+                "{first:?}"
+            );
+            assert!(w.closed[a], "{first:?}");
+        }
+        // Only as the very first line, and only in the request-line form.
+        for (before, line) in [
+            ("x\n", "GET / HTTP/1.1\n"),
+            ("", "get / http/1.1\n"),
+            ("", "GET /\n"),
+            ("", "GET  HTTP/1.1\n"),
+        ] {
+            let mut w = World::new();
+            let a = w.connect();
+            w.send(a, before.as_bytes());
+            w.take(a);
+            w.send(a, line.as_bytes());
+            assert_eq!(
+                w.take(a),
+                format!("! please answer R or L\n{CHOICE}"),
+                "{line:?}"
+            );
+            assert!(!w.closed[a]);
+        }
+    }
+
+    #[test]
+    fn a_tls_handshake_is_closed_at_once_without_a_reply() {
+        let hello = [
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
+        let mut w = World::new();
+        let a = w.connect();
+        w.take(a);
+        w.send(a, &hello);
+        assert_eq!(w.take(a), "");
+        assert!(w.closed[a], "no LF needed: the client waits for us");
+        // Byte by byte too.
+        let mut w = World::new();
+        let a = w.connect();
+        w.take(a);
+        w.send(a, &hello[..1]);
+        assert!(!w.closed[a]);
+        w.send(a, &hello[1..2]);
+        assert!(w.closed[a]);
+        // 0x16 followed by anything else is just a control character.
+        let mut w = World::new();
+        let a = w.connect();
+        w.take(a);
+        w.send(a, b"\x16hello\n");
+        assert_eq!(
+            w.take(a),
+            format!("! control characters are not allowed\n{CHOICE}")
+        );
+        assert!(!w.closed[a]);
+    }
+
+    #[test]
+    fn binary_junk_before_login_is_cut_short() {
+        let mut w = World::new();
+        let a = w.connect();
+        w.take(a);
+        let junk = "\x01\n".repeat(usize::from(MAX_JUNK_LINES) - 1);
+        w.send(a, junk.as_bytes());
+        assert!(!w.closed[a], "every line answered, connection kept");
+        let out = w.take(a);
+        assert_eq!(
+            out.matches("! control characters are not allowed\n")
+                .count(),
+            usize::from(MAX_JUNK_LINES) - 1
+        );
+        w.send(a, b"\xff\xfe\n");
+        assert_eq!(w.take(a), "! invalid utf-8\n! too much invalid input\n");
+        assert!(w.closed[a]);
+        // Random bytes get there within a few kilobytes.
+        let mut w = World::new();
+        let a = w.connect();
+        let mut x: u32 = 12345;
+        let noise: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        w.send(a, &noise);
+        assert!(w.closed[a]);
+        assert!(w.take(a).ends_with("! too much invalid input\n"));
+        // Once Chatting, bad lines are answered but never end the session.
+        let b = w.chatter("bob");
+        w.send(b, "\x01\n".repeat(300).as_bytes());
+        assert!(!w.closed[b]);
+    }
+
+    #[test]
+    fn refusals_made_without_a_job() {
+        let mut w = World::new();
+        let a = w.connect();
+        w.take(a);
+        w.send(a, b"L\nalice\npw\n");
+        w.take(a);
+        answer_with(&mut w, a, AuthOutcome::TooManyAttempts { retry_secs: 42 });
+        assert_eq!(
+            w.take(a),
+            format!("! too many attempts, try again in 42 s\n{CHOICE}")
+        );
+        // A full queue is not the user's failure.
+        for _ in 0..3 {
+            w.send(a, b"L\nalice\npw\n");
+            w.take(a);
+            answer_with(&mut w, a, AuthOutcome::Busy);
+            assert_eq!(w.take(a), format!("! server busy, try again\n{CHOICE}"));
+        }
+        w.send(a, b"R\nalice\npassword-1\n");
+        w.take(a);
+        answer_with(&mut w, a, AuthOutcome::TooManyRegistrations);
+        assert_eq!(
+            w.take(a),
+            format!("! too many registrations, try again later\n{CHOICE}")
+        );
+        // A throttled attempt counts as a failed one: the third ends it.
+        w.send(a, b"L\nalice\npw\n");
+        w.answer(a);
+        w.send(a, b"L\nalice\npw\n");
+        w.take(a);
+        answer_with(&mut w, a, AuthOutcome::TooManyAttempts { retry_secs: 1 });
+        assert_eq!(
+            w.take(a),
+            "! too many attempts, try again in 1 s\n! too many failed attempts\n"
+        );
+        assert!(w.closed[a]);
     }
 
     mod properties {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use neochat::limits::LimitConfig;
 use neochat::{Config, Server};
 
 /// A real-time chat server speaking a line protocol: use the `neochat`
@@ -45,6 +46,50 @@ struct Args {
     /// Threads for password hashing and the database (default: number of CPUs)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     workers: Option<u64>,
+    /// Most connections at once from one IPv4 address or IPv6 /64, or `off`
+    #[arg(long, value_name = "N|off", default_value = "16", value_parser = parse_limit)]
+    max_per_ip: Limit,
+    /// Most connections not yet logged in, server-wide, or `off`
+    #[arg(long, value_name = "N|off", default_value = "50", value_parser = parse_limit)]
+    max_pending_logins: Limit,
+    /// Failed logins per account, and per address, in a minute before
+    /// further attempts are refused without a password check, or `off`
+    #[arg(long, value_name = "N|off", default_value = "5", value_parser = parse_limit)]
+    login_attempts: Limit,
+    /// Registrations per address in ten minutes, or `off`
+    #[arg(long, value_name = "N|off", default_value = "5", value_parser = parse_limit)]
+    registrations_per_ip: Limit,
+    /// Password checks that may wait for a worker, or `off`
+    #[arg(long, value_name = "N|off", default_value = "256", value_parser = parse_limit)]
+    max_auth_queue: Limit,
+    /// Addresses (CIDR blocks, comma-separated) that skip the per-address
+    /// and pending-login limits, or `none`
+    #[arg(long, value_name = "CIDR,...|none", default_value = "127.0.0.0/8,::1",
+          value_parser = parse_exempt)]
+    exempt: Exempt,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Limit(Option<u32>);
+
+/// A limit: 1 to 1,000,000, or `off`.
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(Limit(Some(n))),
+        _ => Err(format!(
+            "expected a number from 1 to 1000000 or `off`, got `{s}`"
+        )),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Exempt(Vec<neochat::limits::Cidr>);
+
+fn parse_exempt(s: &str) -> Result<Exempt, String> {
+    neochat::limits::parse_exempt(s).map(Exempt)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +122,14 @@ fn main() -> ExitCode {
         max_output: usize::try_from(args.max_output).unwrap_or(usize::MAX),
         max_line: usize::try_from(args.max_line).unwrap_or(usize::MAX),
         workers: args.workers.map_or(defaults.workers, |n| n as usize),
+        max_auth_queue: args.max_auth_queue.0.map(|n| n as usize),
+        limits: LimitConfig {
+            max_per_ip: args.max_per_ip.0,
+            max_pending_logins: args.max_pending_logins.0.map(|n| n as usize),
+            login_attempts: args.login_attempts.0,
+            registrations_per_ip: args.registrations_per_ip.0,
+            exempt: args.exempt.0,
+        },
     };
 
     match neochat::reactor::raise_fd_limit() {
