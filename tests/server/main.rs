@@ -3,6 +3,7 @@
 //! `shared/PROTOCOL.md`. One test binary (`cargo test --test server`), one
 //! module per area; helpers live in `util`.
 
+mod abuse;
 mod chat;
 mod framing;
 mod handshake;

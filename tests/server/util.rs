@@ -145,6 +145,11 @@ impl Server {
         }
     }
 
+    /// The database of a server started with [`Server::start`].
+    pub fn db_path(&self) -> Option<std::path::PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("neochat.db"))
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -370,6 +375,16 @@ impl Client {
         if let Err(e) = self.writer.write_all(bytes) {
             panic!("{}: write of {} bytes failed: {e}", self.label, bytes.len());
         }
+    }
+
+    /// Sends, reporting a failure instead of panicking (the server may be
+    /// closing the connection).
+    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Sends one byte per write, pausing between them.

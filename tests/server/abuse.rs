@@ -1,0 +1,466 @@
+//! Per-source limits: connections per address, pending logins, failed
+//! logins per account and per address, registrations per address, the
+//! bounded password-check queue, the exempt list, and wrong protocols on the
+//! port. Loopback is exempt by default, so most tests pass `--exempt none`
+//! and connect from distinct 127.0.0.x addresses (all of 127/8 is local).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const PER_IP: &str = "! too many connections from your address";
+const BUSY: &str = "! server busy, try again";
+const TOO_MANY_REGS: &str = "! too many registrations, try again later";
+const NOT_HTTP: &str = "! this is a chat server, not HTTP";
+
+/// Connects from `127.0.0.<host>`.
+#[track_caller]
+fn connect_from(addr: SocketAddr, host: u8) -> Client {
+    use socket2::{Domain, Socket, Type};
+    let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.bind(&src.into()).expect("bind source address");
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect {addr} from {src}: {e}"));
+    let stream: TcpStream = socket.into();
+    Client::from_stream(stream).with_label(&format!("127.0.0.{host}"))
+}
+
+/// `! too many attempts, try again in N s`: returns N.
+#[track_caller]
+fn expect_throttled(c: &mut Client) -> u64 {
+    let line = c.line();
+    let secs = line
+        .strip_prefix("! too many attempts, try again in ")
+        .and_then(|rest| rest.strip_suffix(" s"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("expected a too-many-attempts line, got {line:?}"));
+    assert!((1..=60).contains(&secs), "wait of {secs} s: {line:?}");
+    secs
+}
+
+/// Sends a login and expects the throttle answer, then the choice prompt.
+#[track_caller]
+fn login_throttled(c: &mut Client, name: &str, password: &str) -> u64 {
+    c.send(&format!("L\n{name}\n{password}\n"));
+    c.expect(USERNAME);
+    c.expect(PASSWORD);
+    let secs = expect_throttled(c);
+    c.expect(CHOICE);
+    secs
+}
+
+/// A pair of users who check that chat still flows.
+fn chat_pair(addr: SocketAddr, tag: &str) -> (Client, Client) {
+    let a_name = format!("{tag}a");
+    let b_name = format!("{tag}b");
+    let mut a = register(addr, &a_name, &pw(&a_name));
+    let b = register(addr, &b_name, &pw(&b_name));
+    a.expect(&format!("* {b_name} joined"));
+    (a, b)
+}
+
+#[track_caller]
+fn pair_still_chats(pair: &mut (Client, Client), n: usize) {
+    let (a, b) = pair;
+    let a_name = b_name_of(a);
+    for i in 0..n {
+        a.send(&format!("still here {i}\n"));
+    }
+    for i in 0..n {
+        b.expect(&format!("{a_name}: still here {i}"));
+    }
+}
+
+/// The name a pair client chats as (its label, set below).
+fn b_name_of(c: &Client) -> String {
+    c.label().to_string()
+}
+
+#[test]
+fn connections_per_address_are_capped() {
+    let server = Server::start(&["--exempt", "none"]);
+    let addr = server.addr;
+    let mut pair = labelled_pair(addr, "ipcap");
+    let mut held: Vec<Client> = (0..16)
+        .map(|_| {
+            let mut c = connect_from(addr, 2);
+            c.expect_welcome();
+            c
+        })
+        .collect();
+    // The 17th from the same address is told why and closed.
+    for _ in 0..3 {
+        let mut c = connect_from(addr, 2);
+        c.expect(PER_IP);
+        c.expect_closed();
+    }
+    // Another address is not affected.
+    let mut other = connect_from(addr, 3);
+    other.expect_welcome();
+    pair_still_chats(&mut pair, 3);
+    // When one goes, there is room again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = connect_from(addr, 2);
+        let line = c.line();
+        if parse_welcome(&line).is_some() {
+            c.expect(CHOICE);
+            break;
+        }
+        assert_eq!(line, PER_IP);
+        assert!(Instant::now() < deadline, "the freed slot never came back");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Logged-in users count too: the cap is on connections.
+    let log = server.output();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("127.0.0.2") && l.contains("--max-per-ip"))
+        .count();
+    assert_eq!(warnings, 1, "one warning per source per minute:\n{log}");
+}
+
+#[test]
+fn loopback_is_exempt_by_default_and_off_disables_the_cap() {
+    for flags in [&[][..], &["--exempt", "none", "--max-per-ip", "off"][..]] {
+        let server = Server::start(flags);
+        let addr = server.addr;
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            let mut c = connect_from(addr, 1);
+            c.expect_welcome();
+            held.push(c);
+        }
+    }
+    // A listed block is exempt; an address outside it is not.
+    let server = Server::start(&["--exempt", "127.0.0.5/32,::1", "--max-per-ip", "1"]);
+    let addr = server.addr;
+    let mut a = connect_from(addr, 5);
+    a.expect_welcome();
+    let mut b = connect_from(addr, 5);
+    b.expect_welcome();
+    let mut c = connect_from(addr, 6);
+    c.expect_welcome();
+    let mut d = connect_from(addr, 6);
+    d.expect(PER_IP);
+    d.expect_closed();
+}
+
+#[test]
+fn pending_logins_are_capped_server_wide() {
+    let server = Server::start(&["--exempt", "none", "--max-per-ip", "off"]);
+    let addr = server.addr;
+    // Logged-in users do not count against the limit.
+    let mut pair = labelled_pair(addr, "pend");
+    let mut waiting: Vec<Client> = (0..50)
+        .map(|i| {
+            let mut c = connect_from(addr, 10 + (i % 40) as u8);
+            c.expect_welcome();
+            c
+        })
+        .collect();
+    let mut refused = connect_from(addr, 99);
+    refused.expect(BUSY);
+    refused.expect_closed();
+    pair_still_chats(&mut pair, 3);
+    // One of the waiting logs in: a place is free for a newcomer.
+    let first = waiting.first_mut().expect("a waiting connection");
+    first.register_here("pendc", &pw("pendc"));
+    let mut newcomer = connect_from(addr, 99);
+    newcomer.expect_welcome();
+    // The newcomer took the place.
+    let mut refused = connect_from(addr, 98);
+    refused.expect(BUSY);
+    refused.expect_closed();
+}
+
+#[test]
+fn an_exempt_address_gets_in_when_pending_logins_are_full() {
+    let server = Server::start(&[
+        "--exempt",
+        "127.0.0.7",
+        "--max-pending-logins",
+        "2",
+        "--max-per-ip",
+        "off",
+    ]);
+    let addr = server.addr;
+    let mut a = connect_from(addr, 2);
+    a.expect_welcome();
+    let mut b = connect_from(addr, 3);
+    b.expect_welcome();
+    let mut c = connect_from(addr, 4);
+    c.expect(BUSY);
+    c.expect_closed();
+    let mut local = connect_from(addr, 7);
+    local.expect_welcome();
+}
+
+#[test]
+fn failed_logins_throttle_the_account_without_a_password_check() {
+    // Loopback is exempt from per-address limits, never from this one.
+    let server = Server::start(&["--max-auth-queue", "1", "--workers", "1"]);
+    let addr = server.addr;
+    create_account(addr, "alice", &pw("alice"));
+    let mut pair = labelled_pair(addr, "thr");
+    // Five wrong guesses, across connections (three end a connection).
+    let mut c = Client::connect_welcomed(addr);
+    for _ in 0..3 {
+        c.send("L\nalice\nguess\n");
+        c.expect(USERNAME);
+        c.expect(PASSWORD);
+        c.expect(WRONG);
+        if c.line() == TOO_MANY {
+            break;
+        }
+    }
+    c.expect_closed();
+    let mut c = Client::connect_welcomed(addr);
+    c.login_fails("alice", "guess-4");
+    c.login_fails("ALICE", "guess-5");
+    let mut c = Client::connect_welcomed(addr);
+    login_throttled(&mut c, "alice", "guess-6");
+    // The owner, with the right password, is slowed down too.
+    let mut owner = Client::connect_welcomed(addr);
+    login_throttled(&mut owner, "Alice", &pw("alice"));
+    // Unknown names are not accounts: nothing to throttle (loopback has no
+    // per-address count).
+    for _ in 0..2 {
+        let mut c = Client::connect_welcomed(addr);
+        for i in 0..3 {
+            c.send(&format!("L\nnobody\nguess-{i}\n"));
+            c.expect(USERNAME);
+            c.expect(PASSWORD);
+            c.expect(WRONG);
+            if i < 2 {
+                c.expect(CHOICE);
+            }
+        }
+        c.expect(TOO_MANY);
+    }
+    // Proof that a refused attempt never reaches the workers: hold the only
+    // worker on a locked database, fill the one-place queue, and see a
+    // login for another account refused as busy while alice's is still
+    // refused as throttled.
+    let db = server.db_path().expect("temporary database");
+    let locker = rusqlite::Connection::open(&db).expect("open db");
+    locker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let mut held = Client::connect_welcomed(addr);
+    held.send("R\nheld1\npassword-held1\n");
+    held.expect(USERNAME);
+    held.expect(PASSWORD);
+    thread::sleep(Duration::from_millis(300)); // the worker takes it and waits
+    let mut queued = Client::connect_welcomed(addr);
+    queued.send("R\nheld2\npassword-held2\n");
+    queued.expect(USERNAME);
+    queued.expect(PASSWORD);
+    let mut busy = Client::connect_welcomed(addr);
+    busy.send("L\nthra\nwhatever\n");
+    busy.expect(USERNAME);
+    busy.expect(PASSWORD);
+    busy.expect(BUSY);
+    busy.expect(CHOICE);
+    login_throttled(&mut c, "alice", "guess-7");
+    pair_still_chats(&mut pair, 3);
+    locker.execute_batch("ROLLBACK").expect("release the lock");
+    held.expect("* registered and logged in as held1");
+    queued.expect("* registered and logged in as held2");
+}
+
+#[test]
+fn failed_logins_throttle_the_address() {
+    let server = Server::start(&["--exempt", "none"]);
+    let addr = server.addr;
+    create_account(addr, "carol", &pw("carol"));
+    // Five wrong guesses at names nobody holds, from 127.0.0.2.
+    for i in 0..5 {
+        let mut c = connect_from(addr, 2);
+        c.expect_welcome();
+        c.login_fails(&format!("ghost{i}"), "guess");
+    }
+    let mut c = connect_from(addr, 2);
+    c.expect_welcome();
+    // Now even the right password for a real account is refused from there.
+    login_throttled(&mut c, "carol", &pw("carol"));
+    // From another address, carol is welcome.
+    let mut carol = connect_from(addr, 3);
+    carol.expect_welcome();
+    carol.login_here("carol", &pw("carol"), "carol");
+}
+
+#[test]
+fn brute_force_from_several_addresses_gets_five_guesses_in_all() {
+    let server = Server::start(&["--exempt", "none"]);
+    let addr = server.addr;
+    create_account(addr, "dave", &pw("dave"));
+    let mut pair = labelled_pair(addr, "bf");
+    // Ten attackers take turns, two guesses each; the account allows five
+    // failures a minute whoever makes them.
+    let mut wrong = 0;
+    let mut throttled = 0;
+    for host in 20..30u8 {
+        let mut c = connect_from(addr, host);
+        c.expect_welcome();
+        for g in 0..2 {
+            c.send(&format!("L\ndave\nguess-{host}-{g}\n"));
+            c.expect(USERNAME);
+            c.expect(PASSWORD);
+            let line = c.line();
+            if line == WRONG {
+                wrong += 1;
+            } else {
+                assert!(
+                    line.starts_with("! too many attempts, try again in "),
+                    "{line:?}"
+                );
+                throttled += 1;
+            }
+            c.expect(CHOICE);
+        }
+    }
+    assert_eq!(wrong, 5, "guesses that ran a password check");
+    assert_eq!(throttled, 15);
+    pair_still_chats(&mut pair, 3);
+    // The owner is slowed down as well (README: why).
+    let mut owner = connect_from(addr, 40);
+    owner.expect_welcome();
+    login_throttled(&mut owner, "dave", &pw("dave"));
+}
+
+#[test]
+fn registrations_per_address_are_throttled() {
+    let server = Server::start(&["--exempt", "none"]);
+    let addr = server.addr;
+    create_account(addr, "taken", &pw("taken"));
+    let mut c = connect_from(addr, 2);
+    c.expect_welcome();
+    // A registration that makes no account does not count.
+    c.send(&format!("R\ntaken\n{}\n", pw("x")));
+    c.expect(USERNAME);
+    c.expect(PASSWORD);
+    c.expect(TAKEN);
+    c.expect(CHOICE);
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let name = format!("reg{i}");
+        let mut c = connect_from(addr, 2);
+        c.expect_welcome();
+        c.register_here(&name, &pw(&name));
+        made.push(c);
+    }
+    c.send("R\nreg5\npassword-reg5\n");
+    c.expect(USERNAME);
+    c.expect(PASSWORD);
+    c.expect(TOO_MANY_REGS);
+    c.expect(CHOICE);
+    // The connection is still usable: log in to an existing account.
+    c.login_here("reg0", &pw("reg0"), "reg0");
+    // Another address may register.
+    let mut other = connect_from(addr, 3);
+    other.expect_welcome();
+    other.register_here("reg5", &pw("reg5"));
+    // `off` lifts the limit.
+    let server = Server::start(&["--exempt", "none", "--registrations-per-ip", "off"]);
+    for i in 0..7 {
+        let name = format!("free{i}");
+        let mut c = connect_from(server.addr, 2);
+        c.expect_welcome();
+        c.register_here(&name, &pw(&name));
+    }
+}
+
+#[test]
+fn limit_flags_take_numbers_or_off() {
+    for flag in [
+        "--max-per-ip",
+        "--max-pending-logins",
+        "--login-attempts",
+        "--registrations-per-ip",
+        "--max-auth-queue",
+    ] {
+        for bad in ["0", "-1", "many", ""] {
+            let (status, out) = run_binary(&[flag, bad], Duration::from_secs(10));
+            let code = status.and_then(|s| s.code());
+            assert_eq!(
+                code,
+                Some(2),
+                "{flag} {bad:?} must be a usage error:\n{out}"
+            );
+        }
+    }
+    for bad in ["bogus", "10.0.0.0/33", "127.0.0.1,", ""] {
+        let (status, out) = run_binary(&["--exempt", bad], Duration::from_secs(10));
+        let code = status.and_then(|s| s.code());
+        assert_eq!(
+            code,
+            Some(2),
+            "--exempt {bad:?} must be a usage error:\n{out}"
+        );
+    }
+    // All of them `off` at once: a server that starts and serves.
+    let server = Server::start(&[
+        "--max-per-ip",
+        "off",
+        "--max-pending-logins",
+        "off",
+        "--login-attempts",
+        "off",
+        "--registrations-per-ip",
+        "off",
+        "--max-auth-queue",
+        "off",
+        "--exempt",
+        "none",
+    ]);
+    register(server.addr, "offuser", &pw("offuser"));
+}
+
+#[test]
+fn http_and_tls_on_the_port_are_turned_away() {
+    let server = Server::start(&[]);
+    let addr = server.addr;
+    let mut pair = labelled_pair(addr, "proto");
+    let mut http = Client::connect_welcomed(addr);
+    http.send("GET / HTTP/1.1\r\nHost: localhost:59000\r\nUser-Agent: curl/8\r\n\r\n");
+    http.expect(NOT_HTTP);
+    http.expect_closed();
+    // A TLS ClientHello: no LF ever comes; the server must not wait for one.
+    let mut tls = Client::connect_welcomed(addr);
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0xf4, 0x01, 0x00, 0x00, 0xf0, 0x03, 0x03,
+    ];
+    hello.extend(std::iter::repeat_n(0xab, 240));
+    tls.send_bytes(&hello);
+    tls.expect_closed();
+    // Binary junk with line breaks: answered for a while, then closed well
+    // before the login timeout.
+    let mut junk = Client::connect_welcomed(addr);
+    let mut x: u32 = 7;
+    let noise: Vec<u8> = (0..256 * 1024)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    // The server may close while we are still writing.
+    let _ = junk.try_send_bytes(&noise);
+    let closed_after = junk.drain_until_closed(Duration::from_secs(5));
+    assert!(closed_after > 0, "the junk was answered before the close");
+    pair_still_chats(&mut pair, 3);
+}
+
+/// A chat pair whose clients are labelled with their user names.
+fn labelled_pair(addr: SocketAddr, tag: &str) -> (Client, Client) {
+    let (a, b) = chat_pair(addr, tag);
+    (
+        a.with_label(&format!("{tag}a")),
+        b.with_label(&format!("{tag}b")),
+    )
+}
