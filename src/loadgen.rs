@@ -428,6 +428,10 @@ fn take_lines(
 // ---------------------------------------------------------------------------
 // Setup: log in (NeoChat) or subscribe (Redis), then line everybody up.
 
+/// Connections mid-handshake at once during setup (below the server's
+/// default password-check queue of 256).
+const HANDSHAKES_IN_FLIGHT: usize = 128;
+
 /// Connects peers named `names` and brings them to "ready": logged in on
 /// NeoChat (registering first, logging in if the account exists), or
 /// subscribed on Redis when `subscribe` is set.
@@ -440,32 +444,39 @@ fn join_all(
 ) -> Result<Vec<usize>, Error> {
     let addr = c.target.addr();
     let first = net.peers.len();
-    let mut ids = Vec::with_capacity(names.len());
-    for (k, name) in names.iter().enumerate() {
-        let i = net
-            .connect(addr, source_for(addr, first + k, net.block), name.clone())
-            .map_err(|e| Error(format!("cannot connect to {addr}: {e}")))?;
-        let peer = &mut net.peers[i];
-        match c.target {
-            Target::NeoChat(_) => {
-                let hello = format!("R\n{name}\n{}\n", c.password);
-                peer.queue(hello.as_bytes());
-            }
-            Target::Redis(_) if subscribe => {
-                peer.queue(format!("SUBSCRIBE {}\r\n", c.prefix).as_bytes());
-            }
-            Target::Redis(_) => peer.ready = true,
-        }
-        ids.push(i);
-    }
+    let mut ids: Vec<usize> = Vec::with_capacity(names.len());
     let password = c.password.clone();
     let redis = matches!(c.target, Target::Redis(_));
     let deadline = Instant::now() + c.setup_timeout;
     let mut progress = Progress::new(c.progress, label);
     let mut next_drain = Instant::now() + DRAIN_EVERY;
     loop {
-        let waiting = ids.iter().filter(|&&i| !net.peers[i].ready).count();
-        progress.show(|| format!("{} of {} ready", ids.len() - waiting, ids.len()));
+        // Handshakes go out in a window, not all at once: the server bounds
+        // its password-check queue (`--max-auth-queue`) and answers
+        // `! server busy` past it, as it should to a flood of logins.
+        let mut in_flight = ids.iter().filter(|&&i| !net.peers[i].ready).count();
+        while ids.len() < names.len() && in_flight < HANDSHAKES_IN_FLIGHT {
+            let k = ids.len();
+            let name = &names[k];
+            let i = net
+                .connect(addr, source_for(addr, first + k, net.block), name.clone())
+                .map_err(|e| Error(format!("cannot connect to {addr}: {e}")))?;
+            let peer = &mut net.peers[i];
+            match c.target {
+                Target::NeoChat(_) => {
+                    let hello = format!("R\n{name}\n{}\n", c.password);
+                    peer.queue(hello.as_bytes());
+                }
+                Target::Redis(_) if subscribe => {
+                    peer.queue(format!("SUBSCRIBE {}\r\n", c.prefix).as_bytes());
+                }
+                Target::Redis(_) => peer.ready = true,
+            }
+            in_flight += usize::from(!peer.ready);
+            ids.push(i);
+        }
+        let waiting = in_flight + (names.len() - ids.len());
+        progress.show(|| format!("{} of {} ready", names.len() - waiting, names.len()));
         if waiting == 0 {
             net.drain_muted(true)?;
             break;
