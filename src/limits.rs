@@ -191,6 +191,8 @@ pub enum Hit {
     SourceAttempts,
     Registrations,
     AuthQueue,
+    ServerFull,
+    SlowConsumer,
 }
 
 impl fmt::Display for Hit {
@@ -204,6 +206,8 @@ impl fmt::Display for Hit {
                 "too many registrations from one address (--registrations-per-ip)"
             }
             Hit::AuthQueue => "password-check queue full (--max-auth-queue)",
+            Hit::ServerFull => "server full (--max-clients)",
+            Hit::SlowConsumer => "output not read, slow consumer cut off (--max-output)",
         })
     }
 }

@@ -444,7 +444,7 @@ impl Server {
         if self.conns.len() >= self.config.max_clients {
             // Best effort: the line fits any fresh socket buffer.
             let _ = (&stream).write(FULL_LINE);
-            debug!("{peer}: refused, server full");
+            self.warn_limit(Hit::ServerFull, Source::of(peer.ip()), now);
             return;
         }
         let admission = match self.limits.admit(peer.ip()) {
@@ -656,7 +656,7 @@ impl Server {
     /// an attack must not flood the log.
     fn warn_limit(&mut self, hit: Hit, source: Source, now: Instant) {
         if self.limits.should_warn(hit, source, now) {
-            warn!("{source}: {hit}; refusing (logged at most once a minute per address)");
+            warn!("{source}: {hit} (logged at most once a minute per address and limit)");
         } else {
             debug!("{source}: {hit}");
         }
@@ -698,10 +698,8 @@ impl Server {
     /// A consumer that stopped reading: drop it and its buffer at once.
     fn cut_off(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get(id.key) {
-            warn!(
-                "conn {} ({}): output over {} bytes, cutting off a slow consumer",
-                id.key, conn.peer, self.config.max_output
-            );
+            let source = conn.admission.source;
+            self.warn_limit(Hit::SlowConsumer, source, Instant::now());
         }
         self.mark_closing(id, Closing::Now, "slow consumer");
     }
