@@ -4,6 +4,7 @@
 //! module per area; helpers live in `util`.
 
 mod chat;
+mod crash;
 mod framing;
 mod handshake;
 mod harness;
