@@ -10,6 +10,12 @@
 //!
 //! It knows nothing of sockets or of the protocol's text. Plaintext
 //! passwords live only in jobs and are never stored or logged.
+//!
+//! Whatever goes wrong with one job (a locked or read-only database, a
+//! panic) answers that job `Unavailable` and leaves the worker serving: an
+//! account is acknowledged only after its transaction committed, a database
+//! the server cannot write still serves logins, and a lock held elsewhere
+//! costs a registration at most `BUSY_TIMEOUT` (2 s).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,13 +25,25 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
 
 /// The schema this build writes. Bump it, and add a step to `migrate`, when
 /// the tables change.
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection's lock before it gives
+/// up with SQLITE_BUSY, and the user gets `! service temporarily
+/// unavailable, try again`. Our own writes are one-row inserts that hold the
+/// write lock for an fsync or two, so workers never wait anywhere near this
+/// for each other; only something outside holding the lock for long (an
+/// admin's open transaction, a VACUUM) does, and then waiting longer does
+/// not help the person at the prompt, who has already waited for bcrypt.
+/// Meanwhile a waiting worker serves nobody: with two workers, two stuck
+/// registrations would hold up every login for the whole timeout. Hence 2 s,
+/// not the 5 s this used to be.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What went wrong opening the account store.
 #[derive(Debug)]
@@ -40,6 +58,9 @@ pub enum ErrorKind {
     Database,
     /// The database was written by a newer NeoChat.
     SchemaTooNew,
+    /// The database is read-only, and this build has to write to it first
+    /// (its schema needs migrating).
+    ReadOnly,
     /// A worker thread could not be started.
     Thread,
 }
@@ -119,9 +140,25 @@ impl AuthPool {
         config: &AuthConfig,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<AuthPool, Error> {
-        let conn = open(&config.db)?;
-        migrate(&conn)?;
+        let (conn, access) = open(&config.db)?;
+        migrate(&conn, access, &config.db)?;
         drop(conn);
+        match access {
+            Access::ReadWrite => {}
+            Access::ReadOnly => log::warn!(
+                "database {} is read-only: existing users can log in, \
+                 registrations will be refused",
+                config.db.display()
+            ),
+            Access::Immutable => log::warn!(
+                "database {} and its directory are read-only: opened as an \
+                 immutable snapshot (SQLite cannot otherwise read a WAL \
+                 database where it cannot create the -wal and -shm files); \
+                 existing users can log in, registrations will be refused, \
+                 and changes other programs make to it will not be seen",
+                config.db.display()
+            ),
+        }
 
         let dummy: Arc<str> = dummy_hash(config.bcrypt_cost)?.into();
 
@@ -133,10 +170,11 @@ impl AuthPool {
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let mut threads = Vec::new();
         for i in 0..config.workers.max(1) {
-            let conn = open(&config.db)?;
+            let (conn, access) = open(&config.db)?;
             let worker = Worker {
                 index: i,
                 conn,
+                read_only: access != Access::ReadWrite,
                 cost: config.bcrypt_cost,
                 dummy: dummy.clone(),
             };
@@ -208,15 +246,64 @@ fn dummy_hash(cost: u32) -> Result<String, Error> {
     Ok(format!("$2b${cost:02}${rest}"))
 }
 
-fn open(path: &Path) -> Result<Connection, Error> {
-    let conn = Connection::open(path).map_err(|e| {
+/// How the account store could be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Reads and writes: the normal case.
+    ReadWrite,
+    /// The file is write-protected, so SQLite opened it read-only. Logins
+    /// work; registrations cannot.
+    ReadOnly,
+    /// Read-only, in a directory we cannot write either, with no `-wal`
+    /// file: SQLite refuses to read a WAL database then (it must open the
+    /// `-wal` file, and cannot create it), unless the database is opened as
+    /// `immutable`, which takes no locks and assumes nobody else changes the
+    /// file. With no `-wal` file, every commit is in the main file, so the
+    /// snapshot is complete when we open it.
+    Immutable,
+}
+
+fn open(path: &Path) -> Result<(Connection, Access), Error> {
+    let cannot = |e: rusqlite::Error| {
+        let hint = if extended_code(&e) == Some(rusqlite::ffi::SQLITE_READONLY_DIRECTORY) {
+            " (SQLite must create the -wal and -shm files next to it, and \
+             cannot write to that directory)"
+        } else {
+            ""
+        };
         Error::new(
             ErrorKind::Database,
-            format!("cannot open database {}: {e}", path.display()),
+            format!("cannot open database {}: {e}{hint}", path.display()),
         )
-    })?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    };
+    // Opened read-write, SQLite falls back to read-only by itself when the
+    // file is write-protected.
+    let conn = Connection::open(path).map_err(cannot)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if conn.is_readonly(rusqlite::MAIN_DB)? {
+        // Nothing to set up on a database we cannot write; the first read
+        // tells whether SQLite can read it at all.
+        return match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
+            Ok(_) => Ok((conn, Access::ReadOnly)),
+            Err(e) if extended_code(&e) == Some(rusqlite::ffi::SQLITE_READONLY_DIRECTORY) => {
+                drop(conn);
+                let conn = Connection::open_with_flags(
+                    immutable_uri(path),
+                    OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | OpenFlags::SQLITE_OPEN_URI
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(cannot)?;
+                conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                    .map_err(cannot)?;
+                Ok((conn, Access::Immutable))
+            }
+            Err(e) => Err(cannot(e)),
+        };
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(cannot)?;
     if !mode.eq_ignore_ascii_case("wal") {
         log::warn!("database journal mode is {mode}, not wal");
     }
@@ -230,11 +317,34 @@ fn open(path: &Path) -> Result<Connection, Error> {
             format!("database refused synchronous=FULL (got {sync})"),
         ));
     }
-    Ok(conn)
+    Ok((conn, Access::ReadWrite))
+}
+
+/// SQLite's extended result code of an error, if it came from SQLite.
+fn extended_code(e: &rusqlite::Error) -> Option<std::ffi::c_int> {
+    e.sqlite_error().map(|e| e.extended_code)
+}
+
+/// `file:PATH?immutable=1`, with every byte of the path that is not plainly
+/// safe in a URI percent-encoded (`?`, `#` and `%` would change its meaning).
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`], in one immediate transaction.
-fn migrate(conn: &Connection) -> Result<(), Error> {
+/// A read-only database must already be there: it is used as it is, or
+/// refused with a message that says why.
+fn migrate(conn: &Connection, access: Access, path: &Path) -> Result<(), Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(Error::new(
@@ -246,6 +356,17 @@ fn migrate(conn: &Connection) -> Result<(), Error> {
     }
     if version == SCHEMA_VERSION {
         return Ok(());
+    }
+    if access != Access::ReadWrite {
+        return Err(Error::new(
+            ErrorKind::ReadOnly,
+            format!(
+                "database {} is read-only and needs migrating from schema version \
+                 {version} to {SCHEMA_VERSION}: start once with write access to it \
+                 and its directory",
+                path.display()
+            ),
+        ));
     }
     conn.execute_batch(
         "BEGIN IMMEDIATE;
@@ -303,6 +424,9 @@ struct Worker {
     /// 0 for the first worker (see `lower_priority`).
     index: usize,
     conn: Connection,
+    /// The database cannot be written: registrations are refused before
+    /// anything is hashed.
+    read_only: bool,
     cost: u32,
     dummy: Arc<str>,
 }
@@ -381,6 +505,10 @@ impl Worker {
         if self.find(name)?.is_some() {
             return Ok(AuthOutcome::NameTaken);
         }
+        if self.read_only {
+            log::warn!("registration refused: the database is read-only");
+            return Ok(AuthOutcome::Unavailable);
+        }
         let hash = bcrypt::hash(password, self.cost)
             .map_err(|e| Error::new(ErrorKind::Database, format!("bcrypt: {e}")))?;
         // The user gave up (or timed out) while we hashed: store nothing,
@@ -402,6 +530,13 @@ impl Worker {
              ON CONFLICT (name) DO NOTHING",
             (name, &hash, now),
         )?;
+        // Tests make a job panic here, inside the write transaction, to show
+        // that the transaction rolls back as the panic unwinds and that the
+        // worker goes on serving.
+        #[cfg(test)]
+        if password == tests::PANIC_IN_TRANSACTION {
+            panic!("fault injected by a test inside the write transaction");
+        }
         tx.commit()?;
         // Another connection may have registered the name while we hashed.
         Ok(if inserted == 1 {
@@ -444,7 +579,15 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// A registration with this password panics inside its write
+    /// transaction (test builds only).
+    pub(super) const PANIC_IN_TRANSACTION: &str = "panic-in-transaction";
+
     fn pool(dir: &Path) -> (AuthPool, mpsc::Receiver<()>) {
+        pool_of(dir, 2)
+    }
+
+    fn pool_of(dir: &Path, workers: usize) -> (AuthPool, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let wake = Arc::new(move || {
@@ -453,7 +596,7 @@ mod tests {
         let config = AuthConfig {
             db: dir.join("accounts.db"),
             bcrypt_cost: 4,
-            workers: 2,
+            workers,
             queue: 8,
         };
         (AuthPool::start(&config, wake).expect("pool starts"), rx)
@@ -543,7 +686,8 @@ mod tests {
         pool.shutdown(Duration::from_secs(5));
 
         // Stored as a hash, with the schema version set; survives reopening.
-        let conn = open(&dir.path().join("accounts.db")).unwrap();
+        let (conn, access) = open(&dir.path().join("accounts.db")).unwrap();
+        assert_eq!(access, Access::ReadWrite);
         let (name, hash): (String, String) = conn
             .query_row("SELECT name, hash FROM users", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -623,5 +767,142 @@ mod tests {
         let outcome = run(&pool, &woke, 3, login("ghost", "password-1"));
         assert_eq!(outcome, AuthOutcome::WrongCredentials);
         assert!(pool.try_recv().is_none());
+    }
+
+    /// The worker wraps each job in `catch_unwind`: a job that panics, even
+    /// inside its write transaction, answers Unavailable, rolls back, and the
+    /// one worker of the pool goes on to serve the next jobs.
+    #[test]
+    fn a_panicking_job_answers_unavailable_and_the_worker_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, woke) = pool_of(dir.path(), 1);
+        assert_eq!(
+            run(&pool, &woke, 1, register("bob", PANIC_IN_TRANSACTION)),
+            AuthOutcome::Unavailable
+        );
+        // The same worker (there is only one): the insert was rolled back,
+        // so the name is free, and the connection is out of the transaction.
+        assert_eq!(
+            run(&pool, &woke, 2, register("bob", "password-1")),
+            AuthOutcome::Registered("bob".into())
+        );
+        assert_eq!(
+            run(&pool, &woke, 3, login("bob", "password-1")),
+            AuthOutcome::LoggedIn("bob".into())
+        );
+        assert_eq!(
+            run(&pool, &woke, 1, register("bob", PANIC_IN_TRANSACTION)),
+            AuthOutcome::NameTaken
+        );
+        // And it left no lock behind: another connection writes at once.
+        let other = Connection::open(dir.path().join("accounts.db")).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; DELETE FROM users WHERE name = 'nobody'; COMMIT")
+            .unwrap();
+        let count: i64 = other
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+        pool.shutdown(Duration::from_secs(5));
+    }
+
+    /// A worker that panicked while holding the queue lock would poison it;
+    /// the others take the receiver out of the poisoned lock and go on.
+    #[test]
+    fn a_poisoned_queue_lock_does_not_stop_the_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.db");
+        let (conn, access) = open(&path).unwrap();
+        migrate(&conn, access, &path).unwrap();
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Mutex::new(job_rx));
+        let poisoner = jobs.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.lock();
+            panic!("poisoning the queue lock on purpose");
+        })
+        .join();
+        assert!(jobs.is_poisoned());
+
+        let worker = Worker {
+            index: 0,
+            conn,
+            read_only: false,
+            cost: 4,
+            dummy: dummy_hash(4).unwrap().into(),
+        };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done_rx) = mpsc::channel();
+        let handle = {
+            let jobs = jobs.clone();
+            let queued = queued.clone();
+            std::thread::spawn(move || worker.run(&jobs, &queued, &done_tx, &|| {}))
+        };
+        for (key, request, expected) in [
+            (
+                1,
+                register("carol", "password-1"),
+                AuthOutcome::Registered("carol".into()),
+            ),
+            (
+                2,
+                login("carol", "password-1"),
+                AuthOutcome::LoggedIn("carol".into()),
+            ),
+        ] {
+            queued.fetch_add(1, Ordering::Relaxed);
+            job_tx
+                .send(Job {
+                    conn: ConnId { key, serial: 1 },
+                    request,
+                    cancel: Arc::new(AtomicBool::new(false)),
+                })
+                .unwrap();
+            let done = done_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the worker answers despite the poisoned lock");
+            assert_eq!(done.outcome, expected);
+        }
+        drop(job_tx);
+        handle
+            .join()
+            .expect("the worker exits when the queue closes");
+    }
+
+    #[test]
+    fn immutable_uri_escapes_what_uris_reserve() {
+        assert_eq!(
+            immutable_uri(Path::new("/tmp/a b/x?y#z%.db")),
+            "file:/tmp/a%20b/x%3Fy%23z%25.db?immutable=1"
+        );
+    }
+
+    /// Opened read-only (as SQLite does by itself with a write-protected
+    /// file; root ignores file modes, so the flag stands in for them here),
+    /// a database with the current schema is used as it is, and one that
+    /// needs migrating is refused with a message that says so.
+    #[test]
+    fn a_read_only_database_is_used_as_it_is_or_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE old (x)")
+            .unwrap();
+        let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let err = migrate(&ro, Access::ReadOnly, &path).expect_err("needs migrating");
+        assert_eq!(err.kind(), ErrorKind::ReadOnly);
+        assert!(
+            err.to_string().contains("read-only") && err.to_string().contains("version 0"),
+            "{err}"
+        );
+        drop(ro);
+
+        let (rw, access) = open(&path).unwrap();
+        migrate(&rw, access, &path).unwrap();
+        drop(rw);
+        let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        migrate(&ro, Access::ReadOnly, &path).expect("already migrated: nothing to write");
     }
 }

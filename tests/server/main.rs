@@ -5,6 +5,7 @@
 
 mod abuse;
 mod chat;
+mod crash;
 mod framing;
 mod handshake;
 mod harness;

@@ -705,3 +705,93 @@ pub fn create_account(addr: SocketAddr, name: &str, password: &str) {
     let mut c = register(addr, name, password);
     c.quit();
 }
+
+// ---------------------------------------------------------------- commands
+
+impl Server {
+    /// Starts a server from a command the caller built (to run it as another
+    /// user, say); stdin, stdout and stderr are set here. Like the other
+    /// starts, it returns once the server printed `listening on ADDR`.
+    #[track_caller]
+    pub fn start_command(mut cmd: Command) -> Server {
+        let shown = format!("{cmd:?}");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        spawn_drain(
+            child.stderr.take().expect("piped stderr"),
+            "",
+            log.clone(),
+            Some(tx),
+        );
+        spawn_drain(
+            child.stdout.take().expect("piped stdout"),
+            "[stdout] ",
+            log.clone(),
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split_once("listening on ").map(|(_, r)| r.trim()) {
+                        break rest
+                            .parse::<SocketAddr>()
+                            .unwrap_or_else(|e| panic!("cannot parse address in {line:?}: {e}"));
+                    }
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    thread::sleep(Duration::from_millis(50));
+                    panic!(
+                        "server {shown} never printed `listening on ADDR` ({e:?}); \
+                         status {status:?}; output:\n{}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        };
+        Server {
+            child,
+            addr,
+            log,
+            _dir: None,
+        }
+    }
+}
+
+/// Runs a command the caller built for at most `limit` (then kills it), like
+/// [`run_binary`]: its exit status (`None` if it was still running) and its
+/// combined stdout and stderr.
+#[track_caller]
+pub fn run_command(mut cmd: Command, limit: Duration) -> (Option<ExitStatus>, String) {
+    let shown = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            killed = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("wait_with_output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ((!killed).then_some(out.status), text)
+}
