@@ -82,10 +82,7 @@ impl Server {
     fn spawn(db: &Path, extra: &[&str], nofile: Option<u64>) -> Server {
         let args = server_args(db, extra);
         let mut cmd = Command::new(BIN);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&args);
         if let Some(limit) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
@@ -102,47 +99,7 @@ impl Server {
                 });
             }
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {BIN} {args:?}: {e}"));
-
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let stdout = child.stdout.take().expect("piped stdout");
-        spawn_drain(stderr, "", log.clone(), Some(tx));
-        spawn_drain(stdout, "[stdout] ", log.clone(), None);
-
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(i) = line.find("listening on ") {
-                        let rest = line[i + "listening on ".len()..].trim();
-                        break rest
-                            .parse::<SocketAddr>()
-                            .unwrap_or_else(|e| panic!("cannot parse address in {line:?}: {e}"));
-                    }
-                }
-                Err(e) => {
-                    let _ = child.kill();
-                    let status = child.wait();
-                    thread::sleep(Duration::from_millis(50));
-                    panic!(
-                        "server {args:?} never printed `listening on ADDR` ({e:?}); \
-                         status {status:?}; output:\n{}",
-                        log.lock().unwrap()
-                    );
-                }
-            }
-        };
-        Server {
-            child,
-            addr,
-            log,
-            _dir: None,
-        }
+        Server::start_command(cmd)
     }
 
     /// The database of a server started with [`Server::start`].
