@@ -7,6 +7,7 @@ mod chat;
 mod framing;
 mod handshake;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod robustness;
