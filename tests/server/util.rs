@@ -741,17 +741,29 @@ impl ProbeLog {
             .count()
     }
 
-    fn rx_closed(&self) -> Option<&str> {
-        self.rx.iter().find_map(|(_, h)| match h {
-            Heard::Closed(why) => Some(why.as_str()),
-            _ => None,
-        })
+    fn rx_heard(&self, line: &str) -> bool {
+        Self::has(&self.rx, line)
     }
 
-    fn rx_heard(&self, line: &str) -> bool {
-        self.rx
-            .iter()
+    fn tx_heard(&self, line: &str) -> bool {
+        Self::has(&self.tx, line)
+    }
+
+    fn has(side: &[(Instant, Heard)], line: &str) -> bool {
+        // Newest first: what a test waits for is usually recent.
+        side.iter()
+            .rev()
             .any(|(_, h)| matches!(h, Heard::Other(l) if l == line))
+    }
+
+    fn closed(&self) -> Option<String> {
+        let find = |side: &[(Instant, Heard)], who: &str| {
+            side.iter().find_map(|(_, h)| match h {
+                Heard::Closed(why) => Some(format!("the {who}'s connection ended: {why}")),
+                _ => None,
+            })
+        };
+        find(&self.rx, "receiver").or_else(|| find(&self.tx, "sender"))
     }
 }
 
@@ -804,8 +816,9 @@ impl Probe {
         let k = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rx_name = format!("proberx{k}");
         let tx_name = format!("probetx{k}");
-        let mut rx = register(addr, &rx_name, &pw(&rx_name));
-        let tx = join(addr, &tx_name, &mut [&mut rx]);
+        let rx = register_patiently(addr, &rx_name, &pw(&rx_name));
+        // The receiver's thread hears `* <tx> joined` (a line like any other).
+        let tx = register_patiently(addr, &tx_name, &pw(&tx_name));
 
         let log = Arc::new(Mutex::new(ProbeLog::default()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -875,8 +888,8 @@ impl Probe {
                 if log.received() >= start + n {
                     return;
                 }
-                if let Some(why) = log.rx_closed() {
-                    panic!("probe: the receiver disconnected ({why}) while waiting for progress");
+                if let Some(why) = log.closed() {
+                    panic!("probe: {why}, while waiting for progress");
                 }
             }
             assert!(
@@ -891,23 +904,38 @@ impl Probe {
     /// Waits until the receiver has heard the (non-probe) line `line`.
     #[track_caller]
     pub fn wait_heard(&self, line: &str) {
+        self.wait_for(line, false);
+    }
+
+    /// Waits until both probe users have heard `line`: a sender that goes
+    /// in lockstep with this never gets far ahead of the probe.
+    #[track_caller]
+    pub fn wait_heard_by_both(&self, line: &str) {
+        self.wait_for(line, true);
+    }
+
+    #[track_caller]
+    fn wait_for(&self, line: &str, both: bool) {
         let deadline = Instant::now() + PROBE_PATIENCE;
         loop {
             {
                 let log = self.log.lock().unwrap();
-                if log.rx_heard(line) {
+                if log.rx_heard(line) && (!both || log.tx_heard(line)) {
                     return;
                 }
-                if let Some(why) = log.rx_closed() {
-                    panic!("probe: the receiver disconnected ({why}) while waiting for {line:?}");
+                if let Some(why) = log.closed() {
+                    panic!("probe: {why}, while waiting for {:?}", short(line));
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "probe: the receiver did not hear {line:?} within {PROBE_PATIENCE:?}; it heard {:?}",
-                self.heard()
+                "probe: the receiver{} did not hear {:?} within {PROBE_PATIENCE:?}; the \
+                 receiver heard {:?}",
+                if both { " and the sender" } else { "" },
+                short(line),
+                self.heard().iter().map(|l| short(l)).collect::<Vec<_>>()
             );
-            thread::sleep(Duration::from_millis(10));
+            thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -1085,15 +1113,24 @@ impl Drop for Probe {
     }
 }
 
+/// At most 80 characters of `line`, for messages.
+fn short(line: &str) -> String {
+    match line.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
 /// Checks a probe's log; returns (messages received, max latency, other lines
-/// the receiver heard, lines the sender heard) or what went wrong.
+/// the receiver heard, lines the sender heard) or everything that went wrong.
 fn probe_check(
     log: &ProbeLog,
     shutdown: bool,
     gave_up: bool,
 ) -> Result<(usize, Duration, Vec<String>, Vec<String>), String> {
+    let mut problems = Vec::new();
     if !shutdown && let Some(e) = &log.send_error {
-        return Err(format!("disconnected: the sender's write failed: {e}"));
+        problems.push(format!("disconnected: the sender's write failed: {e}"));
     }
     let mut rx_heard = Vec::new();
     let mut tx_heard = Vec::new();
@@ -1111,31 +1148,28 @@ fn probe_check(
                 last_line = None;
             }
             Heard::End => ended = true,
-            Heard::Error(line) => {
-                return Err(format!(
-                    "error line on the receiver: {line:?} (after {} probe messages)",
-                    seq.len()
-                ));
-            }
+            Heard::Error(line) => problems.push(format!(
+                "error line on the receiver: {line:?} (after {} probe messages)",
+                seq.len()
+            )),
             Heard::Other(line) => {
                 rx_heard.push(line.clone());
                 last_line = Some(line.clone());
             }
             Heard::Closed(why) => {
+                ended = true;
                 if !shutdown {
-                    return Err(format!(
+                    problems.push(format!(
                         "disconnected: the receiver's connection ended ({why}) after {} probe \
                          messages",
                         seq.len()
                     ));
-                }
-                if last_line.as_deref() != Some(SHUTTING_DOWN) {
-                    return Err(format!(
-                        "the receiver's connection ended ({why}) after {last_line:?}, not after \
-                         {SHUTTING_DOWN:?}"
+                } else if last_line.as_deref() != Some(SHUTTING_DOWN) {
+                    problems.push(format!(
+                        "the receiver's connection ended ({why}) after {last_line:?}, not \
+                         after {SHUTTING_DOWN:?}"
                     ));
                 }
-                ended = true;
             }
         }
     }
@@ -1143,69 +1177,89 @@ fn probe_check(
     let mut tx_closed = false;
     for (_, heard) in &log.tx {
         match heard {
-            Heard::Error(line) => return Err(format!("error line on the sender: {line:?}")),
-            Heard::Closed(why) if !shutdown => {
-                return Err(format!(
-                    "disconnected: the sender's connection ended ({why})"
-                ));
-            }
+            Heard::Error(line) => problems.push(format!("error line on the sender: {line:?}")),
             Heard::Closed(why) => {
-                if tx_last.as_deref() != Some(SHUTTING_DOWN) {
-                    return Err(format!(
+                tx_closed = true;
+                if !shutdown {
+                    problems.push(format!(
+                        "disconnected: the sender's connection ended ({why})"
+                    ));
+                } else if tx_last.as_deref() != Some(SHUTTING_DOWN) {
+                    problems.push(format!(
                         "the sender's connection ended ({why}) after {tx_last:?}, not after \
                          {SHUTTING_DOWN:?}"
                     ));
                 }
-                tx_closed = true;
             }
             Heard::Other(line) => {
                 tx_heard.push(line.clone());
                 tx_last = Some(line.clone());
             }
             Heard::Probe(_) | Heard::End => {
-                return Err(format!("the sender heard its own message back: {heard:?}"));
+                problems.push(format!("the sender heard its own message back: {heard:?}"));
             }
         }
     }
     if shutdown && !tx_closed {
-        return Err(format!(
+        problems.push(format!(
             "the sender's connection did not close after the shutdown (last line {tx_last:?})"
         ));
     }
     if !ended || gave_up {
-        return Err(format!(
+        problems.push(format!(
             "the receiver never got the end of the run within {PROBE_PATIENCE:?} (last probe \
              message heard: {:?})",
             seq.last()
         ));
     }
-    // The run must be exactly 0..n (0..k for a shutdown).
-    let want = if shutdown { seq.len() } else { log.sent.len() };
-    if let Some(k) = (0..seq.len().min(want)).find(|&k| seq[k] != k) {
-        let got = seq[k];
-        let why = if got < k {
-            format!(
-                "duplicate: probe {got} arrived again after probe {}",
-                seq[k - 1]
-            )
-        } else if seq[k..].contains(&k) {
-            format!("reordered: probe {got} arrived before probe {k}")
-        } else {
-            format!("missing: probe {k} never arrived (probe {got} came next)")
-        };
-        return Err(why);
+    problems.extend(sequence_problems(&seq, shutdown, log.sent.len()));
+    if problems.is_empty() {
+        Ok((seq.len(), max_latency, rx_heard, tx_heard))
+    } else {
+        Err(problems.join("; "))
     }
-    if seq.len() != want {
-        return Err(if seq.len() < want {
-            format!(
-                "missing: probes {}..{want} never arrived before the end marker",
-                seq.len()
-            )
-        } else {
-            format!("extra: {} probe messages heard, {want} sent", seq.len())
-        });
+}
+
+/// What is wrong with the run of probe numbers the receiver heard: it must
+/// be exactly `0..sent` (for a shutdown, `0..k` for some k <= sent).
+pub fn sequence_problems(seq: &[usize], shutdown: bool, sent: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    let heard_max = seq.iter().max().map_or(0, |m| m + 1);
+    let want = if shutdown { heard_max } else { sent };
+    let mut count = vec![0usize; want.max(heard_max)];
+    for &i in seq {
+        count[i] += 1;
     }
-    Ok((seq.len(), max_latency, rx_heard, tx_heard))
+    let missing: Vec<usize> = (0..want).filter(|&i| count[i] == 0).collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "missing: {} of {want} probe messages never arrived, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        ));
+    }
+    let twice: Vec<usize> = (0..count.len()).filter(|&i| count[i] > 1).collect();
+    if !twice.is_empty() {
+        problems.push(format!(
+            "duplicated: {} probe messages arrived more than once, first {:?}",
+            twice.len(),
+            &twice[..twice.len().min(10)]
+        ));
+    }
+    if let Some(k) = (1..seq.len()).find(|&k| seq[k] < seq[k - 1] && count[seq[k]] == 1) {
+        problems.push(format!(
+            "reordered: probe {} arrived after probe {}",
+            seq[k],
+            seq[k - 1]
+        ));
+    }
+    if heard_max > sent {
+        problems.push(format!(
+            "extra: probe {} heard, only {sent} sent",
+            heard_max - 1
+        ));
+    }
+    problems
 }
 
 /// The sender thread: a numbered message every `PROBE_PACE` until told to
@@ -1479,4 +1533,24 @@ impl Probe {
             thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Like [`register`], but waits as long as it takes for the answer: at a
+/// high `--bcrypt-cost` on a busy machine one hash may take seconds.
+#[track_caller]
+pub fn register_patiently(addr: SocketAddr, name: &str, password: &str) -> Client {
+    let mut c = Client::connect(addr).with_label(name);
+    c.expect_welcome();
+    c.send(&format!("R\n{name}\n{password}\n"));
+    c.expect(USERNAME);
+    c.expect(PASSWORD);
+    let line = c.line_within(PROBE_PATIENCE);
+    assert_eq!(
+        line,
+        format!("* registered and logged in as {name}"),
+        "{name}"
+    );
+    let names = c.expect_online();
+    assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    c
 }
