@@ -1,5 +1,6 @@
 //! Limits and protection: flood control, slow consumers, the connection cap,
-//! the login timeout, idle and many connections, EMFILE.
+//! the login timeout, idle and many connections. (EMFILE is attacked in
+//! `hostile::fd_exhaustion_does_not_spin_and_recovers`.)
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -256,30 +257,4 @@ fn five_hundred_connections() {
     // The other 450 are still waiting at the choice prompt.
     clients[499].send("R\n");
     clients[499].expect(USERNAME);
-}
-
-/// "The server keeps accepting when the process is out of file descriptors
-/// (EMFILE) ... it recovers as soon as descriptors free up."
-#[test]
-fn emfile_recovery() {
-    const N: usize = 100;
-    let s = Server::start_with_nofile(&[], N as u64);
-    let mut clients: Vec<Client> = (0..N).map(|_| Client::connect(s.addr)).collect();
-    // The first half surely fit under the limit.
-    for c in &mut clients[..N / 2] {
-        c.expect_welcome();
-    }
-    // The rest cannot all fit until descriptors free up.
-    clients.drain(..N / 2);
-    for (i, c) in clients.iter_mut().enumerate() {
-        let line = c.line();
-        assert!(
-            parse_welcome(&line).is_some(),
-            "client {} after freeing descriptors: got {line:?}",
-            i + N / 2
-        );
-        c.expect(CHOICE);
-    }
-    let mut fresh = Client::connect_welcomed(s.addr);
-    fresh.register_here("alice", &pw("alice"));
 }

@@ -9,6 +9,7 @@ mod crash;
 mod framing;
 mod handshake;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod robustness;

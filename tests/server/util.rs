@@ -752,3 +752,861 @@ pub fn run_command(mut cmd: Command, limit: Duration) -> (Option<ExitStatus>, St
     );
     ((!killed).then_some(out.status), text)
 }
+
+// ---------------------------------------------------------------- probe
+
+/// Time between two probe messages: under 7 lines a second, well below the
+/// default flood limit (10 a second, burst 20). The bucket therefore stays
+/// full, and even a server that stalls for ~3 s and then reads the backlog
+/// in one go has a token for every probe line.
+pub const PROBE_PACE: Duration = Duration::from_millis(150);
+/// How long the probe waits for something that must eventually happen (its
+/// end marker, progress): generous, since the machine is shared and noisy.
+pub const PROBE_PATIENCE: Duration = Duration::from_secs(30);
+/// Read timeout of the probe's reader threads, so they can be told to stop.
+const PROBE_TICK: Duration = Duration::from_millis(100);
+
+static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One thing a probe connection heard.
+#[derive(Clone, Debug)]
+enum Heard {
+    /// `<sender>: probe N`.
+    Probe(usize),
+    /// `<sender>: probe end`.
+    End,
+    /// A `! ` line.
+    Error(String),
+    /// Anything else (notices, other users' messages).
+    Other(String),
+    /// The connection ended: EOF, reset or another error.
+    Closed(String),
+}
+
+#[derive(Default)]
+struct ProbeLog {
+    /// What the receiver heard, in order, and when.
+    rx: Vec<(Instant, Heard)>,
+    /// What the sender's connection heard.
+    tx: Vec<(Instant, Heard)>,
+    /// When probe `i` was written.
+    sent: Vec<Instant>,
+    /// The sender's write error, if any.
+    send_error: Option<String>,
+}
+
+impl ProbeLog {
+    fn received(&self) -> usize {
+        self.rx
+            .iter()
+            .filter(|(_, h)| matches!(h, Heard::Probe(_)))
+            .count()
+    }
+
+    fn rx_heard(&self, line: &str) -> bool {
+        Self::has(&self.rx, line)
+    }
+
+    fn tx_heard(&self, line: &str) -> bool {
+        Self::has(&self.tx, line)
+    }
+
+    fn has(side: &[(Instant, Heard)], line: &str) -> bool {
+        // Newest first: what a test waits for is usually recent.
+        side.iter()
+            .rev()
+            .any(|(_, h)| matches!(h, Heard::Other(l) if l == line))
+    }
+
+    fn closed(&self) -> Option<String> {
+        let find = |side: &[(Instant, Heard)], who: &str| {
+            side.iter().find_map(|(_, h)| match h {
+                Heard::Closed(why) => Some(format!("the {who}'s connection ended: {why}")),
+                _ => None,
+            })
+        };
+        find(&self.rx, "receiver").or_else(|| find(&self.tx, "sender"))
+    }
+}
+
+/// A well-behaved pair of users chatting while a test attacks the server.
+///
+/// `Probe::start` registers two users; a thread makes the sender say
+/// `probe 0`, `probe 1`, ... every [`PROBE_PACE`], and two more threads read
+/// everything both connections get. [`Probe::finish`] stops the sender, has
+/// it send `probe end`, waits for the receiver to hear it, and asserts that
+/// the receiver heard exactly `probe 0..n`, in order, each once, that neither
+/// user got a `! ` error nor lost its connection; it prints the largest
+/// delivery latency (never asserted on). Lines of other users reaching the
+/// probe are recorded, in order, for the test to check.
+pub struct Probe {
+    /// The user that sends the numbered messages.
+    pub tx_name: String,
+    /// The user that receives them.
+    pub rx_name: String,
+    log: Arc<Mutex<ProbeLog>>,
+    /// Tells the sender to stop (set by `finish`, or on a shutdown notice).
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Tells the readers to give up.
+    abort: Arc<std::sync::atomic::AtomicBool>,
+    sender: Option<thread::JoinHandle<TcpStream>>,
+    tx_reader: Option<thread::JoinHandle<BufReader<TcpStream>>>,
+    rx_reader: Option<thread::JoinHandle<BufReader<TcpStream>>>,
+    rx_writer: Option<TcpStream>,
+    /// Clones of both sockets, to unblock everything on a failure.
+    sockets: Vec<TcpStream>,
+}
+
+/// What a finished probe found.
+pub struct ProbeReport {
+    /// Messages sent (and, the probe having passed, received) before the end.
+    pub sent: usize,
+    pub max_latency: Duration,
+    /// Lines the receiver heard besides the probe's own, in order.
+    pub rx_heard: Vec<String>,
+    /// Lines the sender's connection heard, in order.
+    pub tx_heard: Vec<String>,
+    /// The two connections, still logged in (after [`Probe::finish`] only).
+    pub rx: Option<Client>,
+    pub tx: Option<Client>,
+}
+
+impl Probe {
+    /// Registers the pair (password `pw(name)`) and starts chatting.
+    #[track_caller]
+    pub fn start(addr: SocketAddr) -> Probe {
+        let k = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rx_name = format!("proberx{k}");
+        let tx_name = format!("probetx{k}");
+        let rx = register_patiently(addr, &rx_name, &pw(&rx_name));
+        // The receiver's thread hears `* <tx> joined` (a line like any other).
+        let tx = register_patiently(addr, &tx_name, &pw(&tx_name));
+
+        let log = Arc::new(Mutex::new(ProbeLog::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abort = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sockets = vec![
+            rx.writer.try_clone().expect("clone"),
+            tx.writer.try_clone().expect("clone"),
+        ];
+        let Client {
+            reader: rx_reader,
+            writer: rx_writer,
+            ..
+        } = rx;
+        let Client {
+            reader: tx_reader,
+            writer: tx_writer,
+            ..
+        } = tx;
+
+        let spawn_reader = |reader: BufReader<TcpStream>, is_rx: bool| {
+            let (log, stop, abort) = (log.clone(), stop.clone(), abort.clone());
+            let prefix = format!("{tx_name}: probe ");
+            thread::spawn(move || probe_listen(reader, &prefix, is_rx, &log, &stop, &abort))
+        };
+        let rx_thread = spawn_reader(rx_reader, true);
+        let tx_thread = spawn_reader(tx_reader, false);
+        let sender = {
+            let (log, stop) = (log.clone(), stop.clone());
+            thread::spawn(move || probe_send(tx_writer, &log, &stop))
+        };
+        Probe {
+            tx_name,
+            rx_name,
+            log,
+            stop,
+            abort,
+            sender: Some(sender),
+            tx_reader: Some(tx_thread),
+            rx_reader: Some(rx_thread),
+            rx_writer: Some(rx_writer),
+            sockets,
+        }
+    }
+
+    /// Whether `line` is the probe's own chatter (which every Chatting
+    /// client of the test hears too).
+    pub fn is_probe_line(&self, line: &str) -> bool {
+        line.strip_prefix(&self.tx_name)
+            .and_then(|rest| rest.strip_prefix(": probe "))
+            .is_some_and(|rest| rest == "end" || rest.parse::<usize>().is_ok())
+    }
+
+    /// Probe messages the receiver heard so far.
+    pub fn received(&self) -> usize {
+        self.log.lock().unwrap().received()
+    }
+
+    /// Waits until the receiver has heard `n` more probe messages than now:
+    /// proof that the pair keeps chatting during an attack.
+    #[track_caller]
+    pub fn wait_progress(&self, n: usize) {
+        let start = self.received();
+        let deadline = Instant::now() + PROBE_PATIENCE;
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if log.received() >= start + n {
+                    return;
+                }
+                if let Some(why) = log.closed() {
+                    panic!("probe: {why}, while waiting for progress");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "probe: no progress: the receiver heard {} of {n} more messages in {PROBE_PATIENCE:?}",
+                self.received() - start
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the receiver has heard the (non-probe) line `line`.
+    #[track_caller]
+    pub fn wait_heard(&self, line: &str) {
+        self.wait_for(line, false);
+    }
+
+    /// Waits until both probe users have heard `line`: a sender that goes
+    /// in lockstep with this never gets far ahead of the probe.
+    #[track_caller]
+    pub fn wait_heard_by_both(&self, line: &str) {
+        self.wait_for(line, true);
+    }
+
+    #[track_caller]
+    fn wait_for(&self, line: &str, both: bool) {
+        let deadline = Instant::now() + PROBE_PATIENCE;
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if log.rx_heard(line) && (!both || log.tx_heard(line)) {
+                    return;
+                }
+                if let Some(why) = log.closed() {
+                    panic!("probe: {why}, while waiting for {:?}", short(line));
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "probe: the receiver{} did not hear {:?} within {PROBE_PATIENCE:?}; the \
+                 receiver heard {:?}",
+                if both { " and the sender" } else { "" },
+                short(line),
+                self.heard().iter().map(|l| short(l)).collect::<Vec<_>>()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The non-probe lines the receiver heard so far, in order.
+    pub fn heard(&self) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.rx
+            .iter()
+            .filter_map(|(_, h)| match h {
+                Heard::Other(l) | Heard::Error(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops the sender, waits for the end marker, and asserts that the
+    /// receiver heard every message in order and neither connection got an
+    /// error or was lost. Prints the largest latency.
+    #[track_caller]
+    pub fn finish(mut self) -> ProbeReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let writer = self.sender.take().unwrap().join();
+        let rx_done = self.wait_reader_done();
+        self.abort.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !rx_done {
+            self.unblock();
+        }
+        let rx_reader = self.rx_reader.take().unwrap().join();
+        let tx_reader = self.tx_reader.take().unwrap().join();
+        let log = self.log.lock().unwrap();
+        let (sent, max_latency, rx_heard, tx_heard) = match probe_check(&log, false, !rx_done) {
+            Ok(summary) => summary,
+            Err(why) => panic!("{}", self.failure(&log, &why)),
+        };
+        println!(
+            "probe {}->{}: {sent} messages in order, max latency {max_latency:?}",
+            self.tx_name, self.rx_name
+        );
+        let client = |reader: BufReader<TcpStream>, writer: TcpStream, label: &str| {
+            reader
+                .get_ref()
+                .set_read_timeout(Some(READ_TIMEOUT))
+                .unwrap();
+            Client {
+                reader,
+                writer,
+                label: label.to_string(),
+            }
+        };
+        let rx = client(
+            rx_reader.expect("probe receiver thread panicked"),
+            self.rx_writer.take().unwrap(),
+            &self.rx_name,
+        );
+        let tx = client(
+            tx_reader.expect("probe sender's reader thread panicked"),
+            writer.expect("probe sender thread panicked"),
+            &self.tx_name,
+        );
+        ProbeReport {
+            sent,
+            max_latency,
+            rx_heard,
+            tx_heard,
+            rx: Some(rx),
+            tx: Some(tx),
+        }
+    }
+
+    /// For a server that is shutting down: both connections must end with
+    /// `* server shutting down` as their last line, then close; the receiver
+    /// must have heard an unbroken run `probe 0..k` (what was sent after the
+    /// server stopped reading is lost), at least `at_least` of them, and no
+    /// error line.
+    #[track_caller]
+    pub fn finish_at_shutdown(mut self, at_least: usize) -> ProbeReport {
+        // The readers stop the sender when they hear the shutdown line.
+        let deadline = Instant::now() + PROBE_PATIENCE;
+        let mut closed = false;
+        while Instant::now() < deadline {
+            if self.rx_reader.as_ref().unwrap().is_finished()
+                && self.tx_reader.as_ref().unwrap().is_finished()
+            {
+                closed = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.abort.store(true, std::sync::atomic::Ordering::SeqCst);
+        if !closed {
+            self.unblock();
+        }
+        let _ = self.sender.take().unwrap().join();
+        let _ = self.rx_reader.take().unwrap().join();
+        let _ = self.tx_reader.take().unwrap().join();
+        let log = self.log.lock().unwrap();
+        let (received, max_latency, rx_heard, tx_heard) = match probe_check(&log, true, !closed) {
+            Ok(summary) => summary,
+            Err(why) => panic!("{}", self.failure(&log, &why)),
+        };
+        if received < at_least {
+            panic!(
+                "{}",
+                self.failure(
+                    &log,
+                    &format!(
+                        "the receiver heard only {received} messages, expected at least {at_least}"
+                    )
+                )
+            );
+        }
+        println!(
+            "probe {}->{}: {received} of {} messages in order before the shutdown, \
+             max latency {max_latency:?}",
+            self.tx_name,
+            self.rx_name,
+            log.sent.len()
+        );
+        ProbeReport {
+            sent: received,
+            max_latency,
+            rx_heard,
+            tx_heard,
+            rx: None,
+            tx: None,
+        }
+    }
+
+    /// Waits for the receiver thread to end (end marker, or connection lost).
+    fn wait_reader_done(&self) -> bool {
+        let deadline = Instant::now() + PROBE_PATIENCE;
+        while Instant::now() < deadline {
+            if self.rx_reader.as_ref().unwrap().is_finished() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn unblock(&self) {
+        for s in &self.sockets {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn failure(&self, log: &ProbeLog, why: &str) -> String {
+        let tail: Vec<String> = log
+            .rx
+            .iter()
+            .rev()
+            .take(12)
+            .rev()
+            .map(|(_, h)| format!("{h:?}"))
+            .collect();
+        format!(
+            "probe {}->{} FAILED: {why}\n  {} sent; the receiver's last events: {}",
+            self.tx_name,
+            self.rx_name,
+            log.sent.len(),
+            tail.join(", ")
+        )
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // Not finished (the test failed first): stop the threads.
+        if self.sender.is_some() {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.abort.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.unblock();
+        }
+    }
+}
+
+/// At most 80 characters of `line`, for messages.
+fn short(line: &str) -> String {
+    match line.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
+    }
+}
+
+/// Checks a probe's log; returns (messages received, max latency, other lines
+/// the receiver heard, lines the sender heard) or everything that went wrong.
+fn probe_check(
+    log: &ProbeLog,
+    shutdown: bool,
+    gave_up: bool,
+) -> Result<(usize, Duration, Vec<String>, Vec<String>), String> {
+    let mut problems = Vec::new();
+    if !shutdown && let Some(e) = &log.send_error {
+        problems.push(format!("disconnected: the sender's write failed: {e}"));
+    }
+    let mut rx_heard = Vec::new();
+    let mut tx_heard = Vec::new();
+    let mut seq = Vec::new();
+    let mut max_latency = Duration::ZERO;
+    let mut ended = false;
+    let mut last_line: Option<String> = None;
+    for (at, heard) in &log.rx {
+        match heard {
+            Heard::Probe(i) => {
+                seq.push(*i);
+                if let Some(sent) = log.sent.get(*i) {
+                    max_latency = max_latency.max(at.saturating_duration_since(*sent));
+                }
+                last_line = None;
+            }
+            Heard::End => ended = true,
+            Heard::Error(line) => problems.push(format!(
+                "error line on the receiver: {line:?} (after {} probe messages)",
+                seq.len()
+            )),
+            Heard::Other(line) => {
+                rx_heard.push(line.clone());
+                last_line = Some(line.clone());
+            }
+            Heard::Closed(why) => {
+                ended = true;
+                if !shutdown {
+                    problems.push(format!(
+                        "disconnected: the receiver's connection ended ({why}) after {} probe \
+                         messages",
+                        seq.len()
+                    ));
+                } else if last_line.as_deref() != Some(SHUTTING_DOWN) {
+                    problems.push(format!(
+                        "the receiver's connection ended ({why}) after {last_line:?}, not \
+                         after {SHUTTING_DOWN:?}"
+                    ));
+                }
+            }
+        }
+    }
+    let mut tx_last: Option<String> = None;
+    let mut tx_closed = false;
+    for (_, heard) in &log.tx {
+        match heard {
+            Heard::Error(line) => problems.push(format!("error line on the sender: {line:?}")),
+            Heard::Closed(why) => {
+                tx_closed = true;
+                if !shutdown {
+                    problems.push(format!(
+                        "disconnected: the sender's connection ended ({why})"
+                    ));
+                } else if tx_last.as_deref() != Some(SHUTTING_DOWN) {
+                    problems.push(format!(
+                        "the sender's connection ended ({why}) after {tx_last:?}, not after \
+                         {SHUTTING_DOWN:?}"
+                    ));
+                }
+            }
+            Heard::Other(line) => {
+                tx_heard.push(line.clone());
+                tx_last = Some(line.clone());
+            }
+            Heard::Probe(_) | Heard::End => {
+                problems.push(format!("the sender heard its own message back: {heard:?}"));
+            }
+        }
+    }
+    if shutdown && !tx_closed {
+        problems.push(format!(
+            "the sender's connection did not close after the shutdown (last line {tx_last:?})"
+        ));
+    }
+    if !ended || gave_up {
+        problems.push(format!(
+            "the receiver never got the end of the run within {PROBE_PATIENCE:?} (last probe \
+             message heard: {:?})",
+            seq.last()
+        ));
+    }
+    problems.extend(sequence_problems(&seq, shutdown, log.sent.len()));
+    if problems.is_empty() {
+        Ok((seq.len(), max_latency, rx_heard, tx_heard))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// What is wrong with the run of probe numbers the receiver heard: it must
+/// be exactly `0..sent` (for a shutdown, `0..k` for some k <= sent).
+pub fn sequence_problems(seq: &[usize], shutdown: bool, sent: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    let heard_max = seq.iter().max().map_or(0, |m| m + 1);
+    let want = if shutdown { heard_max } else { sent };
+    let mut count = vec![0usize; want.max(heard_max)];
+    for &i in seq {
+        count[i] += 1;
+    }
+    let missing: Vec<usize> = (0..want).filter(|&i| count[i] == 0).collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "missing: {} of {want} probe messages never arrived, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        ));
+    }
+    let twice: Vec<usize> = (0..count.len()).filter(|&i| count[i] > 1).collect();
+    if !twice.is_empty() {
+        problems.push(format!(
+            "duplicated: {} probe messages arrived more than once, first {:?}",
+            twice.len(),
+            &twice[..twice.len().min(10)]
+        ));
+    }
+    if let Some(k) = (1..seq.len()).find(|&k| seq[k] < seq[k - 1] && count[seq[k]] == 1) {
+        problems.push(format!(
+            "reordered: probe {} arrived after probe {}",
+            seq[k],
+            seq[k - 1]
+        ));
+    }
+    if heard_max > sent {
+        problems.push(format!(
+            "extra: probe {} heard, only {sent} sent",
+            heard_max - 1
+        ));
+    }
+    problems
+}
+
+/// The sender thread: a numbered message every `PROBE_PACE` until told to
+/// stop, then the end marker. Returns the socket.
+fn probe_send(
+    mut writer: TcpStream,
+    log: &Mutex<ProbeLog>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> TcpStream {
+    let mut i = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        log.lock().unwrap().sent.push(Instant::now());
+        if let Err(e) = writer.write_all(format!("probe {i}\n").as_bytes()) {
+            log.lock().unwrap().send_error = Some(format!("probe {i}: {e}"));
+            return writer;
+        }
+        i += 1;
+        thread::sleep(PROBE_PACE);
+    }
+    if let Err(e) = writer.write_all(b"probe end\n") {
+        log.lock().unwrap().send_error = Some(format!("end marker: {e}"));
+    }
+    writer
+}
+
+/// A reader thread: records every line until the end marker (receiver),
+/// the connection ends, or `abort`. Hearing the shutdown line stops the
+/// sender. Returns the reader, with whatever it buffered past the marker.
+fn probe_listen(
+    mut reader: BufReader<TcpStream>,
+    prefix: &str,
+    is_rx: bool,
+    log: &Mutex<ProbeLog>,
+    stop: &std::sync::atomic::AtomicBool,
+    abort: &std::sync::atomic::AtomicBool,
+) -> BufReader<TcpStream> {
+    use std::sync::atomic::Ordering::SeqCst;
+    reader.get_ref().set_read_timeout(Some(PROBE_TICK)).unwrap();
+    let record = |heard: Heard| {
+        let mut log = log.lock().unwrap();
+        let side = if is_rx { &mut log.rx } else { &mut log.tx };
+        side.push((Instant::now(), heard));
+    };
+    // Kept across timeouts: `read_until` leaves a partial line in it.
+    let mut buf = Vec::new();
+    loop {
+        if abort.load(SeqCst) {
+            return reader;
+        }
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) => {
+                record(Heard::Closed("EOF".to_string()));
+                return reader;
+            }
+            Ok(_) if buf.last() != Some(&b'\n') => {
+                let partial = String::from_utf8_lossy(&buf).into_owned();
+                record(Heard::Closed(format!(
+                    "EOF after the unterminated line {partial:?}"
+                )));
+                return reader;
+            }
+            Ok(_) => {
+                buf.pop();
+                let line = String::from_utf8_lossy(&buf).into_owned();
+                buf.clear();
+                let heard = match line.strip_prefix(prefix) {
+                    Some("end") => Heard::End,
+                    Some(n) if n.parse::<usize>().is_ok() => Heard::Probe(n.parse().unwrap()),
+                    _ if line.starts_with("! ") => Heard::Error(line),
+                    _ => {
+                        if line == SHUTTING_DOWN {
+                            stop.store(true, SeqCst);
+                        }
+                        Heard::Other(line)
+                    }
+                };
+                let end = matches!(heard, Heard::End) && is_rx;
+                record(heard);
+                if end {
+                    return reader;
+                }
+            }
+            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                record(Heard::Closed(format!("error: {e}")));
+                return reader;
+            }
+        }
+    }
+}
+
+impl Client {
+    /// The next line that is not the probe's chatter.
+    #[track_caller]
+    pub fn line_past(&mut self, probe: &Probe) -> String {
+        loop {
+            let line = self.line();
+            if !probe.is_probe_line(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The next line that is not the probe's chatter must be `want`.
+    #[track_caller]
+    pub fn expect_past(&mut self, probe: &Probe, want: &str) {
+        let got = self.line_past(probe);
+        assert_eq!(got, want, "{}: unexpected line", self.label);
+    }
+
+    /// While Chatting with a probe running: `/quit`, `* bye` (probe lines
+    /// sent before it may come first), then the close.
+    #[track_caller]
+    pub fn quit_past(&mut self, probe: &Probe) {
+        self.send("/quit\n");
+        self.expect_past(probe, "* bye");
+        self.expect_closed();
+    }
+
+    /// Nothing but the probe's chatter may arrive within `d`.
+    #[track_caller]
+    pub fn quiet_past(&mut self, probe: &Probe, d: Duration) {
+        for line in self.lines_for(d) {
+            assert!(
+                probe.is_probe_line(&line),
+                "{}: expected silence for {d:?}, got {line:?}",
+                self.label
+            );
+        }
+    }
+}
+
+impl Server {
+    /// CPU time (user + system, all threads) the server has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        // The command name may hold spaces: fields start after its `)`.
+        let rest = &stat[stat.rfind(')').expect("`)` in /proc/PID/stat") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15, so 11 and 12 from `state`.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf only reads a configuration value.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+
+    /// The numbers of the server's open file descriptors (it may have
+    /// inherited some high ones from the test harness).
+    pub fn fds(&self) -> Vec<usize> {
+        let mut fds: Vec<usize> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        fds.sort_unstable();
+        fds
+    }
+}
+
+impl Client {
+    /// Every line that starts arriving within `d` (the connection must
+    /// stay open). Waits for data without consuming it, so a line split
+    /// across packets is never lost to a timeout.
+    #[track_caller]
+    pub fn lines_for(&mut self, d: Duration) -> Vec<String> {
+        let deadline = Instant::now() + d;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return lines;
+            }
+            self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
+            let ready = self.reader.fill_buf().map(|b| b.len());
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(READ_TIMEOUT))
+                .unwrap();
+            match ready {
+                Ok(0) => panic!("{}: connection closed; lines so far {lines:?}", self.label),
+                Ok(_) => lines.push(self.line()),
+                Err(e) if is_timeout(&e) => return lines,
+                Err(e) => panic!("{}: error {e}; lines so far {lines:?}", self.label),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Whether data (or EOF) arrives within `d`; consumes nothing.
+    pub fn readable_within(&mut self, d: Duration) -> bool {
+        self.reader.get_ref().set_read_timeout(Some(d)).unwrap();
+        let ready = self.reader.fill_buf().map(|b| b.len());
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+        !matches!(ready, Err(ref e) if is_timeout(e))
+    }
+
+    /// Reads lines until the peer closes (EOF or reset) and returns them.
+    /// Panics if the connection is still open after `limit`.
+    #[track_caller]
+    pub fn lines_until_closed(&mut self, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{}: still open after {limit:?}; lines {lines:?}",
+                self.label
+            );
+            self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
+            let ready = self.reader.fill_buf().map(|b| b.len());
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(READ_TIMEOUT))
+                .unwrap();
+            match ready {
+                Ok(0) => return lines,
+                Ok(_) => lines.push(self.line()),
+                Err(e) if is_reset(&e) => return lines,
+                Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("{}: error {e}; lines so far {lines:?}", self.label),
+            }
+        }
+    }
+
+    /// A second handle on the socket, for a writer thread.
+    pub fn writer_clone(&self) -> TcpStream {
+        self.writer.try_clone().expect("clone stream")
+    }
+}
+
+impl Probe {
+    /// Sends `/who` from the receiver and returns the names of the
+    /// `* online` line it gets back.
+    #[track_caller]
+    pub fn who(&self) -> Vec<String> {
+        let count = |heard: &[String]| heard.iter().filter(|l| l.starts_with("* online (")).count();
+        let before = count(&self.heard());
+        let writer = self.rx_writer.as_ref().expect("probe still running");
+        (&*writer)
+            .write_all(b"/who\n")
+            .unwrap_or_else(|e| panic!("probe: /who failed: {e}"));
+        let deadline = Instant::now() + PROBE_PATIENCE;
+        loop {
+            let heard = self.heard();
+            if count(&heard) > before {
+                let line = heard
+                    .iter()
+                    .rev()
+                    .find(|l| l.starts_with("* online ("))
+                    .unwrap();
+                return parse_online(line)
+                    .unwrap_or_else(|| panic!("probe: bad online line {line:?}"));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "probe: no answer to /who within {PROBE_PATIENCE:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Like [`register`], but waits as long as it takes for the answer: at a
+/// high `--bcrypt-cost` on a busy machine one hash may take seconds.
+#[track_caller]
+pub fn register_patiently(addr: SocketAddr, name: &str, password: &str) -> Client {
+    let mut c = Client::connect(addr).with_label(name);
+    c.expect_welcome();
+    c.send(&format!("R\n{name}\n{password}\n"));
+    c.expect(USERNAME);
+    c.expect(PASSWORD);
+    let line = c.line_within(PROBE_PATIENCE);
+    assert_eq!(
+        line,
+        format!("* registered and logged in as {name}"),
+        "{name}"
+    );
+    let names = c.expect_online();
+    assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    c
+}
