@@ -749,3 +749,44 @@ fn probe_names_missing_reordered_and_duplicated_messages() {
     let p = sequence_problems(&[0, 2], true, 3).join("; ");
     assert!(p.starts_with("missing: 1 of 3"), "{p}");
 }
+
+// ---------------------------------------------------------- coordinated burst
+
+/// Twenty users each send one full flood-control burst (20 lines of 4,000
+/// bytes, 80 KB) at the same instant: 1.6 MB for every reader, more than the
+/// 1 MiB output limit. Readers that keep reading must not be cut off as if
+/// they were slow: a few accounts acting together must not be able to
+/// disconnect the whole room. The server is stopped (SIGSTOP) while the
+/// bursts are written, so that all of them are ready in one loop turn.
+#[test]
+fn coordinated_bursts_do_not_cut_off_readers() {
+    const SENDERS: usize = 20;
+    let s = Server::start(&[]);
+    let probe = Probe::start(s.addr);
+    let mut senders: Vec<Client> = (0..SENDERS)
+        .map(|i| {
+            let name = format!("burst{i}");
+            let c = register(s.addr, &name, &pw(&name));
+            probe.wait_heard(&format!("* {name} joined"));
+            c
+        })
+        .collect();
+    probe.wait_progress(2);
+    let line = "b".repeat(4000);
+    let burst: String = (0..20).map(|_| format!("{line}\n")).collect();
+    s.signal(libc::SIGSTOP);
+    for c in &mut senders {
+        // The server is stopped: the bursts wait in its receive buffers.
+        let _ = c.try_send_bytes(burst.as_bytes());
+    }
+    s.signal(libc::SIGCONT);
+    probe.wait_progress(3);
+    let report = probe.finish();
+    let bursts = report
+        .rx_heard
+        .iter()
+        .filter(|l| l.starts_with("burst") && l.ends_with(&line))
+        .count();
+    println!("probe heard {bursts} burst lines of {}", SENDERS * 20);
+    assert_eq!(bursts, SENDERS * 20, "every burst line reached the reader");
+}
