@@ -53,38 +53,11 @@ fn login_throttled(c: &mut Client, name: &str, password: &str) -> u64 {
     secs
 }
 
-/// A pair of users who check that chat still flows.
-fn chat_pair(addr: SocketAddr, tag: &str) -> (Client, Client) {
-    let a_name = format!("{tag}a");
-    let b_name = format!("{tag}b");
-    let mut a = register(addr, &a_name, &pw(&a_name));
-    let b = register(addr, &b_name, &pw(&b_name));
-    a.expect(&format!("* {b_name} joined"));
-    (a, b)
-}
-
-#[track_caller]
-fn pair_still_chats(pair: &mut (Client, Client), n: usize) {
-    let (a, b) = pair;
-    let a_name = b_name_of(a);
-    for i in 0..n {
-        a.send(&format!("still here {i}\n"));
-    }
-    for i in 0..n {
-        b.expect(&format!("{a_name}: still here {i}"));
-    }
-}
-
-/// The name a pair client chats as (its label, set below).
-fn b_name_of(c: &Client) -> String {
-    c.label().to_string()
-}
-
 #[test]
 fn connections_per_address_are_capped() {
     let server = Server::start(&["--exempt", "none"]);
     let addr = server.addr;
-    let mut pair = labelled_pair(addr, "ipcap");
+    let probe = Probe::start(addr);
     let mut held: Vec<Client> = (0..16)
         .map(|_| {
             let mut c = connect_from(addr, 2);
@@ -101,7 +74,7 @@ fn connections_per_address_are_capped() {
     // Another address is not affected.
     let mut other = connect_from(addr, 3);
     other.expect_welcome();
-    pair_still_chats(&mut pair, 3);
+    probe.wait_progress(3);
     // When one goes, there is room again.
     drop(held.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -123,6 +96,7 @@ fn connections_per_address_are_capped() {
         .filter(|l| l.contains("127.0.0.2") && l.contains("--max-per-ip"))
         .count();
     assert_eq!(warnings, 1, "one warning per source per minute:\n{log}");
+    probe.finish();
 }
 
 #[test]
@@ -156,7 +130,7 @@ fn pending_logins_are_capped_server_wide() {
     let server = Server::start(&["--exempt", "none", "--max-per-ip", "off"]);
     let addr = server.addr;
     // Logged-in users do not count against the limit.
-    let mut pair = labelled_pair(addr, "pend");
+    let probe = Probe::start(addr);
     let mut waiting: Vec<Client> = (0..50)
         .map(|i| {
             let mut c = connect_from(addr, 10 + (i % 40) as u8);
@@ -167,7 +141,7 @@ fn pending_logins_are_capped_server_wide() {
     let mut refused = connect_from(addr, 99);
     refused.expect(BUSY);
     refused.expect_closed();
-    pair_still_chats(&mut pair, 3);
+    probe.wait_progress(3);
     // One of the waiting logs in: a place is free for a newcomer.
     let first = waiting.first_mut().expect("a waiting connection");
     first.register_here("pendc", &pw("pendc"));
@@ -177,6 +151,7 @@ fn pending_logins_are_capped_server_wide() {
     let mut refused = connect_from(addr, 98);
     refused.expect(BUSY);
     refused.expect_closed();
+    probe.finish();
 }
 
 #[test]
@@ -207,7 +182,7 @@ fn failed_logins_throttle_the_account_without_a_password_check() {
     let server = Server::start(&["--max-auth-queue", "1", "--workers", "1"]);
     let addr = server.addr;
     create_account(addr, "alice", &pw("alice"));
-    let mut pair = labelled_pair(addr, "thr");
+    let probe = Probe::start(addr);
     // Five wrong guesses, across connections (three end a connection).
     let mut c = Client::connect_welcomed(addr);
     for _ in 0..3 {
@@ -268,10 +243,11 @@ fn failed_logins_throttle_the_account_without_a_password_check() {
     busy.expect(BUSY);
     busy.expect(CHOICE);
     login_throttled(&mut c, "alice", "guess-7");
-    pair_still_chats(&mut pair, 3);
+    probe.wait_progress(3);
     locker.execute_batch("ROLLBACK").expect("release the lock");
     held.expect("* registered and logged in as held1");
     queued.expect("* registered and logged in as held2");
+    probe.finish();
 }
 
 #[test]
@@ -279,6 +255,7 @@ fn failed_logins_throttle_the_address() {
     let server = Server::start(&["--exempt", "none"]);
     let addr = server.addr;
     create_account(addr, "carol", &pw("carol"));
+    let probe = Probe::start(addr);
     // Five wrong guesses at names nobody holds, from 127.0.0.2.
     for i in 0..5 {
         let mut c = connect_from(addr, 2);
@@ -293,6 +270,7 @@ fn failed_logins_throttle_the_address() {
     let mut carol = connect_from(addr, 3);
     carol.expect_welcome();
     carol.login_here("carol", &pw("carol"), "carol");
+    probe.finish();
 }
 
 #[test]
@@ -300,7 +278,7 @@ fn brute_force_from_several_addresses_gets_five_guesses_in_all() {
     let server = Server::start(&["--exempt", "none"]);
     let addr = server.addr;
     create_account(addr, "dave", &pw("dave"));
-    let mut pair = labelled_pair(addr, "bf");
+    let probe = Probe::start(addr);
     // Ten attackers take turns, two guesses each; the account allows five
     // failures a minute whoever makes them.
     let mut wrong = 0;
@@ -327,11 +305,12 @@ fn brute_force_from_several_addresses_gets_five_guesses_in_all() {
     }
     assert_eq!(wrong, 5, "guesses that ran a password check");
     assert_eq!(throttled, 15);
-    pair_still_chats(&mut pair, 3);
+    probe.wait_progress(3);
     // The owner is slowed down as well (README: why).
     let mut owner = connect_from(addr, 40);
     owner.expect_welcome();
     login_throttled(&mut owner, "dave", &pw("dave"));
+    probe.finish();
 }
 
 #[test]
@@ -339,6 +318,7 @@ fn registrations_per_address_are_throttled() {
     let server = Server::start(&["--exempt", "none"]);
     let addr = server.addr;
     create_account(addr, "taken", &pw("taken"));
+    let probe = Probe::start(addr);
     let mut c = connect_from(addr, 2);
     c.expect_welcome();
     // A registration that makes no account does not count.
@@ -366,6 +346,7 @@ fn registrations_per_address_are_throttled() {
     let mut other = connect_from(addr, 3);
     other.expect_welcome();
     other.register_here("reg5", &pw("reg5"));
+    probe.finish();
     // `off` lifts the limit.
     let server = Server::start(&["--exempt", "none", "--registrations-per-ip", "off"]);
     for i in 0..7 {
@@ -426,7 +407,7 @@ fn limit_flags_take_numbers_or_off() {
 fn http_and_tls_on_the_port_are_turned_away() {
     let server = Server::start(&[]);
     let addr = server.addr;
-    let mut pair = labelled_pair(addr, "proto");
+    let probe = Probe::start(addr);
     let mut http = Client::connect_welcomed(addr);
     http.send("GET / HTTP/1.1\r\nHost: localhost:59000\r\nUser-Agent: curl/8\r\n\r\n");
     http.expect(NOT_HTTP);
@@ -453,14 +434,6 @@ fn http_and_tls_on_the_port_are_turned_away() {
     let _ = junk.try_send_bytes(&noise);
     let closed_after = junk.drain_until_closed(Duration::from_secs(5));
     assert!(closed_after > 0, "the junk was answered before the close");
-    pair_still_chats(&mut pair, 3);
-}
-
-/// A chat pair whose clients are labelled with their user names.
-fn labelled_pair(addr: SocketAddr, tag: &str) -> (Client, Client) {
-    let (a, b) = chat_pair(addr, tag);
-    (
-        a.with_label(&format!("{tag}a")),
-        b.with_label(&format!("{tag}b")),
-    )
+    probe.wait_progress(3);
+    probe.finish();
 }

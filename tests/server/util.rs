@@ -340,10 +340,6 @@ impl Client {
         self.writer.write_all(bytes)
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// Sends one byte per write, pausing between them.
     #[track_caller]
     pub fn send_slowly(&mut self, bytes: &[u8], pause: Duration) {
