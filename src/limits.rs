@@ -269,7 +269,8 @@ impl<K: Eq + Hash> Windows<K> {
             .iter()
             .filter(|&&t| now.saturating_duration_since(t) < self.span)
             .collect();
-        let limit = limit as usize;
+        // A limit of 0 would refuse everything; treat it as 1.
+        let limit = (limit as usize).max(1);
         if live.len() < limit {
             return None;
         }
@@ -314,6 +315,18 @@ impl<K: Eq + Hash> Windows<K> {
     }
 }
 
+/// How a password check ended, for the failure counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginAnswer {
+    LoggedIn,
+    /// The account exists; the password was wrong.
+    WrongPassword,
+    /// No such account.
+    UnknownAccount,
+    /// The store failed: nothing was learnt either way.
+    NotChecked,
+}
+
 /// A login refused before any bcrypt: try again after `wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Throttled {
@@ -336,6 +349,10 @@ pub struct Limits {
     per_ip: HashMap<Source, u32>,
     pending: usize,
     account_failures: Windows<String>,
+    /// Checks running per account for connections outside the exempt
+    /// list: counted against the limit while they run, so a burst sent at
+    /// once from many addresses cannot all slip under it.
+    account_in_flight: HashMap<String, u32>,
     source_failures: Windows<Source>,
     registrations: Windows<Source>,
     warned: HashMap<(Hit, Source), Instant>,
@@ -348,6 +365,7 @@ impl Limits {
             per_ip: HashMap::new(),
             pending: 0,
             account_failures: Windows::new(LOGIN_WINDOW),
+            account_in_flight: HashMap::new(),
             source_failures: Windows::new(LOGIN_WINDOW),
             registrations: Windows::new(REGISTRATION_WINDOW),
             warned: HashMap::new(),
@@ -428,13 +446,18 @@ impl Limits {
         let Some(limit) = self.config.login_attempts else {
             return Ok(());
         };
-        let by_account = self
-            .account_failures
-            .wait(&account_key(name), limit, now)
-            .map(|wait| Throttled {
-                hit: Hit::AccountAttempts,
-                wait,
-            });
+        let key = account_key(name);
+        let running = self.account_in_flight.get(&key).copied().unwrap_or(0);
+        let by_account = if running >= limit {
+            // The checks running now will be answered within seconds.
+            Some(Duration::from_secs(1))
+        } else {
+            self.account_failures.wait(&key, limit - running, now)
+        }
+        .map(|wait| Throttled {
+            hit: Hit::AccountAttempts,
+            wait,
+        });
         let by_source = if adm.exempt {
             None
         } else {
@@ -452,17 +475,77 @@ impl Limits {
         }
     }
 
-    /// A login failed; `account` is its name if the account exists.
-    pub fn login_failed(&mut self, adm: &Admission, account: Option<&str>, now: Instant) {
+    /// A password check for `name` is about to run. From outside the exempt
+    /// list, it counts for the account as running until answered or
+    /// abandoned (an exempt client's checks count only once answered, as
+    /// failures). For the address it
+    /// counts as a failure from now on, unless the answer says otherwise:
+    /// a check abandoned by a reset still cost a bcrypt, and must not be a
+    /// way to make the server hash for free.
+    pub fn login_started(&mut self, adm: &Admission, name: &str, now: Instant) {
         let Some(limit) = self.config.login_attempts else {
             return;
         };
-        if let Some(name) = account {
-            self.account_failures.record(account_key(name), now, limit);
-        }
         if !adm.exempt {
+            *self.account_in_flight.entry(account_key(name)).or_insert(0) += 1;
             self.source_failures.record(adm.source, now, limit);
         }
+    }
+
+    /// The check started by [`Limits::login_started`] was answered.
+    pub fn login_answered(
+        &mut self,
+        adm: &Admission,
+        name: &str,
+        answer: LoginAnswer,
+        now: Instant,
+    ) {
+        let Some(limit) = self.config.login_attempts else {
+            return;
+        };
+        let key = account_key(name);
+        if !adm.exempt {
+            self.finish_check(&key);
+        }
+        match answer {
+            LoginAnswer::WrongPassword => self.account_failures.record(key, now, limit),
+            // Guessing at a name nobody holds wins nothing: it counts for
+            // the address only.
+            LoginAnswer::UnknownAccount => {}
+            LoginAnswer::LoggedIn | LoginAnswer::NotChecked => {
+                if !adm.exempt {
+                    self.source_failures.forget_latest(&adm.source);
+                }
+            }
+        }
+    }
+
+    /// The connection went away before its check was answered: it counts
+    /// for its address (see [`Limits::login_started`]), not the account.
+    pub fn login_abandoned(&mut self, adm: &Admission, name: &str) {
+        if self.config.login_attempts.is_some() && !adm.exempt {
+            self.finish_check(&account_key(name));
+        }
+    }
+
+    fn finish_check(&mut self, key: &str) {
+        if let Some(n) = self.account_in_flight.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.account_in_flight.remove(key);
+            }
+        }
+    }
+
+    /// A whole failed login at once (started and answered).
+    pub fn login_failed(&mut self, adm: &Admission, name: &str, known: bool, now: Instant) {
+        self.login_started(adm, name, now);
+        let answer = if known {
+            LoginAnswer::WrongPassword
+        } else {
+            LoginAnswer::UnknownAccount
+        };
+        self.login_answered(adm, name, answer, now);
     }
 
     /// Takes one registration from this source's allowance; false if it is
@@ -660,7 +743,7 @@ mod tests {
             .last()
             .expect("admitted");
         for _ in 0..100 {
-            limits.login_failed(&adm, Some("alice"), now);
+            limits.login_failed(&adm, "alice", true, now);
             assert!(limits.reserve_registration(&adm, now));
         }
         assert_eq!(limits.check_login(&adm, "alice", now), Ok(()));
@@ -678,7 +761,7 @@ mod tests {
         let owner = limits.admit(ip("10.0.0.2")).expect("owner");
         for i in 0..3 {
             assert_eq!(limits.check_login(&attacker, "Alice", t0), Ok(()));
-            limits.login_failed(&attacker, Some("alice"), t0 + Duration::from_secs(i));
+            limits.login_failed(&attacker, "alice", true, t0 + Duration::from_secs(i));
         }
         let now = t0 + Duration::from_secs(10);
         let t = limits
@@ -709,7 +792,7 @@ mod tests {
         let a = limits.admit(ip("10.0.0.1")).expect("a");
         let b = limits.admit(ip("10.0.0.2")).expect("b");
         for _ in 0..5 {
-            limits.login_failed(&a, None, now);
+            limits.login_failed(&a, "ghost", false, now);
         }
         assert!(limits.check_login(&a, "ghost", now).is_err());
         assert_eq!(limits.check_login(&b, "ghost", now), Ok(()));
@@ -721,8 +804,8 @@ mod tests {
         let now = Instant::now();
         let local = limits.admit(ip("127.0.0.1")).expect("local");
         for _ in 0..5 {
-            limits.login_failed(&local, Some("alice"), now);
-            limits.login_failed(&local, None, now);
+            limits.login_failed(&local, "alice", true, now);
+            limits.login_failed(&local, "ghost", false, now);
         }
         let t = limits
             .check_login(&local, "alice", now)
@@ -733,6 +816,58 @@ mod tests {
             Ok(()),
             "no per-source count"
         );
+    }
+
+    #[test]
+    fn checks_in_flight_count_until_answered() {
+        let mut limits = Limits::new(LimitConfig {
+            login_attempts: Some(3),
+            ..strict()
+        });
+        let now = Instant::now();
+        let a = limits.admit(ip("10.0.0.1")).expect("a");
+        // Three sent at once (from several addresses): the fourth is
+        // refused before any answer.
+        let others: Vec<Admission> = (2..5)
+            .map(|i| limits.admit(ip(&format!("10.0.1.{i}"))).expect("other"))
+            .collect();
+        for o in &others {
+            assert_eq!(limits.check_login(o, "alice", now), Ok(()));
+            limits.login_started(o, "alice", now);
+        }
+        let t = limits
+            .check_login(&a, "alice", now)
+            .expect_err("three running");
+        assert_eq!((t.hit, t.secs()), (Hit::AccountAttempts, 1));
+        // Answers that are not failures give everything back.
+        limits.login_answered(&others[0], "alice", LoginAnswer::LoggedIn, now);
+        limits.login_answered(&others[1], "alice", LoginAnswer::NotChecked, now);
+        assert_eq!(limits.check_login(&a, "alice", now), Ok(()));
+        assert_eq!(limits.check_login(&others[0], "bob", now), Ok(()));
+        // An abandoned check frees the account, but still counts for its
+        // address.
+        limits.login_abandoned(&others[2], "alice");
+        assert!(limits.account_in_flight.is_empty());
+        let c = &others[2];
+        for _ in 0..2 {
+            limits.login_started(c, "x", now);
+            limits.login_abandoned(c, "x");
+        }
+        assert_eq!(
+            limits.check_login(c, "bob", now).map_err(|t| t.hit),
+            Err(Hit::SourceAttempts)
+        );
+        // An unknown name stays counted for the address only.
+        let b = limits.admit(ip("10.0.0.2")).expect("b");
+        for _ in 0..3 {
+            limits.login_started(&b, "ghost", now);
+            limits.login_answered(&b, "ghost", LoginAnswer::UnknownAccount, now);
+        }
+        assert_eq!(
+            limits.check_login(&b, "ghost", now).map_err(|t| t.hit),
+            Err(Hit::SourceAttempts)
+        );
+        assert_eq!(limits.check_login(&a, "ghost", now), Ok(()));
     }
 
     #[test]

@@ -429,7 +429,7 @@ fn take_lines(
 // Setup: log in (NeoChat) or subscribe (Redis), then line everybody up.
 
 /// Connections mid-handshake at once during setup (below the server's
-/// default password-check queue of 256).
+/// default password-check queue of 1,024).
 const HANDSHAKES_IN_FLIGHT: usize = 128;
 
 /// Connects peers named `names` and brings them to "ready": logged in on

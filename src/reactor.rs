@@ -40,7 +40,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::auth::{AuthConfig, AuthPool, Done, Job};
-use crate::limits::{Admission, Hit, LimitConfig, Limits, Source};
+use crate::limits::{Admission, Hit, LimitConfig, Limits, LoginAnswer, Source};
 use crate::outbox::{Flushed, Outbox};
 use crate::session::{
     Action, AuthOutcome, AuthRequest, ConnId, Ctx, Roster, Session, SessionConfig,
@@ -63,19 +63,22 @@ const RELEASE_EVERY: Duration = Duration::from_secs(1);
 /// How long shutdown waits for output to drain.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 const LISTEN_BACKLOG: i32 = 1024;
-/// How fast every reader's output may grow, sustained (bytes a second). A
-/// chat room is far below this (the fan-out benchmark, 10 M deliveries a
-/// second to 100 readers, is about 6 MB/s each); a burst of many senders
-/// together is not.
-const BROADCAST_RATE: f64 = 64.0 * 1024.0 * 1024.0;
+/// How fast every reader's output may grow, sustained, in output limits
+/// (`--max-output`) a second: 64 MiB/s with the default 1 MiB. A chat room
+/// is far below this (the fan-out benchmark, 10 M deliveries a second to
+/// 100 readers, is about 6 MB/s each); a burst of many senders together is
+/// not.
+const BROADCAST_LIMITS_PER_SEC: f64 = 64.0;
 const SHUTDOWN_LINE: &[u8] = b"* server shutting down\n";
 const FULL_LINE: &[u8] = b"! server full\n";
 /// Default bound of the password-check queue. Connections from outside the
-/// exempt list can have at most `--max-pending-logins` (50) checks out;
-/// this leaves room for local tools and bots, and at cost 12 on two cores
-/// (about 8 checks a second) the last in a full queue still answers well
-/// within the login timeout.
-pub const DEFAULT_AUTH_QUEUE: usize = 256;
+/// exempt list can have at most `--max-pending-logins` (50) checks out, so
+/// this bound is for the rest: local bots and tools logging in by the
+/// hundred, or a server run with the pending limit off. A job is a few
+/// hundred bytes; at cost 12 on two cores (about 8 checks a second) the
+/// tail of a full queue would reach the login timeout, and the jobs of
+/// connections that timed out are skipped, not hashed.
+pub const DEFAULT_AUTH_QUEUE: usize = 1024;
 
 /// Everything the server can be told at start-up.
 #[derive(Clone, Debug)]
@@ -197,8 +200,12 @@ pub struct Server {
     doomed: Vec<ConnId>,
     /// Connections to read without waiting for an event.
     again: Vec<ConnId>,
-    /// Connections whose input waits until the pacer has room.
+    /// Connections whose input waits until the pacer has room, in the order
+    /// they will be read: those turned away before reading anything first,
+    /// then (`paced_back`) those that used up the room, so that a flooder
+    /// cannot stay at the head of the line.
     paced: Vec<ConnId>,
+    paced_back: Vec<ConnId>,
     pacer: Pacer,
     /// Results made on the loop itself (queue full), handled like workers'.
     local_results: VecDeque<Done>,
@@ -251,7 +258,7 @@ impl Server {
         // longest lines whatever the limits.
         let pacer = Pacer::new(
             (config.max_output / 4).max(2 * config.max_line + 64),
-            BROADCAST_RATE,
+            config.max_output.max(64 * 1024) as f64 * BROADCAST_LIMITS_PER_SEC,
         );
         Ok(Server {
             poll,
@@ -272,6 +279,7 @@ impl Server {
             doomed: Vec::new(),
             again: Vec::new(),
             paced: Vec::new(),
+            paced_back: Vec::new(),
             pacer,
             local_results: VecDeque::new(),
             login_deadlines: VecDeque::new(),
@@ -330,8 +338,9 @@ impl Server {
             // held by the pacer go first once it has room: they have waited
             // longest.
             let mut again = std::mem::take(&mut self.again);
-            if self.pacer.has_room() && !self.paced.is_empty() {
+            if self.pacer.may_resume() && !(self.paced.is_empty() && self.paced_back.is_empty()) {
                 let mut paced = std::mem::take(&mut self.paced);
+                paced.append(&mut self.paced_back);
                 for id in &paced {
                     if let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == *id) {
                         conn.paced = false;
@@ -413,7 +422,8 @@ impl Server {
             return Some(Duration::ZERO);
         }
         [
-            (!self.paced.is_empty()).then(|| self.pacer.room_at(now)),
+            (!(self.paced.is_empty() && self.paced_back.is_empty()))
+                .then(|| self.pacer.resume_at(now)),
             self.login_deadlines.front().map(|d| d.0),
             self.linger_deadlines.front().map(|d| d.0),
             self.accept_retry,
@@ -557,7 +567,7 @@ impl Server {
     /// Reads and handles input until the socket is drained, the session
     /// wants no more, or the connection has had its share of this turn.
     fn read(&mut self, key: usize, now: Instant) {
-        for _ in 0..READS_PER_TURN {
+        for round in 0..READS_PER_TURN {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
@@ -569,12 +579,20 @@ impl Server {
                 return;
             }
             let id = conn.id;
-            if !self.pacer.has_room() {
+            // Only chatting users broadcast; logins are never held up.
+            // While anyone is held, others queue behind them.
+            let held =
+                !(self.pacer.has_room() && self.paced.is_empty() && self.paced_back.is_empty());
+            if held && conn.session.is_chatting() {
                 // Readers' output is growing too fast: this input waits
                 // until the turn's output is written and the pacer refills.
                 if !conn.paced {
                     conn.paced = true;
-                    self.paced.push(id);
+                    if round == 0 {
+                        self.paced.push(id);
+                    } else {
+                        self.paced_back.push(id);
+                    }
                 }
                 return;
             }
@@ -652,7 +670,10 @@ impl Server {
         let (attempt, refusal) = match &request {
             AuthRequest::Login { name, .. } => match self.limits.check_login(&admission, name, now)
             {
-                Ok(()) => (Attempt::Login(name.clone()), None),
+                Ok(()) => {
+                    self.limits.login_started(&admission, name, now);
+                    (Attempt::Login(name.clone()), None)
+                }
                 Err(t) => {
                     let outcome = AuthOutcome::TooManyAttempts {
                         retry_secs: t.secs(),
@@ -688,8 +709,13 @@ impl Server {
         };
         if self.auth.submit(job).is_err() {
             conn.job = None;
-            if matches!(conn.attempt.take(), Some(Attempt::Register)) {
-                self.limits.registration_failed(&admission);
+            match conn.attempt.take() {
+                Some(Attempt::Register) => self.limits.registration_failed(&admission),
+                Some(Attempt::Login(name)) => {
+                    self.limits
+                        .login_answered(&admission, &name, LoginAnswer::NotChecked, now);
+                }
+                None => {}
             }
             self.warn_limit(Hit::AuthQueue, admission.source, now);
             self.local_results.push_back(Done {
@@ -718,10 +744,9 @@ impl Server {
         if conn.id != id || conn.closing.is_some() {
             return;
         }
-        if push_output(conn, bytes, self.config.max_output, &mut self.dirty) {
-            return;
+        if let Err(refused) = push_output(conn, bytes, self.config.max_output, &mut self.dirty) {
+            self.cut_off(id, refused);
         }
-        self.cut_off(id);
     }
 
     /// Appends one line to every Chatting connection but `except`: the
@@ -735,17 +760,22 @@ impl Server {
             if key == except || conn.closing.is_some() || !conn.session.is_chatting() {
                 continue;
             }
-            if !push_output(conn, bytes, limit, &mut self.dirty) {
-                over.push(conn.id);
+            if let Err(refused) = push_output(conn, bytes, limit, &mut self.dirty) {
+                over.push((conn.id, refused));
             }
         }
-        for id in over {
-            self.cut_off(id);
+        for (id, refused) in over {
+            self.cut_off(id, refused);
         }
     }
 
     /// A consumer that stopped reading: drop it and its buffer at once.
-    fn cut_off(&mut self, id: ConnId) {
+    fn cut_off(&mut self, id: ConnId, refused: Refused) {
+        if refused == Refused::WriteFailed {
+            debug!("conn {}: write error while making room", id.key);
+            self.mark_closing(id, Closing::Now, "write error");
+            return;
+        }
         if let Some(conn) = self.conns.get(id.key) {
             let source = conn.admission.source;
             self.warn_limit(Hit::SlowConsumer, source, Instant::now());
@@ -843,6 +873,9 @@ impl Server {
         }
         let mut conn = self.conns.remove(id.key);
         self.limits.release(&mut conn.admission);
+        if let Some(Attempt::Login(name)) = conn.attempt.take() {
+            self.limits.login_abandoned(&conn.admission, &name);
+        }
         deregister(self.poll.registry(), &mut conn.stream);
         debug!("conn {}: closed ({}): {}", id.key, conn.peer, conn.reason);
         conn.session.handle_closed(&mut Ctx {
@@ -895,9 +928,17 @@ impl Server {
             let conn = &mut self.conns[id.key];
             conn.job = None;
             match (conn.attempt.take(), &done.outcome) {
-                (Some(Attempt::Login(name)), AuthOutcome::WrongCredentials) => {
-                    let account = done.known_account.then_some(name.as_str());
-                    self.limits.login_failed(&conn.admission, account, now);
+                (Some(Attempt::Login(name)), outcome) => {
+                    let answer = match outcome {
+                        AuthOutcome::LoggedIn(_) => LoginAnswer::LoggedIn,
+                        AuthOutcome::WrongCredentials if done.known_account => {
+                            LoginAnswer::WrongPassword
+                        }
+                        AuthOutcome::WrongCredentials => LoginAnswer::UnknownAccount,
+                        _ => LoginAnswer::NotChecked,
+                    };
+                    self.limits
+                        .login_answered(&conn.admission, &name, answer, now);
                 }
                 (Some(Attempt::Register), outcome)
                     if !matches!(outcome, AuthOutcome::Registered(_)) =>
@@ -1060,12 +1101,19 @@ impl Pacer {
         self.tokens > 0.0
     }
 
-    /// When reading may resume.
-    fn room_at(&self, now: Instant) -> Instant {
-        if self.tokens > 0.0 {
+    /// Held connections are let go only once a real share of the room is
+    /// back (a quarter), not for every byte of refill: each then gets a
+    /// useful read, and the loop sleeps in between.
+    fn may_resume(&self) -> bool {
+        self.tokens >= self.capacity / 4.0
+    }
+
+    fn resume_at(&self, now: Instant) -> Instant {
+        let missing = self.capacity / 4.0 - self.tokens;
+        if missing <= 0.0 {
             return now;
         }
-        now + Duration::from_secs_f64((-self.tokens + 1.0) / self.rate)
+        now + Duration::from_secs_f64(missing / self.rate)
     }
 }
 
@@ -1078,17 +1126,34 @@ impl Pacer {
 /// before refusing, hand the socket what it takes now: a reader that is
 /// reading has room in its socket buffers; one that stopped has none, and
 /// is refused.
-fn push_output(conn: &mut Conn, bytes: &[u8], limit: usize, dirty: &mut Vec<usize>) -> bool {
-    if !conn.out.push(bytes, limit)
-        && (conn.out.write_to(&mut conn.stream).is_err() || !conn.out.push(bytes, limit))
-    {
-        return false;
+fn push_output(
+    conn: &mut Conn,
+    bytes: &[u8],
+    limit: usize,
+    dirty: &mut Vec<usize>,
+) -> Result<(), Refused> {
+    if !conn.out.push(bytes, limit) {
+        if conn.out.write_to(&mut conn.stream).is_err() {
+            return Err(Refused::WriteFailed);
+        }
+        if !conn.out.push(bytes, limit) {
+            return Err(Refused::OverLimit);
+        }
     }
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(conn.id.key);
     }
-    true
+    Ok(())
+}
+
+/// Why output could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// More than `--max-output` unsent: a slow consumer.
+    OverLimit,
+    /// Writing to make room failed: the peer is gone.
+    WriteFailed,
 }
 
 fn deregister(registry: &Registry, source: &mut impl mio::event::Source) {

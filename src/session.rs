@@ -191,8 +191,8 @@ const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 72;
 const MAX_NAME: usize = 32;
 const SLOW_DOWN_EVERY: Duration = Duration::from_secs(1);
-/// Unreadable lines (invalid UTF-8, control characters, too long) a
-/// connection may send before it is Chatting. Each gets its error and the
+/// Unreadable lines (invalid UTF-8, control characters, too long) in a row
+/// a connection may send before it is Chatting. Each gets its error and the
 /// prompt again, as the protocol says, but a binary stream (a port scanner,
 /// a TLS or SSH client, `cat /dev/urandom`) is closed after this many
 /// instead of being answered line by line until the login timeout. High
@@ -259,8 +259,8 @@ pub struct Session {
     sniffing: bool,
     /// No line has been handled yet (an HTTP request line is caught there).
     first_line: bool,
-    /// Lines discarded as unreadable (invalid UTF-8, control characters,
-    /// too long) before Chatting: a binary stream is cut short.
+    /// Lines in a row discarded as unreadable (invalid UTF-8, control
+    /// characters, too long) before Chatting: a binary stream is cut short.
     junk_lines: u16,
 }
 
@@ -617,6 +617,9 @@ impl Session {
             }
             return;
         }
+        // Only unreadable lines in a row count: a person who pastes some
+        // garbage and then types something sensible starts afresh.
+        self.junk_lines = 0;
         match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitingChoice => {
                 self.state = State::AwaitingChoice;
@@ -1770,6 +1773,19 @@ mod tests {
         w.send(a, b"\xff\xfe\n");
         assert_eq!(w.take(a), "! invalid utf-8\n! too much invalid input\n");
         assert!(w.closed[a]);
+        // Only lines in a row count: a readable line starts afresh, at any
+        // prompt.
+        let mut w = World::new();
+        let a = w.connect();
+        w.send(a, junk.as_bytes());
+        w.send(a, b"R\n");
+        w.send(a, junk.as_bytes());
+        w.send(a, b"alice\n");
+        assert!(!w.closed[a]);
+        assert!(
+            w.take(a)
+                .ends_with("! control characters are not allowed\n? username\n? password\n")
+        );
         // Random bytes get there within a few kilobytes.
         let mut w = World::new();
         let a = w.connect();

@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, value_name = "N|off", default_value = "5", value_parser = parse_limit)]
     registrations_per_ip: Limit,
     /// Password checks that may wait for a worker, or `off`
-    #[arg(long, value_name = "N|off", default_value = "256", value_parser = parse_limit)]
+    #[arg(long, value_name = "N|off", default_value = "1024", value_parser = parse_limit)]
     max_auth_queue: Limit,
     /// Addresses (CIDR blocks, comma-separated) that skip the per-address
     /// and pending-login limits, or `none`

@@ -437,3 +437,65 @@ fn http_and_tls_on_the_port_are_turned_away() {
     probe.wait_progress(3);
     probe.finish();
 }
+
+#[test]
+fn guesses_sent_at_once_from_many_addresses_stop_at_the_limit() {
+    // Slow checks, one worker: all twelve guesses are in before any answer.
+    let server = Server::start(&["--exempt", "none", "--bcrypt-cost", "9", "--workers", "1"]);
+    let addr = server.addr;
+    create_account(addr, "erin", &pw("erin"));
+    let probe = Probe::start(addr);
+    let mut attackers: Vec<Client> = (50..62u8)
+        .map(|host| {
+            let mut c = connect_from(addr, host);
+            c.expect_welcome();
+            c
+        })
+        .collect();
+    for (i, c) in attackers.iter_mut().enumerate() {
+        c.send(&format!("L\nerin\nguess-{i}\n"));
+    }
+    let (mut wrong, mut throttled) = (0, 0);
+    for c in &mut attackers {
+        c.expect(USERNAME);
+        c.expect(PASSWORD);
+        let line = c.line();
+        if line == WRONG {
+            wrong += 1;
+        } else {
+            assert!(
+                line.starts_with("! too many attempts, try again in "),
+                "{line:?}"
+            );
+            throttled += 1;
+        }
+    }
+    assert_eq!((wrong, throttled), (5, 7), "password checks that ran");
+    probe.finish();
+}
+
+#[test]
+fn abandoned_guesses_count_for_their_address() {
+    let server = Server::start(&["--exempt", "none"]);
+    let addr = server.addr;
+    create_account(addr, "fred", &pw("fred"));
+    let probe = Probe::start(addr);
+    // Send a guess, then reset before the answer: no answer is ever seen,
+    // but the server may have hashed, so it counts.
+    for i in 0..5 {
+        let mut c = connect_from(addr, 2);
+        c.expect_welcome();
+        c.send(&format!("L\nfred\nguess-{i}\n"));
+        c.expect(USERNAME);
+        c.expect(PASSWORD);
+        c.reset();
+    }
+    let mut c = connect_from(addr, 2);
+    c.expect_welcome();
+    login_throttled(&mut c, "fred", &pw("fred"));
+    // fred's own account is not blocked by checks nobody waited for.
+    let mut owner = connect_from(addr, 3);
+    owner.expect_welcome();
+    owner.login_here("fred", &pw("fred"), "fred");
+    probe.finish();
+}

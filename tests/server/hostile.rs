@@ -790,3 +790,45 @@ fn coordinated_bursts_do_not_cut_off_readers() {
     println!("probe heard {bursts} burst lines of {}", SENDERS * 20);
     assert_eq!(bursts, SENDERS * 20, "every burst line reached the reader");
 }
+
+/// With flood control off, one user sends as fast as TCP allows, more than
+/// the server lets everyone's output grow: its input is held back, but it
+/// must not hold back anybody else's. The probe keeps chatting, and a
+/// newcomer logs in and is heard, while the flood goes on.
+#[test]
+fn a_flooder_without_flood_control_does_not_starve_others() {
+    let s = Server::start(&["--rate", "off", "--max-output", "65536"]);
+    let probe = Probe::start(s.addr);
+    let flooder = register(s.addr, "torrent", &pw("torrent"));
+    probe.wait_heard("* torrent joined");
+    let mut writer = flooder.writer_clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let chunk: String = (0..64).map(|_| format!("{}\n", "t".repeat(1000))).collect();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::SeqCst) && writer.write_all(chunk.as_bytes()).is_ok() {
+                sent += chunk.len();
+            }
+            sent
+        })
+    };
+    // Let the flood get going, then check everybody else still gets a turn.
+    thread::sleep(Duration::from_millis(300));
+    probe.wait_progress(5);
+    let mut newcomer = register(s.addr, "newcomer", &pw("newcomer"));
+    newcomer.send("made it\n");
+    probe.wait_heard("newcomer: made it");
+    stop.store(true, Ordering::SeqCst);
+    // The flooder's writes stop once it is blocked or done; unblock it.
+    flooder.shutdown_write();
+    let sent = flood.join().expect("flood thread");
+    println!("flooder sent {} MB", sent / 1_000_000);
+    let report = probe.finish();
+    assert!(
+        report.rx_heard.iter().any(|l| l.starts_with("torrent: ")),
+        "the flood was delivered too, not only held"
+    );
+    drop(newcomer);
+}
