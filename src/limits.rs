@@ -288,6 +288,19 @@ impl<K: Eq + Hash> Windows<K> {
         }
     }
 
+    /// Removes the stamp made at `at`, if it is still there (it may have
+    /// expired and been pruned).
+    fn forget(&mut self, key: &K, at: Instant) {
+        if let Some(stamps) = self.map.get_mut(key) {
+            if let Some(i) = stamps.iter().rposition(|&t| t == at) {
+                stamps.remove(i);
+            }
+            if stamps.is_empty() {
+                self.map.remove(key);
+            }
+        }
+    }
+
     fn forget_latest(&mut self, key: &K) {
         if let Some(stamps) = self.map.get_mut(key) {
             stamps.pop_back();
@@ -492,12 +505,14 @@ impl Limits {
         }
     }
 
-    /// The check started by [`Limits::login_started`] was answered.
+    /// The check started by [`Limits::login_started`] at `started` was
+    /// answered.
     pub fn login_answered(
         &mut self,
         adm: &Admission,
         name: &str,
         answer: LoginAnswer,
+        started: Instant,
         now: Instant,
     ) {
         let Some(limit) = self.config.login_attempts else {
@@ -514,7 +529,7 @@ impl Limits {
             LoginAnswer::UnknownAccount => {}
             LoginAnswer::LoggedIn | LoginAnswer::NotChecked => {
                 if !adm.exempt {
-                    self.source_failures.forget_latest(&adm.source);
+                    self.source_failures.forget(&adm.source, started);
                 }
             }
         }
@@ -545,7 +560,7 @@ impl Limits {
         } else {
             LoginAnswer::UnknownAccount
         };
-        self.login_answered(adm, name, answer, now);
+        self.login_answered(adm, name, answer, now, now);
     }
 
     /// Takes one registration from this source's allowance; false if it is
@@ -840,8 +855,8 @@ mod tests {
             .expect_err("three running");
         assert_eq!((t.hit, t.secs()), (Hit::AccountAttempts, 1));
         // Answers that are not failures give everything back.
-        limits.login_answered(&others[0], "alice", LoginAnswer::LoggedIn, now);
-        limits.login_answered(&others[1], "alice", LoginAnswer::NotChecked, now);
+        limits.login_answered(&others[0], "alice", LoginAnswer::LoggedIn, now, now);
+        limits.login_answered(&others[1], "alice", LoginAnswer::NotChecked, now, now);
         assert_eq!(limits.check_login(&a, "alice", now), Ok(()));
         assert_eq!(limits.check_login(&others[0], "bob", now), Ok(()));
         // An abandoned check frees the account, but still counts for its
@@ -861,7 +876,7 @@ mod tests {
         let b = limits.admit(ip("10.0.0.2")).expect("b");
         for _ in 0..3 {
             limits.login_started(&b, "ghost", now);
-            limits.login_answered(&b, "ghost", LoginAnswer::UnknownAccount, now);
+            limits.login_answered(&b, "ghost", LoginAnswer::UnknownAccount, now, now);
         }
         assert_eq!(
             limits.check_login(&b, "ghost", now).map_err(|t| t.hit),

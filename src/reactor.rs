@@ -156,8 +156,8 @@ struct Conn {
 
 /// An auth job in flight, as the limits see it.
 enum Attempt {
-    /// A login for this name (as typed).
-    Login(String),
+    /// A login for this name (as typed), started then.
+    Login(String, Instant),
     Register,
 }
 
@@ -672,13 +672,13 @@ impl Server {
             {
                 Ok(()) => {
                     self.limits.login_started(&admission, name, now);
-                    (Attempt::Login(name.clone()), None)
+                    (Attempt::Login(name.clone(), now), None)
                 }
                 Err(t) => {
                     let outcome = AuthOutcome::TooManyAttempts {
                         retry_secs: t.secs(),
                     };
-                    (Attempt::Login(name.clone()), Some((t.hit, outcome)))
+                    (Attempt::Login(name.clone(), now), Some((t.hit, outcome)))
                 }
             },
             AuthRequest::Register { .. } => {
@@ -711,9 +711,14 @@ impl Server {
             conn.job = None;
             match conn.attempt.take() {
                 Some(Attempt::Register) => self.limits.registration_failed(&admission),
-                Some(Attempt::Login(name)) => {
-                    self.limits
-                        .login_answered(&admission, &name, LoginAnswer::NotChecked, now);
+                Some(Attempt::Login(name, started)) => {
+                    self.limits.login_answered(
+                        &admission,
+                        &name,
+                        LoginAnswer::NotChecked,
+                        started,
+                        now,
+                    );
                 }
                 None => {}
             }
@@ -873,7 +878,7 @@ impl Server {
         }
         let mut conn = self.conns.remove(id.key);
         self.limits.release(&mut conn.admission);
-        if let Some(Attempt::Login(name)) = conn.attempt.take() {
+        if let Some(Attempt::Login(name, _)) = conn.attempt.take() {
             self.limits.login_abandoned(&conn.admission, &name);
         }
         deregister(self.poll.registry(), &mut conn.stream);
@@ -928,7 +933,7 @@ impl Server {
             let conn = &mut self.conns[id.key];
             conn.job = None;
             match (conn.attempt.take(), &done.outcome) {
-                (Some(Attempt::Login(name)), outcome) => {
+                (Some(Attempt::Login(name, started)), outcome) => {
                     let answer = match outcome {
                         AuthOutcome::LoggedIn(_) => LoginAnswer::LoggedIn,
                         AuthOutcome::WrongCredentials if done.known_account => {
@@ -938,7 +943,7 @@ impl Server {
                         _ => LoginAnswer::NotChecked,
                     };
                     self.limits
-                        .login_answered(&conn.admission, &name, answer, now);
+                        .login_answered(&conn.admission, &name, answer, started, now);
                 }
                 (Some(Attempt::Register), outcome)
                     if !matches!(outcome, AuthOutcome::Registered(_)) =>
