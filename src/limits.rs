@@ -246,7 +246,8 @@ pub struct Admission {
     counted_pending: bool,
 }
 
-/// Time stamps per key, oldest first, at most `cap` of them.
+/// Time stamps per key, oldest first (callers stamp with a clock that only
+/// goes forward), at most `cap` of them.
 #[derive(Debug)]
 struct Windows<K> {
     span: Duration,
@@ -265,18 +266,16 @@ impl<K: Eq + Hash> Windows<K> {
     /// if that is already so.
     fn wait(&self, key: &K, limit: u32, now: Instant) -> Option<Duration> {
         let stamps = self.map.get(key)?;
-        let live: Vec<&Instant> = stamps
-            .iter()
-            .filter(|&&t| now.saturating_duration_since(t) < self.span)
-            .collect();
+        // Stamps are in time order, so the live ones are a suffix.
+        let first_live = stamps.partition_point(|&t| now.saturating_duration_since(t) >= self.span);
         // A limit of 0 would refuse everything; treat it as 1.
         let limit = (limit as usize).max(1);
-        if live.len() < limit {
+        if stamps.len() - first_live < limit {
             return None;
         }
         // Allowed again when the stamp that keeps the count at the limit
         // expires.
-        let t = *live[live.len() - limit];
+        let t = stamps[stamps.len() - limit];
         Some((t + self.span).saturating_duration_since(now))
     }
 
@@ -383,10 +382,6 @@ impl Limits {
             registrations: Windows::new(REGISTRATION_WINDOW),
             warned: HashMap::new(),
         }
-    }
-
-    pub fn config(&self) -> &LimitConfig {
-        &self.config
     }
 
     pub fn is_exempt(&self, ip: IpAddr) -> bool {

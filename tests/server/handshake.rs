@@ -130,29 +130,23 @@ fn online_list_sorted_by_lowercase_shown_as_registered() {
     assert_eq!(bob.register_here("bob", &pw("bob")), ["bob"]);
 
     let mut alice = Client::connect_welcomed(s.addr).with_label("Alice");
-    alice.send(&format!("R\nAlice\n{}\n", pw("Alice")));
-    alice.expect(USERNAME);
-    alice.expect(PASSWORD);
-    alice.expect("* registered and logged in as Alice");
-    alice.expect("* online (2): Alice, bob");
+    assert_eq!(alice.register_here("Alice", &pw("Alice")), ["Alice", "bob"]);
     bob.expect("* Alice joined");
 
     let mut carol = Client::connect_welcomed(s.addr).with_label("carol");
-    carol.send(&format!("R\ncarol\n{}\n", pw("carol")));
-    carol.expect(USERNAME);
-    carol.expect(PASSWORD);
-    carol.expect("* registered and logged in as carol");
-    carol.expect("* online (3): Alice, bob, carol");
+    assert_eq!(
+        carol.register_here("carol", &pw("carol")),
+        ["Alice", "bob", "carol"]
+    );
     bob.expect("* carol joined");
     alice.expect("* carol joined");
 
     // "Zed" sorts before "bob" in plain byte order, after it by lowercase.
     let mut zed = Client::connect_welcomed(s.addr).with_label("Zed");
-    zed.send(&format!("R\nZed\n{}\n", pw("Zed")));
-    zed.expect(USERNAME);
-    zed.expect(PASSWORD);
-    zed.expect("* registered and logged in as Zed");
-    zed.expect("* online (4): Alice, bob, carol, Zed");
+    assert_eq!(
+        zed.register_here("Zed", &pw("Zed")),
+        ["Alice", "bob", "carol", "Zed"]
+    );
     for c in [&mut bob, &mut alice, &mut carol] {
         c.expect("* Zed joined");
     }

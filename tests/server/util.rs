@@ -230,30 +230,9 @@ fn spawn_drain(
 /// and stderr.
 #[track_caller]
 pub fn run_binary(args: &[&str], limit: Duration) -> (Option<ExitStatus>, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-    let deadline = Instant::now() + limit;
-    let mut killed = false;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            killed = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("wait_with_output");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ((!killed).then_some(out.status), text)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    run_command(cmd, limit)
 }
 
 // ---------------------------------------------------------------- client
@@ -718,9 +697,9 @@ impl Server {
     }
 }
 
-/// Runs a command the caller built for at most `limit` (then kills it), like
-/// [`run_binary`]: its exit status (`None` if it was still running) and its
-/// combined stdout and stderr.
+/// Runs a command the caller built for at most `limit` (then kills it): its
+/// exit status (`None` if it was still running) and its combined stdout and
+/// stderr.
 #[track_caller]
 pub fn run_command(mut cmd: Command, limit: Duration) -> (Option<ExitStatus>, String) {
     let shown = format!("{cmd:?}");
