@@ -21,7 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -131,7 +131,16 @@ pub struct AuthPool {
     limit: usize,
     results: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
+    /// Each worker's database connection. Workers lock theirs only while
+    /// they use it (never while hashing), so at shutdown the loop thread can
+    /// take and close them itself: workers run at idle priority and, on a
+    /// busy machine, might not get the CPU to close them (and checkpoint the
+    /// WAL into the database file) before the process exits.
+    stores: Vec<Store>,
 }
+
+/// A worker's connection; `None` once the pool has closed it.
+type Store = Arc<Mutex<Option<Connection>>>;
 
 impl AuthPool {
     /// Opens (creating or migrating) the database, then starts the workers.
@@ -169,11 +178,14 @@ impl AuthPool {
         let queued = Arc::new(AtomicUsize::new(0));
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let mut threads = Vec::new();
+        let mut stores = Vec::new();
         for i in 0..config.workers.max(1) {
             let (conn, access) = open(&config.db)?;
+            let store: Store = Arc::new(Mutex::new(Some(conn)));
+            stores.push(store.clone());
             let worker = Worker {
                 index: i,
-                conn,
+                store,
                 read_only: access != Access::ReadWrite,
                 cost: config.bcrypt_cost,
                 dummy: dummy.clone(),
@@ -194,6 +206,7 @@ impl AuthPool {
             limit: config.queue.max(1),
             results: done_rx,
             threads,
+            stores,
         })
     }
 
@@ -217,16 +230,45 @@ impl AuthPool {
         self.results.try_recv().ok()
     }
 
-    /// Closes the queue and waits up to `timeout` for the workers to finish
-    /// their current job (a registration in progress commits or rolls back
-    /// as a whole either way).
+    /// Closes the queue, then closes the workers' database connections,
+    /// waiting up to `timeout` for a worker that is using one (a
+    /// registration in progress commits or rolls back as a whole either
+    /// way). The last connection closed checkpoints the WAL into the
+    /// database file and removes the `-wal` and `-shm` files. A worker
+    /// still hashing finds its connection gone and gives up.
     pub fn shutdown(mut self, timeout: Duration) {
         self.jobs = None;
         let deadline = std::time::Instant::now() + timeout;
-        for handle in self.threads.drain(..) {
-            while !handle.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
+        let mut in_use = 0;
+        for store in &self.stores {
+            let conn = loop {
+                match store.try_lock() {
+                    Ok(mut slot) => break slot.take(),
+                    // The worker panicked while holding it: the transaction
+                    // rolled back as it unwound; the connection is sound.
+                    Err(TryLockError::Poisoned(p)) => break p.into_inner().take(),
+                    Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(TryLockError::WouldBlock) => {
+                        in_use += 1;
+                        break None;
+                    }
+                }
+            };
+            if let Some(conn) = conn
+                && let Err((_, e)) = conn.close()
+            {
+                log::warn!("closing the account store: {e}");
             }
+        }
+        if in_use > 0 {
+            log::warn!(
+                "{in_use} auth worker(s) still busy with the database after {timeout:?}; \
+                 the next start recovers from the write-ahead log"
+            );
+        }
+        for handle in self.threads.drain(..) {
             if handle.is_finished() {
                 let _ = handle.join();
             }
@@ -423,7 +465,7 @@ fn lower_priority(index: usize) {
 struct Worker {
     /// 0 for the first worker (see `lower_priority`).
     index: usize,
-    conn: Connection,
+    store: Store,
     /// The database cannot be written: registrations are refused before
     /// anything is hashed.
     read_only: bool,
@@ -433,7 +475,7 @@ struct Worker {
 
 impl Worker {
     fn run(
-        mut self,
+        self,
         jobs: &Mutex<Receiver<Job>>,
         queued: &AtomicUsize,
         done: &Sender<Done>,
@@ -478,7 +520,7 @@ impl Worker {
     }
 
     /// The outcome, and whether a failed login named a real account.
-    fn handle(&mut self, request: AuthRequest, cancel: &AtomicBool) -> (AuthOutcome, bool) {
+    fn handle(&self, request: AuthRequest, cancel: &AtomicBool) -> (AuthOutcome, bool) {
         let result = match request {
             AuthRequest::Register { name, password } => self
                 .register(&name, &password, cancel)
@@ -492,7 +534,7 @@ impl Worker {
     }
 
     fn register(
-        &mut self,
+        &self,
         name: &str,
         password: &str,
         cancel: &AtomicBool,
@@ -520,11 +562,11 @@ impl Worker {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        let mut store = self.lock();
+        let conn = store.as_mut().ok_or_else(closed)?;
         // IMMEDIATE takes the write lock up front, so a concurrent writer
         // makes us wait (busy_timeout) instead of failing with SQLITE_BUSY.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
             "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO NOTHING",
@@ -546,7 +588,7 @@ impl Worker {
         })
     }
 
-    fn login(&mut self, name: &str, password: &str) -> Result<(AuthOutcome, bool), Error> {
+    fn login(&self, name: &str, password: &str) -> Result<(AuthOutcome, bool), Error> {
         let account = self.find(name)?;
         let hash = account.as_ref().map_or(&*self.dummy, |(_, h)| h.as_str());
         // bcrypt would compare only the first 72 bytes of a longer password,
@@ -563,8 +605,9 @@ impl Worker {
 
     /// The account's registered name and hash, matched without regard to case.
     fn find(&self, name: &str) -> Result<Option<(String, String)>, Error> {
-        Ok(self
-            .conn
+        let store = self.lock();
+        let conn = store.as_ref().ok_or_else(closed)?;
+        Ok(conn
             .query_row(
                 "SELECT name, hash FROM users WHERE name = ?1",
                 [name],
@@ -572,6 +615,17 @@ impl Worker {
             )
             .optional()?)
     }
+
+    /// This worker's connection slot. A poisoned lock means this worker
+    /// panicked while using it; the transaction rolled back as it unwound.
+    fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The pool closed the worker's connection: it is shutting down.
+fn closed() -> Error {
+    Error::new(ErrorKind::Database, "the account store is closed")
 }
 
 #[cfg(test)]
@@ -637,6 +691,45 @@ mod tests {
             name: name.into(),
             password: password.into(),
         }
+    }
+
+    /// Shutdown closes every connection itself, even one whose worker is
+    /// still hashing (or, at idle priority on a busy machine, not getting
+    /// the CPU): the last close checkpoints the WAL and removes `-wal`.
+    #[test]
+    fn shutdown_closes_the_store_while_a_worker_is_still_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig {
+            db: dir.path().join("accounts.db"),
+            // Slow enough (well over a second unoptimised) to be mid-hash.
+            bcrypt_cost: 11,
+            workers: 1,
+            queue: 8,
+        };
+        let pool = AuthPool::start(&config, Arc::new(|| {})).expect("pool starts");
+        let wal = dir.path().join("accounts.db-wal");
+        assert!(wal.exists(), "an open WAL database has a -wal file");
+        let cancel = Arc::new(AtomicBool::new(false));
+        assert!(
+            pool.submit(Job {
+                conn: ConnId { key: 1, serial: 1 },
+                request: register("carol", "password-1"),
+                cancel,
+            })
+            .is_ok()
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.queued.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pool.queued.load(Ordering::Relaxed), 0, "job not taken");
+        pool.shutdown(Duration::from_millis(50));
+        assert!(!wal.exists(), "the -wal file outlived shutdown");
+        let (conn, _) = open(&config.db).unwrap();
+        let names: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert!(names <= 1);
     }
 
     #[test]
@@ -827,7 +920,7 @@ mod tests {
 
         let worker = Worker {
             index: 0,
-            conn,
+            store: Arc::new(Mutex::new(Some(conn))),
             read_only: false,
             cost: 4,
             dummy: dummy_hash(4).unwrap().into(),

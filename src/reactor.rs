@@ -62,6 +62,9 @@ const LINGER: Duration = Duration::from_secs(5);
 const RELEASE_EVERY: Duration = Duration::from_secs(1);
 /// How long shutdown waits for output to drain.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// How long shutdown waits for a password worker in the middle of a
+/// database write before closing the account store without it.
+const AUTH_SHUTDOWN: Duration = Duration::from_secs(2);
 const LISTEN_BACKLOG: i32 = 1024;
 /// How fast every reader's output may grow, sustained, in output limits
 /// (`--max-output`) a second: 64 MiB/s with the default 1 MiB. A chat room
@@ -392,7 +395,7 @@ impl Server {
                 .is_some_and(|deadline| self.conns.is_empty() || now >= deadline)
             {
                 info!("stopped ({} connections not drained)", self.conns.len());
-                self.auth.shutdown(Duration::from_millis(100));
+                self.auth.shutdown(AUTH_SHUTDOWN);
                 return Ok(());
             }
         }
