@@ -3,8 +3,16 @@
 //! bcrypt takes hundreds of milliseconds at production cost and SQLite
 //! writes wait for the disk, so neither may run on the event loop. This
 //! module owns a bounded job queue, N worker threads each with its own
-//! `rusqlite::Connection` (a connection is `Send` but not `Sync`), and a
-//! result channel. A worker sends its result first and then wakes the
+//! `rusqlite::Connection` (a connection is `Send` but not `Sync`) for
+//! reading, one writer thread that stores new accounts, and a result
+//! channel.
+//!
+//! Workers run at reduced priority, so hashing never takes the CPU from the
+//! event loop. They never hold SQLite's write lock: a worker starved of the
+//! CPU while holding it would stall every other registration (and past
+//! `BUSY_TIMEOUT`, fail them). The writer runs at normal priority, and
+//! commits whatever registrations are waiting in one transaction (one
+//! fsync for all of them). A worker sends its result first and then wakes the
 //! reactor through the one `mio::Waker`; wakes coalesce, so the reactor
 //! drains every result on each wake.
 //!
@@ -179,6 +187,17 @@ impl AuthPool {
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let mut threads = Vec::new();
         let mut stores = Vec::new();
+        let (write_tx, write_rx) = mpsc::channel::<Write>();
+        {
+            let (conn, _) = open(&config.db)?;
+            let store: Store = Arc::new(Mutex::new(Some(conn)));
+            stores.push(store.clone());
+            let handle = std::thread::Builder::new()
+                .name("auth-writer".into())
+                .spawn(move || Writer { store }.run(&write_rx))
+                .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
+            threads.push(handle);
+        }
         for i in 0..config.workers.max(1) {
             let (conn, access) = open(&config.db)?;
             let store: Store = Arc::new(Mutex::new(Some(conn)));
@@ -189,6 +208,7 @@ impl AuthPool {
                 read_only: access != Access::ReadWrite,
                 cost: config.bcrypt_cost,
                 dummy: dummy.clone(),
+                writer: write_tx.clone(),
             };
             let jobs = job_rx.clone();
             let done = done_tx.clone();
@@ -471,6 +491,8 @@ struct Worker {
     read_only: bool,
     cost: u32,
     dummy: Arc<str>,
+    /// Where new accounts go to be stored.
+    writer: Sender<Write>,
 }
 
 impl Worker {
@@ -520,7 +542,7 @@ impl Worker {
     }
 
     /// The outcome, and whether a failed login named a real account.
-    fn handle(&self, request: AuthRequest, cancel: &AtomicBool) -> (AuthOutcome, bool) {
+    fn handle(&self, request: AuthRequest, cancel: &Arc<AtomicBool>) -> (AuthOutcome, bool) {
         let result = match request {
             AuthRequest::Register { name, password } => self
                 .register(&name, &password, cancel)
@@ -537,7 +559,7 @@ impl Worker {
         &self,
         name: &str,
         password: &str,
-        cancel: &AtomicBool,
+        cancel: &Arc<AtomicBool>,
     ) -> Result<AuthOutcome, Error> {
         // The session checked the length; check again, since `bcrypt::hash`
         // would silently ignore everything past 72 bytes.
@@ -559,32 +581,29 @@ impl Worker {
         if cancel.load(Ordering::Relaxed) {
             return Ok(AuthOutcome::Unavailable);
         }
-        let now = std::time::SystemTime::now()
+        let created_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let mut store = self.lock();
-        let conn = store.as_mut().ok_or_else(closed)?;
-        // IMMEDIATE takes the write lock up front, so a concurrent writer
-        // makes us wait (busy_timeout) instead of failing with SQLITE_BUSY.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let inserted = tx.execute(
-            "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO NOTHING",
-            (name, &hash, now),
-        )?;
-        // Tests make a job panic here, inside the write transaction, to show
-        // that the transaction rolls back as the panic unwinds and that the
-        // worker goes on serving.
-        #[cfg(test)]
-        if password == tests::PANIC_IN_TRANSACTION {
-            panic!("fault injected by a test inside the write transaction");
+        let (reply, answer) = mpsc::channel();
+        let write = Write {
+            name: name.to_owned(),
+            hash,
+            created_at,
+            cancel: cancel.clone(),
+            reply,
+            #[cfg(test)]
+            panic: password == tests::PANIC_IN_TRANSACTION,
+        };
+        if self.writer.send(write).is_err() {
+            return Err(closed());
         }
-        tx.commit()?;
-        // Another connection may have registered the name while we hashed.
-        Ok(if inserted == 1 {
-            AuthOutcome::Registered(name.to_owned())
-        } else {
-            AuthOutcome::NameTaken
+        // The writer answers every write it takes, even when it fails; a
+        // dropped sender means it is gone (shutdown).
+        Ok(match answer.recv().unwrap_or(Stored::Failed) {
+            Stored::Inserted => AuthOutcome::Registered(name.to_owned()),
+            // Another connection registered the name while we hashed.
+            Stored::Taken => AuthOutcome::NameTaken,
+            Stored::Cancelled | Stored::Failed => AuthOutcome::Unavailable,
         })
     }
 
@@ -620,6 +639,110 @@ impl Worker {
     /// panicked while using it; the transaction rolled back as it unwound.
     fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A new account for the writer to store.
+struct Write {
+    name: String,
+    hash: String,
+    created_at: i64,
+    /// Set when the user has gone: the account is not stored.
+    cancel: Arc<AtomicBool>,
+    reply: Sender<Stored>,
+    /// Tests make the write panic inside its transaction.
+    #[cfg(test)]
+    panic: bool,
+}
+
+/// What became of a [`Write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stored {
+    Inserted,
+    Taken,
+    Cancelled,
+    /// Nothing was stored (the error is logged once, by the writer).
+    Failed,
+}
+
+/// The most registrations committed in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// The one thread that writes accounts, at normal priority.
+struct Writer {
+    store: Store,
+}
+
+impl Writer {
+    fn run(self, writes: &Receiver<Write>) {
+        while let Ok(first) = writes.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match writes.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+            let stored =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(&batch)))
+                    .unwrap_or_else(|_| {
+                        log::error!(
+                            "account writer panicked; {} registrations not stored",
+                            batch.len()
+                        );
+                        Ok(vec![Stored::Failed; batch.len()])
+                    })
+                    .unwrap_or_else(|e| {
+                        log::error!("account store error: {e}");
+                        vec![Stored::Failed; batch.len()]
+                    });
+            for (write, stored) in batch.iter().zip(stored) {
+                // The worker may have gone (it never does before shutdown).
+                let _ = write.reply.send(stored);
+            }
+        }
+    }
+
+    /// Stores the batch in one transaction: every account in it is durable
+    /// when this returns `Ok`, and none is when it fails or panics (the
+    /// transaction rolls back as it is dropped).
+    fn commit(&self, batch: &[Write]) -> Result<Vec<Stored>, Error> {
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = store.as_mut().ok_or_else(closed)?;
+        // IMMEDIATE takes the write lock up front, so another program
+        // writing makes us wait (busy_timeout) instead of failing with
+        // SQLITE_BUSY.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut stored = Vec::with_capacity(batch.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO NOTHING",
+            )?;
+            for write in batch {
+                // The user gave up (or timed out) while we hashed: store
+                // nothing, or they would find the name taken without ever
+                // being told it is theirs.
+                if write.cancel.load(Ordering::Relaxed) {
+                    stored.push(Stored::Cancelled);
+                    continue;
+                }
+                let inserted = insert.execute((&write.name, &write.hash, write.created_at))?;
+                #[cfg(test)]
+                if write.panic {
+                    panic!("fault injected by a test inside the write transaction");
+                }
+                stored.push(if inserted == 1 {
+                    Stored::Inserted
+                } else {
+                    Stored::Taken
+                });
+            }
+        }
+        if stored.contains(&Stored::Inserted) {
+            tx.commit()?;
+        }
+        Ok(stored)
     }
 }
 
@@ -900,6 +1023,110 @@ mod tests {
         pool.shutdown(Duration::from_secs(5));
     }
 
+    /// Registrations waiting together are committed in one transaction,
+    /// each with its own answer; a panic in the batch stores none of it,
+    /// and the writer goes on.
+    #[test]
+    fn the_writer_commits_a_batch_with_one_answer_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.db");
+        let (conn, access) = open(&path).unwrap();
+        migrate(&conn, access, &path).unwrap();
+        let (write_tx, write_rx) = mpsc::channel();
+        let write = |name: &str, cancelled: bool, panic: bool| {
+            let (reply, answer) = mpsc::channel();
+            write_tx
+                .send(Write {
+                    name: name.into(),
+                    hash: format!("hash of {name}"),
+                    created_at: 0,
+                    cancel: Arc::new(AtomicBool::new(cancelled)),
+                    reply,
+                    panic,
+                })
+                .unwrap();
+            answer
+        };
+        // Queued before the writer starts, so they form one batch.
+        let answers = [
+            write("carol", false, false),
+            write("CAROL", false, false),
+            write("dave", true, false),
+            write("erin", false, false),
+        ];
+        let (writer_conn, _) = open(&path).unwrap();
+        let writer = Writer {
+            store: Arc::new(Mutex::new(Some(writer_conn))),
+        };
+        let handle = std::thread::spawn(move || writer.run(&write_rx));
+        let got: Vec<Stored> = answers.iter().map(|a| a.recv().unwrap()).collect();
+        assert_eq!(
+            got,
+            [
+                Stored::Inserted,
+                Stored::Taken,
+                Stored::Cancelled,
+                Stored::Inserted
+            ]
+        );
+        let names = |conn: &Connection| -> Vec<String> {
+            let mut stmt = conn
+                .prepare("SELECT name FROM users ORDER BY name")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(names(&conn), ["carol", "erin"]);
+
+        // A batch that panics part-way stores none of it.
+        let (writer_conn, _) = open(&path).unwrap();
+        let (write_tx2, write_rx2) = mpsc::channel();
+        let answers: Vec<_> = ["frank", "grace", "heidi"]
+            .iter()
+            .map(|name| {
+                let (reply, answer) = mpsc::channel();
+                write_tx2
+                    .send(Write {
+                        name: (*name).into(),
+                        hash: "h".into(),
+                        created_at: 0,
+                        cancel: Arc::new(AtomicBool::new(false)),
+                        reply,
+                        panic: *name == "grace",
+                    })
+                    .unwrap();
+                answer
+            })
+            .collect();
+        let writer = Writer {
+            store: Arc::new(Mutex::new(Some(writer_conn))),
+        };
+        let handle2 = std::thread::spawn(move || writer.run(&write_rx2));
+        for answer in &answers {
+            assert_eq!(answer.recv().unwrap(), Stored::Failed);
+        }
+        assert_eq!(names(&conn), ["carol", "erin"]);
+        // The writer is still serving, and holds no lock.
+        let (reply, answer) = mpsc::channel();
+        write_tx2
+            .send(Write {
+                name: "frank".into(),
+                hash: "h".into(),
+                created_at: 0,
+                cancel: Arc::new(AtomicBool::new(false)),
+                reply,
+                panic: false,
+            })
+            .unwrap();
+        assert_eq!(answer.recv().unwrap(), Stored::Inserted);
+        assert_eq!(names(&conn), ["carol", "erin", "frank"]);
+        drop((write_tx, write_tx2));
+        handle.join().unwrap();
+        handle2.join().unwrap();
+    }
+
     /// A worker that panicked while holding the queue lock would poison it;
     /// the others take the receiver out of the poisoned lock and go on.
     #[test]
@@ -918,12 +1145,19 @@ mod tests {
         .join();
         assert!(jobs.is_poisoned());
 
+        let (write_tx, write_rx) = mpsc::channel();
+        let (writer_conn, _) = open(&path).unwrap();
+        let writer = Writer {
+            store: Arc::new(Mutex::new(Some(writer_conn))),
+        };
+        std::thread::spawn(move || writer.run(&write_rx));
         let worker = Worker {
             index: 0,
             store: Arc::new(Mutex::new(Some(conn))),
             read_only: false,
             cost: 4,
             dummy: dummy_hash(4).unwrap().into(),
+            writer: write_tx,
         };
         let queued = Arc::new(AtomicUsize::new(0));
         let (done_tx, done_rx) = mpsc::channel();
