@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crossbeam_channel as channel;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
@@ -133,9 +134,9 @@ pub struct AuthConfig {
 /// The running worker pool. Dropping it closes the queue; workers finish the
 /// job in hand and exit.
 pub struct AuthPool {
-    jobs: Option<Sender<Job>>,
-    /// Jobs queued and not yet taken by a worker.
-    queued: Arc<AtomicUsize>,
+    jobs: Option<channel::Sender<Job>>,
+    /// What the workers share, the count of queued jobs among it.
+    shared: Arc<Shared>,
     limit: usize,
     results: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
@@ -180,11 +181,24 @@ impl AuthPool {
         let dummy: Arc<str> = dummy_hash(config.bcrypt_cost)?.into();
 
         // Unbounded channel, bounded by `queued`: nothing is allocated for
-        // jobs that never come.
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let queued = Arc::new(AtomicUsize::new(0));
+        // jobs that never come. Every worker receives from it directly (no
+        // lock to hold while waiting), and sending never blocks the loop.
+        let (job_tx, job_rx) = channel::unbounded::<Job>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let workers = config.workers.max(1);
+        let shared = Arc::new(Shared {
+            jobs: job_rx,
+            queued: AtomicUsize::new(0),
+            done: done_tx,
+            wake,
+            running: (0..workers).map(|_| Mutex::new(None)).collect(),
+            takeover_after: takeover_after(config.bcrypt_cost),
+        });
+        log::debug!(
+            "a password check running longer than {:?} on an idle-priority \
+             worker is taken over by worker 0",
+            shared.takeover_after
+        );
         let mut threads = Vec::new();
         let mut stores = Vec::new();
         let (write_tx, write_rx) = mpsc::channel::<Write>();
@@ -198,7 +212,7 @@ impl AuthPool {
                 .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
             threads.push(handle);
         }
-        for i in 0..config.workers.max(1) {
+        for i in 0..workers {
             let (conn, access) = open(&config.db)?;
             let store: Store = Arc::new(Mutex::new(Some(conn)));
             stores.push(store.clone());
@@ -210,19 +224,16 @@ impl AuthPool {
                 dummy: dummy.clone(),
                 writer: write_tx.clone(),
             };
-            let jobs = job_rx.clone();
-            let done = done_tx.clone();
-            let wake = wake.clone();
-            let queued = queued.clone();
+            let shared = shared.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("auth-{i}"))
-                .spawn(move || worker.run(&jobs, &queued, &done, &*wake))
+                .spawn(move || worker.run(&shared))
                 .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
             threads.push(handle);
         }
         Ok(AuthPool {
             jobs: Some(job_tx),
-            queued,
+            shared,
             limit: config.queue.max(1),
             results: done_rx,
             threads,
@@ -235,13 +246,14 @@ impl AuthPool {
         let Some(jobs) = &self.jobs else {
             return Err(job);
         };
-        if self.queued.load(Ordering::Relaxed) >= self.limit {
+        let queued = &self.shared.queued;
+        if queued.load(Ordering::Relaxed) >= self.limit {
             return Err(job);
         }
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        queued.fetch_add(1, Ordering::Relaxed);
         jobs.send(job).map_err(|e| {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            e.0
+            queued.fetch_sub(1, Ordering::Relaxed);
+            e.into_inner()
         })
     }
 
@@ -495,83 +507,227 @@ struct Worker {
     writer: Sender<Write>,
 }
 
+/// What the workers share.
+struct Shared {
+    jobs: channel::Receiver<Job>,
+    /// Jobs queued and not yet taken by a worker.
+    queued: AtomicUsize,
+    done: Sender<Done>,
+    /// Called after each result is queued.
+    wake: Arc<dyn Fn() + Send + Sync>,
+    /// What each worker past the first is working on, and since when: a
+    /// worker at idle priority can be kept off the CPU for as long as other
+    /// processes keep it busy, and then worker 0 takes its check over.
+    running: Vec<Mutex<Option<Running>>>,
+    takeover_after: Duration,
+}
+
+/// A job a worker has started.
+struct Running {
+    since: Instant,
+    task: Arc<Task>,
+    /// Worker 0 has taken it over already.
+    taken_over: bool,
+}
+
+/// A job, as two workers may hold it: whichever finishes first answers.
+struct Task {
+    job: Job,
+    /// 1 + the index of the worker that answers; 0 while nobody has. A
+    /// registration is claimed before it is stored, so only one is.
+    claimed: AtomicUsize,
+}
+
+impl Task {
+    /// Whether `worker` answers this task: the first to ask does.
+    fn claim(&self, worker: usize) -> bool {
+        match self
+            .claimed
+            .compare_exchange(0, worker + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(owner) => owner == worker + 1,
+        }
+    }
+}
+
+/// How often worker 0, while it has nothing to do, looks for jobs stalled
+/// on idle-priority workers (or waiting for one of them to wake up).
+const TAKEOVER_POLL: Duration = Duration::from_millis(100);
+
+/// How long a check may run on an idle-priority worker before worker 0 runs
+/// it too: three times what a check at `cost` takes here, measured at start
+/// (bcrypt's work doubles with each step of the cost), and at least 200 ms.
+fn takeover_after(cost: u32) -> Duration {
+    let Ok(hash) = bcrypt::hash("neochat timing", 4) else {
+        return Duration::from_secs(1);
+    };
+    let at_cost_4 = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = bcrypt::verify("neochat timing", &hash);
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or(Duration::from_millis(1));
+    let factor = 1u32 << cost.saturating_sub(4).min(20);
+    at_cost_4
+        .checked_mul(factor.saturating_mul(3))
+        .unwrap_or(Duration::MAX)
+        .clamp(Duration::from_millis(200), Duration::from_secs(86_400))
+}
+
 impl Worker {
-    fn run(
-        self,
-        jobs: &Mutex<Receiver<Job>>,
-        queued: &AtomicUsize,
-        done: &Sender<Done>,
-        wake: &(dyn Fn() + Sync),
-    ) {
+    fn run(self, shared: &Shared) {
         lower_priority(self.index);
+        let steady = self.index == 0;
         loop {
-            // Idle workers take turns waiting on the queue; the lock is let
-            // go as soon as a job arrives, never held while working. A
-            // poisoned lock only means another worker panicked while holding
-            // it; the receiver itself is still sound.
-            let job = {
-                let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
-                rx.recv()
-            };
-            let Ok(job) = job else {
-                return; // The pool was dropped.
-            };
-            queued.fetch_sub(1, Ordering::Relaxed);
-            if job.cancel.load(Ordering::Relaxed) {
-                continue; // The connection is gone; nobody waits for this.
+            if steady && let Some(task) = self.stalled(shared) {
+                if !self.work(&task, shared) {
+                    return;
+                }
+                continue;
             }
-            let conn = job.conn;
-            let (outcome, known_account) =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.handle(job.request, &job.cancel)
-                }))
-                .unwrap_or_else(|_| {
-                    log::error!("auth worker panicked on a job for connection {}", conn.key);
-                    (AuthOutcome::Unavailable, false)
-                });
-            let result = Done {
-                conn,
-                outcome,
-                known_account,
+            let job = if steady {
+                match shared.jobs.recv_timeout(TAKEOVER_POLL) {
+                    Ok(job) => job,
+                    Err(channel::RecvTimeoutError::Timeout) => continue,
+                    Err(channel::RecvTimeoutError::Disconnected) => return,
+                }
+            } else {
+                match shared.jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return, // The pool was dropped.
+                }
             };
-            if done.send(result).is_err() {
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            if job.cancel.load(Ordering::Relaxed) {
+                // The connection is gone; nobody waits for this.
+                log::debug!("conn {}: password check dropped unrun", job.conn.key);
+                continue;
+            }
+            let task = Arc::new(Task {
+                job,
+                claimed: AtomicUsize::new(0),
+            });
+            let slot = &shared.running[self.index];
+            if !steady {
+                *lock(slot) = Some(Running {
+                    since: Instant::now(),
+                    task: task.clone(),
+                    taken_over: false,
+                });
+            }
+            let alive = self.work(&task, shared);
+            if !steady {
+                *lock(slot) = None;
+            }
+            if !alive {
                 return;
             }
-            wake();
         }
     }
 
-    /// The outcome, and whether a failed login named a real account.
-    fn handle(&self, request: AuthRequest, cancel: &Arc<AtomicBool>) -> (AuthOutcome, bool) {
-        let result = match request {
+    /// A check that has run too long on another worker, to be run here too.
+    /// Never waits for another worker's lock: one that holds it can be off
+    /// the CPU.
+    fn stalled(&self, shared: &Shared) -> Option<Arc<Task>> {
+        for (index, slot) in shared.running.iter().enumerate().skip(1) {
+            let Ok(mut slot) = slot.try_lock() else {
+                continue;
+            };
+            let Some(running) = slot.as_mut() else {
+                continue;
+            };
+            let task = &running.task;
+            if !running.taken_over
+                && running.since.elapsed() >= shared.takeover_after
+                && task.claimed.load(Ordering::Acquire) == 0
+                && !task.job.cancel.load(Ordering::Relaxed)
+            {
+                running.taken_over = true;
+                log::debug!(
+                    "conn {}: worker {index} has not finished its password check \
+                     in {:?}; worker 0 runs it too",
+                    task.job.conn.key,
+                    running.since.elapsed()
+                );
+                return Some(task.clone());
+            }
+        }
+        None
+    }
+
+    /// Runs the task and answers it, unless another worker did. False when
+    /// the pool is gone.
+    fn work(&self, task: &Task, shared: &Shared) -> bool {
+        let conn = task.job.conn;
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(task)))
+            .unwrap_or_else(|_| {
+                log::error!("auth worker panicked on a job for connection {}", conn.key);
+                Some((AuthOutcome::Unavailable, false))
+            });
+        let Some((outcome, known_account)) = answer else {
+            return true;
+        };
+        if !task.claim(self.index) {
+            return true; // Another worker answered first.
+        }
+        let result = Done {
+            conn,
+            outcome,
+            known_account,
+        };
+        if shared.done.send(result).is_err() {
+            return false;
+        }
+        (shared.wake)();
+        true
+    }
+
+    /// The outcome, and whether a failed login named a real account; `None`
+    /// when another worker has answered already.
+    fn handle(&self, task: &Task) -> Option<(AuthOutcome, bool)> {
+        #[cfg(test)]
+        if self.index > 0
+            && matches!(&task.job.request,
+                AuthRequest::Register { password, .. } | AuthRequest::Login { password, .. }
+                    if password == tests::STALL_ON_IDLE_WORKER)
+        {
+            std::thread::sleep(tests::STALL);
+        }
+        let result = match &task.job.request {
             AuthRequest::Register { name, password } => self
-                .register(&name, &password, cancel)
-                .map(|outcome| (outcome, false)),
-            AuthRequest::Login { name, password } => self.login(&name, &password),
+                .register(name, password, task)
+                .map(|outcome| outcome.map(|outcome| (outcome, false))),
+            AuthRequest::Login { name, password } => self.login(name, password).map(Some),
         };
         result.unwrap_or_else(|e| {
             log::error!("account store error: {e}");
-            (AuthOutcome::Unavailable, false)
+            Some((AuthOutcome::Unavailable, false))
         })
     }
 
+    /// `None` when another worker running the same task got to store it
+    /// first.
     fn register(
         &self,
         name: &str,
         password: &str,
-        cancel: &Arc<AtomicBool>,
-    ) -> Result<AuthOutcome, Error> {
+        task: &Task,
+    ) -> Result<Option<AuthOutcome>, Error> {
+        let cancel = &task.job.cancel;
         // The session checked the length; check again, since `bcrypt::hash`
         // would silently ignore everything past 72 bytes.
         if password.len() > MAX_PASSWORD {
-            return Ok(AuthOutcome::Unavailable);
+            return Ok(Some(AuthOutcome::Unavailable));
         }
         if self.find(name)?.is_some() {
-            return Ok(AuthOutcome::NameTaken);
+            return Ok(Some(AuthOutcome::NameTaken));
         }
         if self.read_only {
             log::warn!("registration refused: the database is read-only");
-            return Ok(AuthOutcome::Unavailable);
+            return Ok(Some(AuthOutcome::Unavailable));
         }
         let hash = bcrypt::hash(password, self.cost)
             .map_err(|e| Error::new(ErrorKind::Database, format!("bcrypt: {e}")))?;
@@ -579,7 +735,11 @@ impl Worker {
         // or they would find the name taken without ever being told it is
         // theirs.
         if cancel.load(Ordering::Relaxed) {
-            return Ok(AuthOutcome::Unavailable);
+            return Ok(Some(AuthOutcome::Unavailable));
+        }
+        // One account, one write, even when two workers hashed it.
+        if !task.claim(self.index) {
+            return Ok(None);
         }
         let created_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -599,12 +759,12 @@ impl Worker {
         }
         // The writer answers every write it takes, even when it fails; a
         // dropped sender means it is gone (shutdown).
-        Ok(match answer.recv().unwrap_or(Stored::Failed) {
+        Ok(Some(match answer.recv().unwrap_or(Stored::Failed) {
             Stored::Inserted => AuthOutcome::Registered(name.to_owned()),
             // Another connection registered the name while we hashed.
             Stored::Taken => AuthOutcome::NameTaken,
             Stored::Cancelled | Stored::Failed => AuthOutcome::Unavailable,
-        })
+        }))
     }
 
     fn login(&self, name: &str, password: &str) -> Result<(AuthOutcome, bool), Error> {
@@ -638,8 +798,15 @@ impl Worker {
     /// This worker's connection slot. A poisoned lock means this worker
     /// panicked while using it; the transaction rolled back as it unwound.
     fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.store)
     }
+}
+
+/// Locks `m`, poisoned or not. Every mutex here guards a value a panic
+/// cannot leave half-changed (a connection whose transaction rolled back as
+/// the panic unwound, or a slot that is only ever replaced whole).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A new account for the writer to store.
@@ -707,7 +874,7 @@ impl Writer {
     /// when this returns `Ok`, and none is when it fails or panics (the
     /// transaction rolls back as it is dropped).
     fn commit(&self, batch: &[Write]) -> Result<Vec<Stored>, Error> {
-        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let mut store = lock(&self.store);
         let conn = store.as_mut().ok_or_else(closed)?;
         // IMMEDIATE takes the write lock up front, so another program
         // writing makes us wait (busy_timeout) instead of failing with
@@ -759,6 +926,11 @@ mod tests {
     /// A registration with this password panics inside its write
     /// transaction (test builds only).
     pub(super) const PANIC_IN_TRANSACTION: &str = "panic-in-transaction";
+
+    /// A job with this password sleeps for `STALL` on any worker but the
+    /// first, before it starts (test builds only).
+    pub(super) const STALL_ON_IDLE_WORKER: &str = "stall-on-idle-worker";
+    pub(super) const STALL: Duration = Duration::from_secs(6);
 
     fn pool(dir: &Path) -> (AuthPool, mpsc::Receiver<()>) {
         pool_of(dir, 2)
@@ -842,10 +1014,15 @@ mod tests {
             .is_ok()
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while pool.queued.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+        while pool.shared.queued.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(pool.queued.load(Ordering::Relaxed), 0, "job not taken");
+        assert_eq!(
+            pool.shared.queued.load(Ordering::Relaxed),
+            0,
+            "job not taken"
+        );
         pool.shutdown(Duration::from_millis(50));
         assert!(!wal.exists(), "the -wal file outlived shutdown");
         let (conn, _) = open(&config.db).unwrap();
@@ -1127,58 +1304,46 @@ mod tests {
         handle2.join().unwrap();
     }
 
-    /// A worker that panicked while holding the queue lock would poison it;
-    /// the others take the receiver out of the poisoned lock and go on.
+    /// A check stuck on an idle-priority worker (here made to sleep, as if
+    /// other processes kept it off the CPU) is taken over by worker 0 and
+    /// answered once; a registration is stored once.
     #[test]
-    fn a_poisoned_queue_lock_does_not_stop_the_workers() {
+    fn worker_0_takes_over_a_check_stalled_on_an_idle_worker() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("accounts.db");
         let (conn, access) = open(&path).unwrap();
         migrate(&conn, access, &path).unwrap();
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let jobs = Arc::new(Mutex::new(job_rx));
-        let poisoner = jobs.clone();
-        let _ = std::thread::spawn(move || {
-            let _held = poisoner.lock();
-            panic!("poisoning the queue lock on purpose");
-        })
-        .join();
-        assert!(jobs.is_poisoned());
-
+        let (job_tx, job_rx) = channel::unbounded();
+        let (done_tx, done_rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            jobs: job_rx,
+            queued: AtomicUsize::new(0),
+            done: done_tx,
+            wake: Arc::new(|| {}),
+            running: (0..3).map(|_| Mutex::new(None)).collect(),
+            takeover_after: Duration::from_millis(100),
+        });
         let (write_tx, write_rx) = mpsc::channel();
         let (writer_conn, _) = open(&path).unwrap();
         let writer = Writer {
             store: Arc::new(Mutex::new(Some(writer_conn))),
         };
         std::thread::spawn(move || writer.run(&write_rx));
-        let worker = Worker {
-            index: 0,
-            store: Arc::new(Mutex::new(Some(conn))),
-            read_only: false,
-            cost: 4,
-            dummy: dummy_hash(4).unwrap().into(),
-            writer: write_tx,
+        let worker = |index| {
+            let (conn, _) = open(&path).unwrap();
+            let worker = Worker {
+                index,
+                store: Arc::new(Mutex::new(Some(conn))),
+                read_only: false,
+                cost: 4,
+                dummy: dummy_hash(4).unwrap().into(),
+                writer: write_tx.clone(),
+            };
+            let shared = shared.clone();
+            std::thread::spawn(move || worker.run(&shared))
         };
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (done_tx, done_rx) = mpsc::channel();
-        let handle = {
-            let jobs = jobs.clone();
-            let queued = queued.clone();
-            std::thread::spawn(move || worker.run(&jobs, &queued, &done_tx, &|| {}))
-        };
-        for (key, request, expected) in [
-            (
-                1,
-                register("carol", "password-1"),
-                AuthOutcome::Registered("carol".into()),
-            ),
-            (
-                2,
-                login("carol", "password-1"),
-                AuthOutcome::LoggedIn("carol".into()),
-            ),
-        ] {
-            queued.fetch_add(1, Ordering::Relaxed);
+        let submit = |key, request| {
+            shared.queued.fetch_add(1, Ordering::Relaxed);
             job_tx
                 .send(Job {
                     conn: ConnId { key, serial: 1 },
@@ -1186,15 +1351,44 @@ mod tests {
                     cancel: Arc::new(AtomicBool::new(false)),
                 })
                 .unwrap();
-            let done = done_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("the worker answers despite the poisoned lock");
-            assert_eq!(done.outcome, expected);
+        };
+        // Only idle workers run when the jobs arrive, so they take them.
+        let idle = worker(1);
+        let idle_too = worker(2);
+        submit(1, register("carol", STALL_ON_IDLE_WORKER));
+        submit(2, login("nobody", STALL_ON_IDLE_WORKER));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.queued.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
+        assert_eq!(shared.queued.load(Ordering::Relaxed), 0, "jobs not taken");
+        let steady = worker(0);
+        let mut answers: Vec<(usize, AuthOutcome)> = (0..2)
+            .map(|_| {
+                let done = done_rx
+                    .recv_timeout(STALL / 2)
+                    .expect("worker 0 answers long before the stall ends");
+                (done.conn.key, done.outcome)
+            })
+            .collect();
+        answers.sort_by_key(|(key, _)| *key);
+        assert_eq!(
+            answers,
+            [
+                (1, AuthOutcome::Registered("carol".into())),
+                (2, AuthOutcome::WrongCredentials)
+            ]
+        );
+        // The stalled workers finish their copies and answer nothing more.
         drop(job_tx);
-        handle
-            .join()
-            .expect("the worker exits when the queue closes");
+        for handle in [idle, idle_too, steady] {
+            handle.join().expect("workers exit when the queue closes");
+        }
+        assert!(done_rx.try_recv().is_err(), "a check was answered twice");
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1, "the registration was stored twice");
     }
 
     #[test]
