@@ -8,11 +8,15 @@
 //! channel.
 //!
 //! Workers run at reduced priority, so hashing never takes the CPU from the
-//! event loop. They never hold SQLite's write lock: a worker starved of the
-//! CPU while holding it would stall every other registration (and past
-//! `BUSY_TIMEOUT`, fail them). The writer runs at normal priority, and
-//! commits whatever registrations are waiting in one transaction (one
-//! fsync for all of them). A worker sends its result first and then wakes the
+//! event loop; all but the first at idle priority, which gets next to no
+//! CPU while other processes keep the machine busy. So nothing may wait on
+//! such a worker: workers take jobs from an MPMC channel without holding a
+//! lock while they wait; a check stalled on an idle worker is run again by
+//! worker 0 (the first to finish answers); and no worker holds SQLite's
+//! write lock, where a starved one would stall every other registration
+//! (and past `BUSY_TIMEOUT`, fail them). The writer runs at normal
+//! priority, and commits whatever registrations are waiting in one
+//! transaction (one fsync for all of them). A worker sends its result first and then wakes the
 //! reactor through the one `mio::Waker`; wakes coalesce, so the reactor
 //! drains every result on each wake.
 //!
@@ -611,6 +615,9 @@ impl Worker {
                 claimed: AtomicUsize::new(0),
             });
             let slot = &shared.running[self.index];
+            // (A worker preempted between taking the job and this store
+            // hides it from worker 0; the window is a few instructions
+            // against a hash's hundreds of milliseconds.)
             if !steady {
                 *lock(slot) = Some(Running {
                     since: Instant::now(),
