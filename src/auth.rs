@@ -27,7 +27,10 @@
 //! panic) answers that job `Unavailable` and leaves the worker serving: an
 //! account is acknowledged only after its transaction committed, a database
 //! the server cannot write still serves logins, and a lock held elsewhere
-//! costs a registration at most `BUSY_TIMEOUT` (2 s).
+//! makes each batch of registrations wait at most `BUSY_TIMEOUT` (2 s)
+//! before it fails (one that arrives while a batch waits can wait for that
+//! batch and then its own: twice that). Logins do not wait for it: workers
+//! hand new accounts to the writer and go on.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -210,9 +213,11 @@ impl AuthPool {
             let (conn, _) = open(&config.db)?;
             let store: Store = Arc::new(Mutex::new(Some(conn)));
             stores.push(store.clone());
+            let done = shared.done.clone();
+            let wake = shared.wake.clone();
             let handle = std::thread::Builder::new()
                 .name("auth-writer".into())
-                .spawn(move || Writer { store }.run(&write_rx))
+                .spawn(move || Writer { store, done, wake }.run(&write_rx))
                 .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
             threads.push(handle);
         }
@@ -529,6 +534,9 @@ struct Shared {
 /// A job a worker has started.
 struct Running {
     since: Instant,
+    /// The worker's CPU clock and its reading at `since`: a worker that is
+    /// slow but getting the CPU (more workers than free CPUs) is left alone.
+    cpu: Option<(CpuClock, Duration)>,
     task: Arc<Task>,
     /// Worker 0 has taken it over already.
     taken_over: bool,
@@ -559,9 +567,47 @@ impl Task {
 /// on idle-priority workers (or waiting for one of them to wake up).
 const TAKEOVER_POLL: Duration = Duration::from_millis(100);
 
+/// A thread's CPU-time clock, which other threads can read.
+#[derive(Clone, Copy, Debug)]
+struct CpuClock(#[cfg(target_os = "linux")] libc::clockid_t);
+
+impl CpuClock {
+    /// The calling thread's clock.
+    fn current() -> Option<CpuClock> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut id: libc::clockid_t = 0;
+            // SAFETY: pthread_self is always valid for the calling thread,
+            // and `id` is a valid place for the result.
+            let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+            (rc == 0).then_some(CpuClock(id))
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
+    /// The CPU time the thread has used.
+    fn read(self) -> Option<Duration> {
+        #[cfg(target_os = "linux")]
+        {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `ts` is a valid timespec to write; a clock id of a
+            // thread that has gone makes the call fail, not misbehave.
+            let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
+            (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+}
+
 /// How long a check may run on an idle-priority worker before worker 0 runs
-/// it too: three times what a check at `cost` takes here, measured at start
-/// (bcrypt's work doubles with each step of the cost), and at least 200 ms.
+/// it too, if the worker got less than a quarter of a CPU meanwhile: three
+/// times what a check at `cost` takes here, measured at start (bcrypt's work
+/// doubles with each step of the cost), and at least 200 ms.
 fn takeover_after(cost: u32) -> Duration {
     let Ok(hash) = bcrypt::hash("neochat timing", 4) else {
         return Duration::from_secs(1);
@@ -585,6 +631,9 @@ impl Worker {
     fn run(self, shared: &Shared) {
         lower_priority(self.index);
         let steady = self.index == 0;
+        // Alone, worker 0 has nobody to take over from: it just waits.
+        let poll = steady && shared.running.len() > 1;
+        let clock = CpuClock::current();
         loop {
             if steady && let Some(task) = self.stalled(shared) {
                 if !self.work(&task, shared) {
@@ -592,7 +641,7 @@ impl Worker {
                 }
                 continue;
             }
-            let job = if steady {
+            let job = if poll {
                 match shared.jobs.recv_timeout(TAKEOVER_POLL) {
                     Ok(job) => job,
                     Err(channel::RecvTimeoutError::Timeout) => continue,
@@ -610,6 +659,7 @@ impl Worker {
                 log::debug!("conn {}: password check dropped unrun", job.conn.key);
                 continue;
             }
+            log::debug!("conn {}: password check started", job.conn.key);
             let task = Arc::new(Task {
                 job,
                 claimed: AtomicUsize::new(0),
@@ -621,6 +671,7 @@ impl Worker {
             if !steady {
                 *lock(slot) = Some(Running {
                     since: Instant::now(),
+                    cpu: clock.and_then(|c| Some((c, c.read()?))),
                     task: task.clone(),
                     taken_over: false,
                 });
@@ -640,15 +691,26 @@ impl Worker {
     /// the CPU.
     fn stalled(&self, shared: &Shared) -> Option<Arc<Task>> {
         for (index, slot) in shared.running.iter().enumerate().skip(1) {
-            let Ok(mut slot) = slot.try_lock() else {
-                continue;
+            let mut slot = match slot.try_lock() {
+                Ok(slot) => slot,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
             };
             let Some(running) = slot.as_mut() else {
                 continue;
             };
             let task = &running.task;
+            let wall = running.since.elapsed();
+            // Less than a quarter of a CPU since it started (or no way to
+            // tell): kept off the CPU, not merely sharing it.
+            let starved = running.cpu.is_none_or(|(clock, at_start)| {
+                clock
+                    .read()
+                    .is_none_or(|now| now.saturating_sub(at_start) * 4 < wall)
+            });
             if !running.taken_over
-                && running.since.elapsed() >= shared.takeover_after
+                && wall >= shared.takeover_after
+                && starved
                 && task.claimed.load(Ordering::Acquire) == 0
                 && !task.job.cancel.load(Ordering::Relaxed)
             {
@@ -715,8 +777,8 @@ impl Worker {
         })
     }
 
-    /// `None` when another worker running the same task got to store it
-    /// first.
+    /// `None` when the writer answers (or another worker running the same
+    /// task got to store it first).
     fn register(
         &self,
         name: &str,
@@ -751,27 +813,21 @@ impl Worker {
         let created_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let (reply, answer) = mpsc::channel();
         let write = Write {
+            conn: task.job.conn,
             name: name.to_owned(),
             hash,
             created_at,
             cancel: cancel.clone(),
-            reply,
             #[cfg(test)]
             panic: password == tests::PANIC_IN_TRANSACTION,
         };
         if self.writer.send(write).is_err() {
             return Err(closed());
         }
-        // The writer answers every write it takes, even when it fails; a
-        // dropped sender means it is gone (shutdown).
-        Ok(Some(match answer.recv().unwrap_or(Stored::Failed) {
-            Stored::Inserted => AuthOutcome::Registered(name.to_owned()),
-            // Another connection registered the name while we hashed.
-            Stored::Taken => AuthOutcome::NameTaken,
-            Stored::Cancelled | Stored::Failed => AuthOutcome::Unavailable,
-        }))
+        // The writer answers, as soon as the account is stored (or not):
+        // this worker may be kept off the CPU by then.
+        Ok(None)
     }
 
     fn login(&self, name: &str, password: &str) -> Result<(AuthOutcome, bool), Error> {
@@ -818,12 +874,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A new account for the writer to store.
 struct Write {
+    /// Who asked: the writer answers them.
+    conn: ConnId,
     name: String,
     hash: String,
     created_at: i64,
     /// Set when the user has gone: the account is not stored.
     cancel: Arc<AtomicBool>,
-    reply: Sender<Stored>,
     /// Tests make the write panic inside its transaction.
     #[cfg(test)]
     panic: bool,
@@ -842,9 +899,12 @@ enum Stored {
 /// The most registrations committed in one transaction.
 const MAX_BATCH: usize = 64;
 
-/// The one thread that writes accounts, at normal priority.
+/// The one thread that writes accounts, at normal priority, and answers
+/// the registrations it stores (or fails to).
 struct Writer {
     store: Store,
+    done: Sender<Done>,
+    wake: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Writer {
@@ -870,10 +930,24 @@ impl Writer {
                         log::error!("account store error: {e}");
                         vec![Stored::Failed; batch.len()]
                     });
-            for (write, stored) in batch.iter().zip(stored) {
-                // The worker may have gone (it never does before shutdown).
-                let _ = write.reply.send(stored);
+            for (write, stored) in batch.into_iter().zip(stored) {
+                let outcome = match stored {
+                    Stored::Inserted => AuthOutcome::Registered(write.name),
+                    // Another connection registered the name meanwhile.
+                    Stored::Taken => AuthOutcome::NameTaken,
+                    Stored::Cancelled | Stored::Failed => AuthOutcome::Unavailable,
+                };
+                let done = Done {
+                    conn: write.conn,
+                    outcome,
+                    known_account: false,
+                };
+                // The loop has gone only at shutdown.
+                if self.done.send(done).is_err() {
+                    return;
+                }
             }
+            (self.wake)();
         }
     }
 
@@ -1036,7 +1110,8 @@ mod tests {
         let names: i64 = conn
             .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
             .unwrap();
-        assert!(names <= 1);
+        // The worker hashes on, but nothing can be stored any more.
+        assert_eq!(names, 0);
     }
 
     #[test]
@@ -1207,6 +1282,51 @@ mod tests {
         pool.shutdown(Duration::from_secs(5));
     }
 
+    /// A writer on the database at `path`, answering on `done`.
+    fn writer(path: &Path, done: Sender<Done>) -> Writer {
+        let (conn, _) = open(path).unwrap();
+        Writer {
+            store: Arc::new(Mutex::new(Some(conn))),
+            done,
+            wake: Arc::new(|| {}),
+        }
+    }
+
+    fn write(key: usize, name: &str, cancelled: bool, panic: bool) -> Write {
+        Write {
+            conn: ConnId { key, serial: 1 },
+            name: name.into(),
+            hash: format!("hash of {name}"),
+            created_at: 0,
+            cancel: Arc::new(AtomicBool::new(cancelled)),
+            panic,
+        }
+    }
+
+    fn names(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM users ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The answers on `done` for `n` connections, by key.
+    fn answers(done: &Receiver<Done>, n: usize) -> Vec<(usize, AuthOutcome)> {
+        let mut got: Vec<(usize, AuthOutcome)> = (0..n)
+            .map(|_| {
+                let d = done
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("an answer");
+                (d.conn.key, d.outcome)
+            })
+            .collect();
+        got.sort_by_key(|(key, _)| *key);
+        got
+    }
+
     /// Registrations waiting together are committed in one transaction,
     /// each with its own answer; a panic in the batch stores none of it,
     /// and the writer goes on.
@@ -1216,99 +1336,177 @@ mod tests {
         let path = dir.path().join("accounts.db");
         let (conn, access) = open(&path).unwrap();
         migrate(&conn, access, &path).unwrap();
-        let (write_tx, write_rx) = mpsc::channel();
-        let write = |name: &str, cancelled: bool, panic: bool| {
-            let (reply, answer) = mpsc::channel();
-            write_tx
-                .send(Write {
-                    name: name.into(),
-                    hash: format!("hash of {name}"),
-                    created_at: 0,
-                    cancel: Arc::new(AtomicBool::new(cancelled)),
-                    reply,
-                    panic,
-                })
-                .unwrap();
-            answer
-        };
+        let (done_tx, done_rx) = mpsc::channel();
+
         // Queued before the writer starts, so they form one batch.
-        let answers = [
-            write("carol", false, false),
-            write("CAROL", false, false),
-            write("dave", true, false),
-            write("erin", false, false),
-        ];
-        let (writer_conn, _) = open(&path).unwrap();
-        let writer = Writer {
-            store: Arc::new(Mutex::new(Some(writer_conn))),
-        };
-        let handle = std::thread::spawn(move || writer.run(&write_rx));
-        let got: Vec<Stored> = answers.iter().map(|a| a.recv().unwrap()).collect();
+        let (write_tx, write_rx) = mpsc::channel();
+        for w in [
+            write(1, "carol", false, false),
+            write(2, "CAROL", false, false),
+            write(3, "dave", true, false),
+            write(4, "erin", false, false),
+        ] {
+            write_tx.send(w).unwrap();
+        }
+        let w = writer(&path, done_tx.clone());
+        let handle = std::thread::spawn(move || w.run(&write_rx));
         assert_eq!(
-            got,
+            answers(&done_rx, 4),
             [
-                Stored::Inserted,
-                Stored::Taken,
-                Stored::Cancelled,
-                Stored::Inserted
+                (1, AuthOutcome::Registered("carol".into())),
+                (2, AuthOutcome::NameTaken),
+                (3, AuthOutcome::Unavailable),
+                (4, AuthOutcome::Registered("erin".into())),
             ]
         );
-        let names = |conn: &Connection| -> Vec<String> {
-            let mut stmt = conn
-                .prepare("SELECT name FROM users ORDER BY name")
-                .unwrap();
-            stmt.query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
         assert_eq!(names(&conn), ["carol", "erin"]);
 
         // A batch that panics part-way stores none of it.
-        let (writer_conn, _) = open(&path).unwrap();
         let (write_tx2, write_rx2) = mpsc::channel();
-        let answers: Vec<_> = ["frank", "grace", "heidi"]
-            .iter()
-            .map(|name| {
-                let (reply, answer) = mpsc::channel();
-                write_tx2
-                    .send(Write {
-                        name: (*name).into(),
-                        hash: "h".into(),
-                        created_at: 0,
-                        cancel: Arc::new(AtomicBool::new(false)),
-                        reply,
-                        panic: *name == "grace",
-                    })
-                    .unwrap();
-                answer
-            })
-            .collect();
-        let writer = Writer {
-            store: Arc::new(Mutex::new(Some(writer_conn))),
-        };
-        let handle2 = std::thread::spawn(move || writer.run(&write_rx2));
-        for answer in &answers {
-            assert_eq!(answer.recv().unwrap(), Stored::Failed);
+        for w in [
+            write(5, "frank", false, false),
+            write(6, "grace", false, true),
+            write(7, "heidi", false, false),
+        ] {
+            write_tx2.send(w).unwrap();
         }
+        let w = writer(&path, done_tx);
+        let handle2 = std::thread::spawn(move || w.run(&write_rx2));
+        assert_eq!(
+            answers(&done_rx, 3),
+            [
+                (5, AuthOutcome::Unavailable),
+                (6, AuthOutcome::Unavailable),
+                (7, AuthOutcome::Unavailable),
+            ]
+        );
         assert_eq!(names(&conn), ["carol", "erin"]);
         // The writer is still serving, and holds no lock.
-        let (reply, answer) = mpsc::channel();
-        write_tx2
-            .send(Write {
-                name: "frank".into(),
-                hash: "h".into(),
-                created_at: 0,
-                cancel: Arc::new(AtomicBool::new(false)),
-                reply,
-                panic: false,
-            })
-            .unwrap();
-        assert_eq!(answer.recv().unwrap(), Stored::Inserted);
+        write_tx2.send(write(8, "frank", false, false)).unwrap();
+        assert_eq!(
+            answers(&done_rx, 1),
+            [(8, AuthOutcome::Registered("frank".into()))]
+        );
         assert_eq!(names(&conn), ["carol", "erin", "frank"]);
         drop((write_tx, write_tx2));
         handle.join().unwrap();
         handle2.join().unwrap();
+    }
+
+    /// A worker on the database at `path`, not started.
+    fn test_worker(path: &Path, index: usize, writer: Sender<Write>) -> Worker {
+        let (conn, _) = open(path).unwrap();
+        Worker {
+            index,
+            store: Arc::new(Mutex::new(Some(conn))),
+            read_only: false,
+            cost: 4,
+            dummy: dummy_hash(4).unwrap().into(),
+            writer,
+        }
+    }
+
+    /// A registration is claimed before it is stored. Here an idle worker
+    /// has stored one (the writer answered the user) and is then kept off
+    /// the CPU; worker 0, running the same task, finds the name taken and
+    /// must not answer that too.
+    #[test]
+    fn a_registration_is_claimed_before_it_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.db");
+        let (conn, access) = open(&path).unwrap();
+        migrate(&conn, access, &path).unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        let (write_tx, write_rx) = mpsc::channel();
+        let w = writer(&path, done_tx.clone());
+        std::thread::spawn(move || w.run(&write_rx));
+        let shared = Shared {
+            jobs: channel::unbounded().1,
+            queued: AtomicUsize::new(0),
+            done: done_tx,
+            wake: Arc::new(|| {}),
+            running: (0..2).map(|_| Mutex::new(None)).collect(),
+            takeover_after: Duration::from_millis(100),
+        };
+        let task = Task {
+            job: Job {
+                conn: ConnId { key: 1, serial: 1 },
+                request: register("dave", "password-1"),
+                cancel: Arc::new(AtomicBool::new(false)),
+            },
+            claimed: AtomicUsize::new(0),
+        };
+        let idle = test_worker(&path, 1, write_tx.clone());
+        let steady = test_worker(&path, 0, write_tx);
+        assert!(idle.handle(&task).is_none(), "the writer answers");
+        assert_eq!(
+            answers(&done_rx, 1),
+            [(1, AuthOutcome::Registered("dave".into()))]
+        );
+        assert!(steady.work(&task, &shared));
+        assert!(done_rx.try_recv().is_err(), "the task was answered twice");
+        assert_eq!(names(&conn), ["dave"]);
+    }
+
+    /// Worker 0 takes over a check only from a worker kept off the CPU, not
+    /// from one that is slow because it shares the CPU (more workers than
+    /// free CPUs), which would only double the work.
+    #[test]
+    fn only_a_worker_starved_of_the_cpu_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.db");
+        let (conn, access) = open(&path).unwrap();
+        migrate(&conn, access, &path).unwrap();
+        let shared = Shared {
+            jobs: channel::unbounded().1,
+            queued: AtomicUsize::new(0),
+            done: mpsc::channel().0,
+            wake: Arc::new(|| {}),
+            running: (0..2).map(|_| Mutex::new(None)).collect(),
+            takeover_after: Duration::from_millis(150),
+        };
+        let steady = test_worker(&path, 0, mpsc::channel().0);
+        // A thread that keeps busy (`spin`) or sleeps, for 600 ms, and
+        // tells its CPU clock.
+        let thread = |spin: bool| {
+            let (tx, rx) = mpsc::channel();
+            let handle = std::thread::spawn(move || {
+                let clock = CpuClock::current().expect("a CPU clock");
+                tx.send((clock, clock.read().expect("readable"))).unwrap();
+                let end = Instant::now() + Duration::from_millis(600);
+                while Instant::now() < end {
+                    if !spin {
+                        std::thread::sleep(end - Instant::now());
+                    }
+                }
+            });
+            (rx.recv().unwrap(), handle)
+        };
+        for (spin, expect_takeover) in [(true, false), (false, true)] {
+            let (cpu, handle) = thread(spin);
+            let task = Arc::new(Task {
+                job: Job {
+                    conn: ConnId { key: 1, serial: 1 },
+                    request: login("x", "y"),
+                    cancel: Arc::new(AtomicBool::new(false)),
+                },
+                claimed: AtomicUsize::new(0),
+            });
+            *lock(&shared.running[1]) = Some(Running {
+                since: Instant::now(),
+                cpu: Some(cpu),
+                task,
+                taken_over: false,
+            });
+            assert!(steady.stalled(&shared).is_none(), "taken over at once");
+            std::thread::sleep(Duration::from_millis(400));
+            assert_eq!(
+                steady.stalled(&shared).is_some(),
+                expect_takeover,
+                "spinning: {spin}"
+            );
+            handle.join().unwrap();
+        }
     }
 
     /// A check stuck on an idle-priority worker (here made to sleep, as if
@@ -1331,21 +1529,10 @@ mod tests {
             takeover_after: Duration::from_millis(100),
         });
         let (write_tx, write_rx) = mpsc::channel();
-        let (writer_conn, _) = open(&path).unwrap();
-        let writer = Writer {
-            store: Arc::new(Mutex::new(Some(writer_conn))),
-        };
-        std::thread::spawn(move || writer.run(&write_rx));
+        let w = writer(&path, shared.done.clone());
+        std::thread::spawn(move || w.run(&write_rx));
         let worker = |index| {
-            let (conn, _) = open(&path).unwrap();
-            let worker = Worker {
-                index,
-                store: Arc::new(Mutex::new(Some(conn))),
-                read_only: false,
-                cost: 4,
-                dummy: dummy_hash(4).unwrap().into(),
-                writer: write_tx.clone(),
-            };
+            let worker = test_worker(&path, index, write_tx.clone());
             let shared = shared.clone();
             std::thread::spawn(move || worker.run(&shared))
         };

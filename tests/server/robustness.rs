@@ -55,14 +55,7 @@ fn last_lines_survive_unread_input_after_quit() {
 fn abandoned_login_checks_are_not_run() {
     // One worker, slow enough (about a second a hash) to be busy with the
     // first check while the other 39 connections come and go.
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(server_args(
-        &dir.path().join("neochat.db"),
-        &["--workers", "1", "--bcrypt-cost", "13"],
-    ))
-    .env("RUST_LOG", "info,neochat::auth=debug");
-    let s = Server::start_command(cmd);
+    let s = Server::start_with_debug_log(&["--workers", "1", "--bcrypt-cost", "13"]);
     // Nobody has an account: each check verifies against the dummy hash,
     // at the server's cost.
     for _ in 0..40 {

@@ -102,9 +102,18 @@ impl Server {
         Server::start_command(cmd)
     }
 
-    /// The database of a server started with [`Server::start`].
-    pub fn db_path(&self) -> Option<std::path::PathBuf> {
-        self._dir.as_ref().map(|d| d.path().join("neochat.db"))
+    /// Like [`Server::start`], with the server's own debug lines in its
+    /// output (`RUST_LOG=info,neochat=debug`): each connection opened and
+    /// closed, each password check started or dropped.
+    #[track_caller]
+    pub fn start_with_debug_log(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let mut cmd = Command::new(BIN);
+        cmd.args(server_args(&dir.path().join("neochat.db"), extra))
+            .env("RUST_LOG", "info,neochat=debug");
+        let mut server = Server::start_command(cmd);
+        server._dir = Some(dir);
+        server
     }
 
     pub fn pid(&self) -> i32 {
@@ -284,6 +293,11 @@ impl Client {
         let mut c = Client::connect(addr);
         c.expect_welcome();
         c
+    }
+
+    /// The client's own address, as the server sees it on loopback.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.writer.local_addr().expect("local address")
     }
 
     pub fn with_label(mut self, label: &str) -> Client {
@@ -1584,4 +1598,30 @@ pub fn register_patiently(addr: SocketAddr, name: &str, password: &str) -> Clien
     let names = c.expect_online();
     assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
     c
+}
+
+/// The server's debug lines about the connection from `peer`: from its
+/// `conn K: open from PEER` line up to its `conn K: closed` line (or the end
+/// of the log), only lines about `conn K`. Needs `RUST_LOG` at debug for
+/// `neochat`.
+pub fn connection_log(log: &str, peer: SocketAddr) -> Vec<String> {
+    let open = format!(": open from {peer}");
+    let mut lines = log.lines();
+    let key = lines
+        .by_ref()
+        .find_map(|l| {
+            let at = l.find(&open)?;
+            let before = &l[..at];
+            Some(before[before.rfind("conn ")? + 5..].to_string())
+        })
+        .unwrap_or_else(|| panic!("no connection from {peer} in the log:\n{log}"));
+    let tag = format!("conn {key}:");
+    let mut mine = Vec::new();
+    for line in lines.filter(|l| l.contains(&tag)) {
+        mine.push(line.to_string());
+        if line.contains(&format!("{tag} closed")) {
+            break;
+        }
+    }
+    mine
 }
