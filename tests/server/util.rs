@@ -447,23 +447,39 @@ impl Client {
         }
     }
 
-    /// Nothing may arrive (neither data nor EOF) within `d`.
-    #[track_caller]
-    pub fn no_line_within(&mut self, d: Duration) {
+    /// Waits up to `d` for data or EOF without consuming anything: the
+    /// number of bytes buffered, 0 at EOF.
+    fn peek_within(&mut self, d: Duration) -> io::Result<usize> {
         self.reader.get_ref().set_read_timeout(Some(d)).unwrap();
-        let result = self.reader.fill_buf().map(|b| b.to_vec());
+        let ready = self.reader.fill_buf().map(|b| b.len());
         self.reader
             .get_ref()
             .set_read_timeout(Some(READ_TIMEOUT))
             .unwrap();
-        match result {
-            Ok(data) if data.is_empty() => {
-                panic!("{}: expected silence, the connection closed", self.label)
-            }
-            Ok(data) => panic!(
+        ready
+    }
+
+    /// The next line, if one starts arriving within `d`; the connection
+    /// must stay open (`so_far` is shown if it does not).
+    #[track_caller]
+    fn next_line_within(&mut self, d: Duration, so_far: &[String]) -> Option<String> {
+        match self.peek_within(d) {
+            Ok(0) => panic!("{}: connection closed; lines so far {so_far:?}", self.label),
+            Ok(_) => Some(self.line()),
+            Err(e) if is_timeout(&e) => None,
+            Err(e) => panic!("{}: error {e}; lines so far {so_far:?}", self.label),
+        }
+    }
+
+    /// Nothing may arrive (neither data nor EOF) within `d`.
+    #[track_caller]
+    pub fn no_line_within(&mut self, d: Duration) {
+        match self.peek_within(d) {
+            Ok(0) => panic!("{}: expected silence, the connection closed", self.label),
+            Ok(_) => panic!(
                 "{}: expected silence for {d:?}, got {:?}",
                 self.label,
-                String::from_utf8_lossy(&data)
+                String::from_utf8_lossy(self.reader.buffer())
             ),
             Err(e) if is_timeout(&e) => {}
             Err(e) => panic!("{}: expected silence, got error {e}", self.label),
@@ -480,20 +496,10 @@ impl Client {
     #[track_caller]
     pub fn lines_until_quiet(&mut self, gap: Duration) -> Vec<String> {
         let mut lines = Vec::new();
-        loop {
-            self.reader.get_ref().set_read_timeout(Some(gap)).unwrap();
-            let ready = self.reader.fill_buf().map(|b| b.len());
-            self.reader
-                .get_ref()
-                .set_read_timeout(Some(READ_TIMEOUT))
-                .unwrap();
-            match ready {
-                Ok(0) => panic!("{}: connection closed; lines so far {lines:?}", self.label),
-                Ok(_) => lines.push(self.line()),
-                Err(e) if is_timeout(&e) => return lines,
-                Err(e) => panic!("{}: error {e}; lines so far {lines:?}", self.label),
-            }
+        while let Some(line) = self.next_line_within(gap, &lines) {
+            lines.push(line);
         }
+        lines
     }
 
     /// Reads and discards everything until EOF or reset; returns the byte
@@ -1485,17 +1491,9 @@ impl Client {
             if left.is_zero() {
                 return lines;
             }
-            self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
-            let ready = self.reader.fill_buf().map(|b| b.len());
-            self.reader
-                .get_ref()
-                .set_read_timeout(Some(READ_TIMEOUT))
-                .unwrap();
-            match ready {
-                Ok(0) => panic!("{}: connection closed; lines so far {lines:?}", self.label),
-                Ok(_) => lines.push(self.line()),
-                Err(e) if is_timeout(&e) => return lines,
-                Err(e) => panic!("{}: error {e}; lines so far {lines:?}", self.label),
+            match self.next_line_within(left, &lines) {
+                Some(line) => lines.push(line),
+                None => return lines,
             }
         }
     }
@@ -1504,13 +1502,7 @@ impl Client {
 impl Client {
     /// Whether data (or EOF) arrives within `d`; consumes nothing.
     pub fn readable_within(&mut self, d: Duration) -> bool {
-        self.reader.get_ref().set_read_timeout(Some(d)).unwrap();
-        let ready = self.reader.fill_buf().map(|b| b.len());
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .unwrap();
-        !matches!(ready, Err(ref e) if is_timeout(e))
+        !matches!(self.peek_within(d), Err(ref e) if is_timeout(e))
     }
 
     /// Reads lines until the peer closes (EOF or reset) and returns them.
@@ -1526,13 +1518,7 @@ impl Client {
                 "{}: still open after {limit:?}; lines {lines:?}",
                 self.label
             );
-            self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
-            let ready = self.reader.fill_buf().map(|b| b.len());
-            self.reader
-                .get_ref()
-                .set_read_timeout(Some(READ_TIMEOUT))
-                .unwrap();
-            match ready {
+            match self.peek_within(left) {
                 Ok(0) => return lines,
                 Ok(_) => lines.push(self.line()),
                 Err(e) if is_reset(&e) => return lines,
