@@ -1,8 +1,18 @@
 //! `neochat`: the terminal client of NeoChat.
 //!
-//! A simple blocking client. The main thread follows the server's login
-//! prompts (`? choice`, `? username`, `? password`) and asks the person in
-//! plain words, reading the password without echo; once logged in, a reader
+//! A simple blocking client. It connects over TLS to any host that is not
+//! this machine (`localhost`, 127.0.0.0/8, `::1` get plain TCP), or as
+//! `--tls` / `--plain` say. A certificate the system's authorities vouch
+//! for is accepted as usual; any other is handled like an SSH host key: the
+//! first time, the person is shown its fingerprint and asked, and the
+//! answer is remembered in `known_servers`; a remembered server showing
+//! another certificate is refused loudly. All of that happens after the
+//! handshake and before anything is sent to the server.
+//!
+//! Then the main thread follows the server's login prompts (`? choice`,
+//! `? username`, `? password`, `? token`; any other field is refused) and
+//! asks the person in plain words, reading the password without echo;
+//! login answers never enter the line history. Once logged in, a reader
 //! thread prints what the server sends while the main thread reads the
 //! keyboard (rustyline, so an incoming line never destroys the line being
 //! typed) and sends each line. Without a terminal, `--user` with
@@ -11,19 +21,30 @@
 //!
 //! Modules (in `src/bin/neochat/`): `display` (sanitizing, line kinds,
 //! colours, time: pure), `wire` (bounded line reading, error phrases,
-//! address check), `term` (terminal mode, hidden password, screen width),
-//! `prompt` (login questions), `chat` (the reader thread and the screen
-//! around rustyline).
+//! address checks), `tls` (handshake, certificate verifier), `known` (the
+//! pin file, fingerprints), `trust` (the trust decision and its questions),
+//! `conn` (plain or TLS stream split for the reader thread and the
+//! writer), `term` (terminal mode, hidden password, screen width), `prompt`
+//! (login questions), `chat` (the reader thread and the screen around
+//! rustyline).
 
 // The modules live in `src/bin/neochat/`, beside this file.
 #[path = "neochat/chat.rs"]
 mod chat;
+#[path = "neochat/conn.rs"]
+mod conn;
 #[path = "neochat/display.rs"]
 mod display;
+#[path = "neochat/known.rs"]
+mod known;
 #[path = "neochat/prompt.rs"]
 mod prompt;
 #[path = "neochat/term.rs"]
 mod term;
+#[path = "neochat/tls.rs"]
+mod tls;
+#[path = "neochat/trust.rs"]
+mod trust;
 #[path = "neochat/wire.rs"]
 mod wire;
 
@@ -39,7 +60,9 @@ use clap::{CommandFactory, Parser};
 use rustyline::error::ReadlineError;
 use rustyline::{Config, DefaultEditor};
 
+use conn::{Conn, Reader, Writer};
 use display::{Input, Line, Style, classify, classify_input, clock, logged_in_as, sanitize};
+use known::Fingerprint;
 
 const ABOUT: &str = "The NeoChat terminal client: log in, chat, send private messages.";
 
@@ -56,9 +79,22 @@ the end of stdin:
   printf 'hello\\n' | NEOCHAT_PASSWORD=... neochat --user bot
 Passwords are never taken from the command line.
 
-Environment: NEOCHAT_PASSWORD (with --user), NO_COLOR (no colours).
-Exit status: 0 after /quit or end of input, 1 when the connection fails or
-the server closes it, 2 for bad arguments, 130 after Ctrl-C.";
+Encryption: TLS is used for every server but this machine (localhost,
+127.0.0.0/8, ::1), which gets plain TCP unless --tls is given; --plain turns
+TLS off. A certificate from an authority this system trusts is accepted. Any
+other (self-signed, say) is shown by its fingerprint the first time, and if
+you trust it, it is remembered in $XDG_CONFIG_HOME/neochat/known_servers
+(else ~/.config/neochat/known_servers) as `HOST:PORT SHA256:...`. If a
+remembered server later shows another certificate, the client refuses and
+sends nothing. Scripts cannot be asked: give --fingerprint SHA256:... (from
+the server's operator: `neochat-server fingerprint`).
+
+Environment: NEOCHAT_PASSWORD (with --user), NO_COLOR (no colours),
+XDG_CONFIG_HOME and HOME (where known_servers is), SSL_CERT_FILE and
+SSL_CERT_DIR (other certificate authorities than the system's).
+Exit status: 0 after /quit or end of input, 1 when the connection fails, the
+server closes it or its certificate is not trusted, 2 for bad arguments,
+130 after Ctrl-C.";
 
 #[derive(Parser, Debug)]
 #[command(name = "neochat", version, about = ABOUT, after_help = AFTER_HELP)]
@@ -83,6 +119,25 @@ struct Args {
     /// Create the account --user instead of logging in to it
     #[arg(long, requires = "user")]
     register: bool,
+
+    /// Use TLS, even to this machine (TLS is the default for other hosts)
+    #[arg(long, conflicts_with = "plain")]
+    tls: bool,
+
+    /// Use plain TCP, even to another machine: nothing is encrypted
+    #[arg(long)]
+    plain: bool,
+
+    /// Accept only the certificate with this fingerprint, as
+    /// `neochat-server fingerprint` prints it (implies --tls); lets a script
+    /// trust a self-signed server the first time
+    #[arg(
+        long,
+        value_name = "SHA256:...",
+        value_parser = known::parse_fingerprint,
+        conflicts_with = "plain"
+    )]
+    fingerprint: Option<Fingerprint>,
 }
 
 /// Login answers given up front with `--user`.
@@ -112,30 +167,10 @@ fn main() -> ExitCode {
         }
     };
 
-    let stream = match connect(&args.server) {
-        Ok(stream) => stream,
-        Err(e) => {
-            eprintln!(
-                "neochat: cannot connect to {}: {}",
-                args.server,
-                wire::describe(&e)
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    let _ = stream.set_nodelay(true);
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("neochat: {}", wire::describe(&e));
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut reader = BufReader::new(stream);
-
     let saved = Arc::new(term::SavedMode::capture());
     let mut editor = if stdin_tty {
-        let config = Config::builder().auto_add_history(true).build();
+        // History by hand: only chat lines go in it, never a login answer.
+        let config = Config::builder().auto_add_history(false).build();
         match DefaultEditor::with_config(config) {
             Ok(editor) => Some(editor),
             Err(e) => {
@@ -147,8 +182,25 @@ fn main() -> ExitCode {
         None
     };
 
+    // A login with its password given up front is a script: nobody is
+    // there to answer a question about the certificate.
+    let scripted = auto.as_ref().is_some_and(|a| a.password.is_some());
+    let asker = if scripted { None } else { editor.as_mut() };
+    let conn = match open(&args, asker) {
+        Ok(conn) => conn,
+        Err(code) => return ExitCode::from(code),
+    };
+    let (reader, writer) = match conn.split() {
+        Ok(halves) => halves,
+        Err(e) => {
+            eprintln!("neochat: {}", wire::describe(&e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reader = BufReader::new(reader);
+
     let mut session = Session { style, last: None };
-    let name = session.login(&mut reader, &mut writer, auto.as_ref(), editor.as_mut());
+    let name = session.login(&mut reader, &writer, auto.as_ref(), editor.as_mut());
     match editor {
         Some(editor) => session.chat_interactive(reader, writer, editor, &name, stdout_tty, saved),
         None => session.chat_piped(reader, writer, saved),
@@ -225,6 +277,38 @@ fn auto_login(args: &Args, stdin_tty: bool) -> Result<Option<Auto>, String> {
     }))
 }
 
+/// Connects as the flags and the host say, and over TLS settles whether to
+/// trust the server, before anything is sent. The error is the exit code;
+/// the reason is already printed.
+fn open(args: &Args, asker: Option<&mut DefaultEditor>) -> Result<Conn, u8> {
+    let host = wire::host(&args.server);
+    let local = wire::is_loopback(host);
+    let use_tls = !args.plain && (args.tls || args.fingerprint.is_some() || !local);
+    if !use_tls && !local {
+        eprintln!(
+            "neochat: warning: --plain: nothing is encrypted; your password crosses \
+             the network as it is"
+        );
+    }
+    let sock = connect(&args.server).map_err(|e| {
+        eprintln!(
+            "neochat: cannot connect to {}: {}",
+            args.server,
+            wire::describe(&e)
+        );
+        1
+    })?;
+    if !use_tls {
+        return Ok(Conn::Plain(sock));
+    }
+    let done = tls::handshake(sock, host).map_err(|why| {
+        eprintln!("neochat: TLS with {} failed: {why}", args.server);
+        1
+    })?;
+    trust::check(&args.server, &done.seen, args.fingerprint, asker)?;
+    Ok(Conn::Tls(Box::new(done.tls), done.sock))
+}
+
 fn connect(server: &str) -> io::Result<TcpStream> {
     let mut last = None;
     for addr in server.to_socket_addrs()? {
@@ -243,12 +327,16 @@ fn say(text: &str) {
     let _ = out.flush();
 }
 
-/// Sends one line to the server.
-fn send(writer: &mut TcpStream, line: &[u8]) -> io::Result<()> {
-    let mut bytes = Vec::with_capacity(line.len() + 1);
-    bytes.extend_from_slice(line);
-    bytes.push(b'\n');
-    writer.write_all(&bytes)
+/// The connection failed while reading: a TLS error is said as such, and
+/// anything else is the server closing.
+fn lost(e: &io::Error, last: Option<&str>) -> ! {
+    match tls::tls_error(e) {
+        Some(tls) => {
+            eprintln!("neochat: TLS error: {tls}");
+            std::process::exit(1)
+        }
+        None => disconnected(last),
+    }
 }
 
 /// Tells why the connection ended and exits 1.
@@ -258,6 +346,27 @@ fn disconnected(last: Option<&str>) -> ! {
         None => eprintln!("neochat: the server closed the connection"),
     }
     std::process::exit(1)
+}
+
+/// The fields a server may prompt for (`? <field> [<hint>]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Choice,
+    Username,
+    Password,
+    Token,
+}
+
+impl Field {
+    fn of(field: &str) -> Option<Field> {
+        match field {
+            "choice" => Some(Field::Choice),
+            "username" => Some(Field::Username),
+            "password" => Some(Field::Password),
+            "token" => Some(Field::Token),
+            _ => None,
+        }
+    }
 }
 
 /// State shared by the login and the chat.
@@ -276,11 +385,12 @@ impl Session {
     }
 
     /// Follows the server's prompts until logged in; returns the name.
-    /// Exits on end of input, or on a login error when answering by itself.
+    /// Exits on end of input, on a prompt for a field it does not know, or
+    /// on a login error when answering by itself.
     fn login(
         &mut self,
-        reader: &mut BufReader<TcpStream>,
-        writer: &mut TcpStream,
+        reader: &mut BufReader<Reader>,
+        writer: &Writer,
         auto: Option<&Auto>,
         mut editor: Option<&mut DefaultEditor>,
     ) -> String {
@@ -289,39 +399,12 @@ impl Session {
         loop {
             match wire::read_line(reader, &mut buf, wire::MAX_LINE) {
                 Ok(true) => {}
-                Ok(false) | Err(_) => disconnected(self.last.as_deref()),
+                Ok(false) => disconnected(self.last.as_deref()),
+                Err(e) => lost(&e, self.last.as_deref()),
             }
             let line = sanitize(&buf);
-            let answer = match classify(&line) {
-                Line::Prompt { field, hint } => match (field, auto, editor.as_deref_mut()) {
-                    ("choice", Some(a), _) => if a.register { "R" } else { "L" }.to_owned(),
-                    ("username", Some(a), _) => a.user.clone(),
-                    (
-                        "password",
-                        Some(Auto {
-                            password: Some(pw), ..
-                        }),
-                        _,
-                    ) => pw.clone(),
-                    ("password", _, _) => prompt::ask_password(registering),
-                    ("choice", None, Some(ed)) => {
-                        let question = if hint.is_empty() {
-                            "Sign up (R) or Login (L)"
-                        } else {
-                            hint
-                        };
-                        let answer = prompt::ask(ed, &format!("{question}? "));
-                        let choice = answer.trim().to_ascii_lowercase();
-                        registering = choice == "r" || choice == "register";
-                        answer
-                    }
-                    ("username", None, Some(ed)) => prompt::ask(ed, "Username: "),
-                    (_, None, Some(ed)) => prompt::ask(ed, &format!("{} {hint}: ", field)),
-                    _ => {
-                        eprintln!("neochat: the server asked something unexpected: {line}");
-                        std::process::exit(1);
-                    }
-                },
+            let (field, hint) = match classify(&line) {
+                Line::Prompt { field, hint } => (field, hint),
                 Line::Notice(text) => {
                     let name = logged_in_as(text).map(str::to_owned);
                     self.show(&line);
@@ -343,7 +426,45 @@ impl Session {
                     continue;
                 }
             };
-            if send(writer, answer.as_bytes()).is_err() {
+            let answer = match (Field::of(field), auto, editor.as_deref_mut()) {
+                (None, _, _) => {
+                    // Never guess what an unknown field wants: a server asking
+                    // `? confirm Re-enter your password` must get nothing.
+                    eprintln!(
+                        "neochat: the server asked for an unknown field `{field}` \
+                         ({line}); not answering it"
+                    );
+                    std::process::exit(1);
+                }
+                (Some(Field::Choice), Some(a), _) => if a.register { "R" } else { "L" }.to_owned(),
+                (Some(Field::Username), Some(a), _) => a.user.clone(),
+                (
+                    Some(Field::Password),
+                    Some(Auto {
+                        password: Some(pw), ..
+                    }),
+                    _,
+                ) => pw.clone(),
+                (Some(Field::Password), _, _) => prompt::ask_password(registering || hint == "new"),
+                (Some(Field::Choice), None, Some(ed)) => {
+                    let question = if hint.is_empty() {
+                        "Sign up (R) or Login (L)"
+                    } else {
+                        hint
+                    };
+                    let answer = prompt::ask(ed, &format!("{question}? "));
+                    let choice = answer.trim().to_ascii_lowercase();
+                    registering = choice == "r" || choice == "register";
+                    answer
+                }
+                (Some(Field::Username), None, Some(ed)) => prompt::ask(ed, "Username: "),
+                (Some(Field::Token), None, Some(_)) => prompt::ask_secret("Token: "),
+                _ => {
+                    eprintln!("neochat: the server asked something unexpected: {line}");
+                    std::process::exit(1);
+                }
+            };
+            if writer.send_line(answer.as_bytes()).is_err() {
                 // The reason, if any, is the next thing read.
                 continue;
             }
@@ -354,8 +475,8 @@ impl Session {
     /// being edited, and the main thread sends what is typed.
     fn chat_interactive(
         self,
-        reader: BufReader<TcpStream>,
-        mut writer: TcpStream,
+        reader: BufReader<Reader>,
+        writer: Writer,
         mut editor: DefaultEditor,
         name: &str,
         stdout_tty: bool,
@@ -381,7 +502,9 @@ impl Session {
                     if input != Input::Blank {
                         // A failed send means the server is gone: the reader
                         // thread says why and exits.
-                        let _ = send(&mut writer, line.as_bytes());
+                        let _ = writer.send_line(line.as_bytes());
+                        // Only what is typed in the chat is worth recalling.
+                        let _ = editor.add_history_entry(line.as_str());
                     }
                     if stdout_tty {
                         let echo = style.echo(&clock(SystemTime::now()), name, &line);
@@ -400,7 +523,7 @@ impl Session {
             }
         };
         if !quitting.swap(true, Ordering::SeqCst) {
-            let _ = send(&mut writer, b"/quit");
+            let _ = writer.send_line(b"/quit");
         }
         // Show `* bye` and whatever came before it, but never hang on a
         // server that does not close.
@@ -412,8 +535,8 @@ impl Session {
     /// `/quit`, and print what arrives meanwhile.
     fn chat_piped(
         self,
-        reader: BufReader<TcpStream>,
-        mut writer: TcpStream,
+        reader: BufReader<Reader>,
+        writer: Writer,
         saved: Arc<term::SavedMode>,
     ) -> ExitCode {
         let quitting = Arc::new(AtomicBool::new(false));
@@ -433,12 +556,12 @@ impl Session {
             if quit {
                 quitting.store(true, Ordering::SeqCst);
             }
-            if send(&mut writer, &buf).is_err() || quit {
+            if writer.send_line(&buf).is_err() || quit {
                 break;
             }
         }
         if !quitting.swap(true, Ordering::SeqCst) {
-            let _ = send(&mut writer, b"/quit");
+            let _ = writer.send_line(b"/quit");
         }
         let _ = done.recv_timeout(Duration::from_secs(3));
         ExitCode::SUCCESS

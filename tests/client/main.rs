@@ -6,15 +6,27 @@
 //! The pseudo-terminal is opened with libc's `openpty` and the client is
 //! made its session leader with it as controlling terminal, so rpassword's
 //! `/dev/tty` is the pty, as it is for a person.
+//!
+//! Every run of the client gets its own HOME and XDG_CONFIG_HOME in a
+//! temporary directory (a test that looks at `known_servers` passes its
+//! own), so the real user's files are never read or written. TLS is tested
+//! against a small fake server in this file (rustls with an rcgen
+//! self-signed certificate, speaking just enough of the line protocol), and
+//! against the real server where it speaks TLS.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_neochat-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_neochat");
@@ -140,6 +152,8 @@ struct Pty {
     output: Arc<Mutex<Vec<u8>>>,
     /// How far `expect` has matched in the plain (ANSI-stripped) output.
     seen: usize,
+    /// HOME and XDG_CONFIG_HOME, unless the test gave its own.
+    _home: Option<tempfile::TempDir>,
 }
 
 impl Pty {
@@ -169,6 +183,7 @@ impl Pty {
         unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
 
         let mut cmd = Command::new(CLIENT);
+        let home = private_home(&mut cmd, env);
         cmd.args(args)
             .env_remove("NO_COLOR")
             .env_remove("NEOCHAT_PASSWORD")
@@ -211,6 +226,7 @@ impl Pty {
             master,
             output,
             seen: 0,
+            _home: home,
         }
     }
 
@@ -332,7 +348,9 @@ fn stamped(text: &str, what: &str) -> bool {
 /// Runs the client with pipes: `stdin` is written and closed; returns the
 /// exit status, stdout and stderr.
 fn run_piped(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (ExitStatus, String, String) {
-    let mut child = Command::new(CLIENT)
+    let mut cmd = Command::new(CLIENT);
+    let _home = private_home(&mut cmd, env);
+    let mut child = cmd
         .args(args)
         .env_remove("NEOCHAT_PASSWORD")
         .env("NO_COLOR", "1")
@@ -362,10 +380,291 @@ fn run_piped(args: &[&str], env: &[(&str, &str)], stdin: &str) -> (ExitStatus, S
     (status, String::from_utf8(out).unwrap(), err.join().unwrap())
 }
 
+/// Points HOME and XDG_CONFIG_HOME of `cmd` at a fresh temporary
+/// directory, unless `env` sets HOME itself; the directory lives as long as
+/// the returned value.
+fn private_home(cmd: &mut Command, env: &[(&str, &str)]) -> Option<tempfile::TempDir> {
+    if env.iter().any(|(k, _)| *k == "HOME") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    cmd.env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    Some(dir)
+}
+
 /// An address where nothing listens.
 fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
+}
+
+// ------------------------------------------------- fake TLS server
+
+/// A certificate for the fake server, with its key and fingerprint.
+struct Cert {
+    der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+    /// `SHA256:...`, computed here the way the server prints it.
+    fingerprint: String,
+}
+
+impl Cert {
+    /// Self-signed for `localhost` and 127.0.0.1.
+    fn self_signed() -> Cert {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .unwrap();
+        Cert::new(cert.der().clone(), signing_key.serialize_der())
+    }
+
+    fn new(der: CertificateDer<'static>, key_der: Vec<u8>) -> Cert {
+        Cert {
+            fingerprint: fingerprint_of(&der),
+            der,
+            key_der,
+        }
+    }
+
+    /// A server configuration presenting this certificate: TLS 1.2 and
+    /// 1.3, or only `versions`.
+    fn config(&self, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider);
+        let builder = if versions.is_empty() {
+            builder.with_safe_default_protocol_versions()
+        } else {
+            builder.with_protocol_versions(versions)
+        };
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
+        let config = builder
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.der.clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+}
+
+/// `SHA256:` + unpadded standard base64 of the SHA-256 of the DER.
+fn fingerprint_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest.as_ref())
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Tls,
+}
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// One connection to the fake server, as its script sees it.
+struct FakeConn {
+    reader: BufReader<Box<dyn Stream>>,
+    /// Every byte the client sent (plaintext), for the record.
+    got: Vec<u8>,
+}
+
+impl FakeConn {
+    fn send(&mut self, text: &str) {
+        let w = self.reader.get_mut();
+        // The client may be gone; the record tells the test what it sent.
+        let _ = w.write_all(text.as_bytes()).and_then(|()| w.flush());
+    }
+
+    /// The next line from the client; `None` at its end (or an error, or
+    /// no line within WAIT).
+    fn line(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        let read = self.reader.read_until(b'\n', &mut line);
+        self.got.extend_from_slice(&line);
+        match read {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(
+                String::from_utf8_lossy(&line)
+                    .trim_end_matches('\n')
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// Reads until the client closes (or WAIT passes).
+    fn drain(&mut self) {
+        while self.line().is_some() {}
+    }
+
+    /// The welcome and the choice prompt.
+    fn welcome(&mut self) {
+        self.send("* welcome to NeoChat (0 online)\n? choice Sign up (R) or Login (L)\n");
+    }
+
+    /// The login prompts, then chat: every line is taken in (`/quit` gets
+    /// `* bye` and the end).
+    fn login_then_chat(&mut self) {
+        self.welcome();
+        if self.line().is_none() {
+            return;
+        }
+        self.send("? username\n");
+        let Some(name) = self.line() else { return };
+        self.send("? password\n");
+        if self.line().is_none() {
+            return;
+        }
+        self.send(&format!("* logged in as {name}\n* online (1): {name}\n"));
+        while let Some(line) = self.line() {
+            if line == "/quit" {
+                self.send("* bye\n");
+                return;
+            }
+        }
+    }
+}
+
+/// What one connection to the fake server saw.
+#[derive(Debug)]
+struct Record {
+    mode: Mode,
+    got: Vec<u8>,
+}
+
+impl Record {
+    /// What the client sent, as lines.
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.got)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A fake server on 127.0.0.1. Like the real one it tells TLS from the
+/// first byte (a ClientHello starts with 0x16; a line client sends nothing
+/// first, so 0.3 s of silence means a line client), then runs `script` on
+/// the connection in a thread of its own. Without a TLS configuration, a
+/// TLS client gets the script in the clear.
+struct Fake {
+    addr: SocketAddr,
+    records: mpsc::Receiver<Record>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Fake {
+    fn start(
+        config: Option<Arc<ServerConfig>>,
+        script: impl Fn(&mut FakeConn) + Send + Sync + 'static,
+    ) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, records) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let script = Arc::new(script);
+        thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let Ok((sock, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let (tx, script, config) = (tx.clone(), script.clone(), config.clone());
+                thread::spawn(move || {
+                    sock.set_nonblocking(false).unwrap();
+                    sock.set_read_timeout(Some(Duration::from_millis(300)))
+                        .unwrap();
+                    let mut first = [0u8; 1];
+                    let tls = matches!(sock.peek(&mut first), Ok(1) if first[0] == 0x16);
+                    sock.set_read_timeout(Some(WAIT)).unwrap();
+                    let (mode, stream): (Mode, Box<dyn Stream>) = match (tls, config) {
+                        (true, Some(config)) => {
+                            let conn = rustls::ServerConnection::new(config).unwrap();
+                            (Mode::Tls, Box::new(rustls::StreamOwned::new(conn, sock)))
+                        }
+                        (true, None) => (Mode::Tls, Box::new(sock)),
+                        (false, _) => (Mode::Plain, Box::new(sock)),
+                    };
+                    let mut conn = FakeConn {
+                        reader: BufReader::new(stream),
+                        got: Vec::new(),
+                    };
+                    script(&mut conn);
+                    let _ = tx.send(Record {
+                        mode,
+                        got: conn.got,
+                    });
+                });
+            }
+        });
+        Fake {
+            addr,
+            records,
+            stop,
+        }
+    }
+
+    /// The record of the next connection that ended.
+    #[track_caller]
+    fn record(&self) -> Record {
+        self.records
+            .recv_timeout(WAIT + WAIT)
+            .expect("no connection to the fake server ended in time")
+    }
+
+    /// Checks that no (further) connection came within a short while.
+    #[track_caller]
+    fn no_more_connections(&self) {
+        if let Ok(r) = self.records.recv_timeout(Duration::from_millis(500)) {
+            panic!("unexpected connection: {r:?}");
+        }
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A HOME of its own, for runs that share `known_servers`.
+struct Home {
+    dir: tempfile::TempDir,
+    home: String,
+    config: String,
+}
+
+impl Home {
+    fn new() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap().to_owned();
+        let config = dir.path().join("config").to_str().unwrap().to_owned();
+        Home { dir, home, config }
+    }
+
+    /// The environment for the client, with more variables after.
+    fn env<'a>(&'a self, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = vec![
+            ("HOME", self.home.as_str()),
+            ("XDG_CONFIG_HOME", self.config.as_str()),
+        ];
+        env.extend_from_slice(more);
+        env
+    }
+
+    fn known_servers(&self) -> PathBuf {
+        self.dir.path().join("config/neochat/known_servers")
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 // ----------------------------------------------------------- the tests
@@ -609,6 +908,11 @@ fn usage_errors_exit_2_and_help_and_version_exit_0() {
         "--register",
         "NEOCHAT_PASSWORD",
         "HOST:PORT",
+        "--tls",
+        "--plain",
+        "--fingerprint",
+        "known_servers",
+        "XDG_CONFIG_HOME",
     ] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
@@ -681,4 +985,436 @@ fn hostile_server_lines_never_reach_the_terminal_raw() {
     );
     assert!(out.trim_end().ends_with("* bye"), "{out}");
     assert!(status.success(), "{status:?} {err}");
+}
+
+// ------------------------------------------------------------ TLS tests
+
+const PW: (&str, &str) = ("NEOCHAT_PASSWORD", "x-password");
+
+#[test]
+fn tls_is_the_default_except_for_this_machine() {
+    let cert = Cert::self_signed();
+    let fake = Fake::start(Some(cert.config(&[])), FakeConn::login_then_chat);
+    let port = fake.addr.port();
+    let script = ["L", "x", "x-password", "hi", "/quit"];
+
+    // 127.0.0.1 and localhost: plain TCP, nothing asked.
+    for host in ["127.0.0.1", "localhost"] {
+        let addr = format!("{host}:{port}");
+        let (status, out, err) = run_piped(&[&addr, "--user", "x"], &[PW], "hi\n");
+        assert!(status.success(), "{host}: {out}{err}");
+        let record = fake.record();
+        assert_eq!(record.mode, Mode::Plain, "{host}");
+        assert_eq!(record.lines(), script, "{host}");
+    }
+
+    // --tls to this machine: TLS (a script needs --fingerprint).
+    let addr = format!("127.0.0.1:{port}");
+    let args = [
+        &addr,
+        "--tls",
+        "--fingerprint",
+        &cert.fingerprint,
+        "--user",
+        "x",
+    ];
+    let (status, out, err) = run_piped(&args, &[PW], "hi\n");
+    assert!(status.success(), "{out}{err}");
+    let record = fake.record();
+    assert_eq!(record.mode, Mode::Tls);
+    assert_eq!(record.lines(), script);
+
+    // Any other host: TLS by default. 0.0.0.0 is not loopback, yet on
+    // Linux it reaches this machine; the unknown certificate is refused in
+    // a script, but the server saw a ClientHello and no line.
+    let other = format!("0.0.0.0:{port}");
+    let (status, out, err) = run_piped(&[&other, "--user", "x"], &[PW], "hi\n");
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    let record = fake.record();
+    assert_eq!(record.mode, Mode::Tls);
+    assert_eq!(record.got, b"");
+
+    // --plain forces plain TCP there, with a warning.
+    let (status, out, err) = run_piped(&[&other, "--plain", "--user", "x"], &[PW], "hi\n");
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        err.contains("warning: --plain: nothing is encrypted"),
+        "{err}"
+    );
+    let record = fake.record();
+    assert_eq!(record.mode, Mode::Plain);
+    assert_eq!(record.lines(), script);
+
+    // The two forcing flags exclude each other, and --fingerprint needs TLS.
+    for args in [
+        &[&addr, "--tls", "--plain"][..],
+        &[&addr, "--plain", "--fingerprint", &cert.fingerprint],
+        &[&addr, "--fingerprint", "SHA256:tooshort"],
+    ] {
+        let (status, _, err) = run_piped(args, &[PW], "");
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("Usage: neochat"), "{err}");
+    }
+    fake.no_more_connections();
+}
+
+#[test]
+fn first_use_asks_then_pins_and_a_reconnect_is_silent() {
+    let cert = Cert::self_signed();
+    let fake = Fake::start(Some(cert.config(&[])), FakeConn::login_then_chat);
+    let addr = format!("127.0.0.1:{}", fake.addr.port());
+    let home = Home::new();
+
+    let mut t = Pty::spawn(&["--tls", &addr], &home.env(&[]));
+    t.expect("not vouched for by a certificate authority");
+    t.expect(&format!("Its fingerprint is {}", cert.fingerprint));
+    t.expect(&format!("Trust it and remember it for {addr}? (yes/no)"));
+    // Anything but yes or no is asked again.
+    t.type_keys("maybe\r");
+    t.expect("Please answer yes or no.");
+    t.expect("(yes/no)");
+    t.type_keys("yes\r");
+    t.expect("remembered");
+    t.expect("Sign up (R) or Login (L)?");
+    t.type_keys("L\r");
+    t.expect("Username:");
+    t.type_keys("alice\r");
+    t.expect("Password:");
+    t.type_keys("alice-secret-pw\r");
+    t.expect("logged in as alice");
+    t.expect("> ");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    let record = fake.record();
+    assert_eq!(record.mode, Mode::Tls);
+    assert_eq!(record.lines(), ["L", "alice", "alice-secret-pw", "/quit"]);
+
+    let known = home.known_servers();
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{addr} {}\n", cert.fingerprint)
+    );
+    assert_eq!(mode_of(&known), 0o600);
+    assert_eq!(mode_of(known.parent().unwrap()), 0o700);
+
+    // Pinned: straight to the login, no question.
+    let mut t = Pty::spawn(&["--tls", &addr], &home.env(&[]));
+    let before = t.expect("Sign up (R) or Login (L)?");
+    assert!(!before.contains("yes/no"), "{before}");
+    assert!(!before.contains("fingerprint"), "{before}");
+    // Ctrl-D at the first prompt leaves without a word.
+    t.type_keys("\x04");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    assert_eq!(fake.record().got, b"");
+    // Nothing was added to the file.
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{addr} {}\n", cert.fingerprint)
+    );
+}
+
+#[test]
+fn answering_no_refuses_and_sends_nothing() {
+    let cert = Cert::self_signed();
+    let fake = Fake::start(Some(cert.config(&[])), FakeConn::login_then_chat);
+    let addr = format!("127.0.0.1:{}", fake.addr.port());
+    let home = Home::new();
+    let mut t = Pty::spawn(&["--tls", &addr], &home.env(&[]));
+    t.expect("(yes/no)");
+    t.type_keys("no\r");
+    t.expect("not trusted; nothing was sent to the server");
+    assert_eq!(t.wait_exit().code(), Some(1));
+    assert_eq!(fake.record().got, b"");
+    assert!(!home.known_servers().exists());
+}
+
+#[test]
+fn a_changed_certificate_is_refused_loudly_and_nothing_is_sent() {
+    let old = Cert::self_signed();
+    let new = Cert::self_signed();
+    let fake = Fake::start(Some(new.config(&[])), FakeConn::login_then_chat);
+    let addr = format!("127.0.0.1:{}", fake.addr.port());
+    let home = Home::new();
+    let known = home.known_servers();
+    std::fs::create_dir_all(known.parent().unwrap()).unwrap();
+    let pins = format!(
+        "other.example:1 {}\n{addr} {}\n",
+        new.fingerprint, old.fingerprint
+    );
+    std::fs::write(&known, &pins).unwrap();
+
+    // A person at the terminal, even with the name given: no question.
+    let mut t = Pty::spawn(&["--tls", &addr, "--user", "alice"], &home.env(&[]));
+    t.expect("WARNING: SERVER IDENTIFICATION HAS CHANGED!");
+    t.expect("SOMEONE IS DOING SOMETHING NASTY");
+    t.expect(&format!("expected: {} ", old.fingerprint));
+    t.expect("line 2)");
+    t.expect(&format!("got:      {}", new.fingerprint));
+    t.expect("Nothing was sent to the server");
+    assert_eq!(t.wait_exit().code(), Some(1));
+    assert!(!t.plain().contains("Password"), "{}", t.plain());
+    let record = fake.record();
+    assert_eq!(record.mode, Mode::Tls);
+    assert_eq!(record.got, b"", "the client sent something");
+
+    // A script with the password at hand: the same, and --fingerprint with
+    // the new one does not override the pin either.
+    for extra in [&[][..], &["--fingerprint", &new.fingerprint]] {
+        let mut args = vec![addr.as_str(), "--tls", "--user", "alice"];
+        args.extend_from_slice(extra);
+        let (status, out, err) = run_piped(&args, &home.env(&[PW]), "hello\n");
+        assert_eq!(status.code(), Some(1), "{out}{err}");
+        assert!(err.contains("SERVER IDENTIFICATION HAS CHANGED"), "{err}");
+        assert!(
+            err.contains(&old.fingerprint) && err.contains(&new.fingerprint),
+            "{err}"
+        );
+        assert_eq!(out, "");
+        assert_eq!(fake.record().got, b"", "{extra:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), pins);
+}
+
+#[test]
+fn a_script_needs_the_fingerprint_of_an_unknown_certificate() {
+    // TLS 1.2 only here, so both handshake signature checks are used.
+    let cert = Cert::self_signed();
+    let fake = Fake::start(
+        Some(cert.config(&[&rustls::version::TLS12])),
+        FakeConn::login_then_chat,
+    );
+    let addr = format!("127.0.0.1:{}", fake.addr.port());
+    let home = Home::new();
+    let env = home.env(&[PW]);
+
+    // Unknown, no --fingerprint: refused, with the way out.
+    let (status, out, err) = run_piped(&[&addr, "--tls", "--user", "x"], &env, "hello\n");
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("its fingerprint is {}", cert.fingerprint)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("--fingerprint {}", cert.fingerprint)),
+        "{err}"
+    );
+    assert_eq!(fake.record().got, b"");
+    assert!(!home.known_servers().exists());
+
+    // The wrong one: refused, both shown.
+    let other = Cert::self_signed();
+    let args = [
+        &addr,
+        "--tls",
+        "--user",
+        "x",
+        "--fingerprint",
+        &other.fingerprint,
+    ];
+    let (status, out, err) = run_piped(&args, &env, "hello\n");
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains(&format!("expected: {} (--fingerprint)", other.fingerprint)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("got:      {}", cert.fingerprint)),
+        "{err}"
+    );
+    assert_eq!(fake.record().got, b"");
+
+    // The right one: logged in, and pinned.
+    let args = [
+        &addr,
+        "--tls",
+        "--user",
+        "x",
+        "--fingerprint",
+        &cert.fingerprint,
+    ];
+    let (status, out, err) = run_piped(&args, &env, "hello\n");
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("* logged in as x"), "{out}");
+    assert_eq!(
+        fake.record().lines(),
+        ["L", "x", "x-password", "hello", "/quit"]
+    );
+    let known = home.known_servers();
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{addr} {}\n", cert.fingerprint)
+    );
+    assert_eq!(mode_of(&known), 0o600);
+
+    // Pinned now: no --fingerprint needed. A corrupt line is only a warning.
+    let mut text = std::fs::read_to_string(&known).unwrap();
+    text.insert_str(0, "this is not a pin\n\u{1}\u{7f}garbage:xx yy\n");
+    std::fs::write(&known, text).unwrap();
+    let (status, out, err) = run_piped(&[&addr, "--tls", "--user", "x"], &env, "again\n");
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        err.contains("known_servers:1: expected `HOST:PORT SHA256:...`; line ignored"),
+        "{err}"
+    );
+    assert!(err.contains("known_servers:2:"), "{err}");
+    assert_eq!(
+        fake.record().lines(),
+        ["L", "x", "x-password", "again", "/quit"]
+    );
+}
+
+#[test]
+fn a_certificate_authority_vouches_without_a_question() {
+    // A CA of our own, made the system's only one through SSL_CERT_FILE.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        Cert::new(cert.der().clone(), key.serialize_der())
+    };
+
+    let good = leaf(vec!["localhost".into()]);
+    let fake = Fake::start(Some(good.config(&[])), FakeConn::login_then_chat);
+    let addr = format!("localhost:{}", fake.addr.port());
+    let home = Home::new();
+    let env = home.env(&[PW, ("SSL_CERT_FILE", ca_file.to_str().unwrap())]);
+    let (status, out, err) = run_piped(&[&addr, "--tls", "--user", "x"], &env, "hi\n");
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(err, "");
+    assert_eq!(
+        fake.record().lines(),
+        ["L", "x", "x-password", "hi", "/quit"]
+    );
+    assert!(
+        !home.known_servers().exists(),
+        "a vouched-for server is not pinned"
+    );
+
+    // Signed by the CA but for another name: not vouched for, so a pin
+    // would be needed, and a script is refused with the reason.
+    let wrong = leaf(vec!["chat.example.org".into()]);
+    let fake = Fake::start(Some(wrong.config(&[])), FakeConn::login_then_chat);
+    let addr = format!("localhost:{}", fake.addr.port());
+    let (status, out, err) = run_piped(&[&addr, "--tls", "--user", "x"], &env, "hi\n");
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("it is not valid for the name localhost"),
+        "{err}"
+    );
+    assert_eq!(fake.record().got, b"");
+}
+
+#[test]
+fn a_tls_failure_is_one_line_and_exit_1() {
+    // A line server answering the ClientHello with its welcome.
+    let fake = Fake::start(None, FakeConn::welcome);
+    let addr = format!("127.0.0.1:{}", fake.addr.port());
+    let (status, out, err) = run_piped(&[&addr, "--tls", "--user", "x"], &[PW], "");
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("neochat: TLS with {addr} failed: ")),
+        "{err}"
+    );
+    assert!(err.contains("--plain"), "{err}");
+
+    // A server that closes at once.
+    let fake = Fake::start(None, |c| {
+        // Take the ClientHello in first, so that the close is a clean one.
+        let _ = c.reader.fill_buf();
+    });
+    let addr = format!("127.0.0.1:{}", fake.addr.port());
+    let (status, out, err) = run_piped(&[&addr, "--tls", "--user", "x"], &[PW], "");
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert_eq!(
+        err,
+        format!(
+            "neochat: TLS with {addr} failed: the server closed the connection during the handshake\n"
+        )
+    );
+}
+
+#[test]
+fn a_prompt_for_an_unknown_field_gets_nothing() {
+    let script = |c: &mut FakeConn| {
+        c.welcome();
+        if c.line().is_none() {
+            return;
+        }
+        c.send("? username\n");
+        if c.line().is_none() {
+            return;
+        }
+        c.send("? confirm Re-enter your password\n");
+        c.drain();
+    };
+    let fake = Fake::start(None, script);
+    let addr = fake.addr.to_string();
+    let (status, out, err) = run_piped(&[&addr, "--user", "x"], &[PW], "hi\n");
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("the server asked for an unknown field `confirm`"),
+        "{err}"
+    );
+    assert_eq!(fake.record().lines(), ["L", "x"]);
+
+    // At a terminal: no question is made of it either.
+    let mut t = Pty::spawn(&[&addr], &[]);
+    t.expect("Sign up (R) or Login (L)?");
+    t.type_keys("L\r");
+    t.expect("Username:");
+    t.type_keys("alice\r");
+    t.expect("unknown field `confirm`");
+    assert_eq!(t.wait_exit().code(), Some(1));
+    assert!(!t.plain().contains("Password"), "{}", t.plain());
+    assert_eq!(fake.record().lines(), ["L", "alice"]);
+}
+
+#[test]
+fn login_answers_stay_out_of_the_line_history() {
+    let fake = Fake::start(None, FakeConn::login_then_chat);
+    let addr = fake.addr.to_string();
+    let mut t = Pty::spawn(&[&addr], &[]);
+    t.expect("Sign up (R) or Login (L)?");
+    t.type_keys("L\r");
+    t.expect("Username:");
+    t.type_keys("alice\r");
+    t.expect("Password:");
+    t.type_keys("alice-secret-pw\r");
+    t.expect("logged in as alice");
+    t.expect("> ");
+    t.type_keys("first chat line\r");
+    // Once it is shown as said, the next prompt is the one that reads keys.
+    t.expect("alice: first chat line");
+    t.expect("> ");
+    // Up three times: only the chat line is there to recall (before the
+    // fix: `alice`, then `L`).
+    t.type_keys("\x1b[A");
+    t.expect("> first chat line");
+    t.type_keys("\x1b[A\x1b[A\r");
+    t.expect("> ");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    assert_eq!(
+        fake.record().lines(),
+        [
+            "L",
+            "alice",
+            "alice-secret-pw",
+            "first chat line",
+            "first chat line",
+            "/quit"
+        ]
+    );
+    assert!(!contains(&t.raw(), b"alice-secret-pw"), "{}", t.plain());
 }

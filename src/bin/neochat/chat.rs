@@ -4,7 +4,6 @@
 //! server goes away).
 
 use std::io::{self, BufReader, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::thread;
@@ -12,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustyline::ExternalPrinter;
 
+use crate::conn::Reader;
 use crate::display::{Line, classify, clock, sanitize};
-use crate::{Session, disconnected, say, term, wire};
+use crate::{Session, say, term, tls, wire};
 
 /// Where the reader thread prints.
 pub enum Printer {
@@ -27,7 +27,7 @@ pub enum Printer {
 /// otherwise puts the terminal back, says why and exits 1.
 pub fn spawn_reader(
     mut session: Session,
-    mut reader: BufReader<TcpStream>,
+    mut reader: BufReader<Reader>,
     mut printer: Printer,
     quitting: Arc<AtomicBool>,
     lock: Arc<Mutex<()>>,
@@ -36,7 +36,12 @@ pub fn spawn_reader(
     let (done_tx, done_rx) = mpsc::channel();
     thread::spawn(move || {
         let mut buf = Vec::new();
-        while let Ok(true) = wire::read_line(&mut reader, &mut buf, wire::MAX_LINE) {
+        let failed = loop {
+            match wire::read_line(&mut reader, &mut buf, wire::MAX_LINE) {
+                Ok(true) => {}
+                Ok(false) => break None,
+                Err(e) => break Some(e),
+            }
             let line = sanitize(&buf);
             let shown = session.style.incoming(&clock(SystemTime::now()), &line);
             if matches!(classify(&line), Line::Error(_) | Line::Notice(_)) {
@@ -53,21 +58,24 @@ pub fn spawn_reader(
                 }
                 Printer::Stdout => say(&shown),
             }
-        }
+        };
         if quitting.load(Ordering::SeqCst) {
             let _ = done_tx.send(());
             return;
         }
+        // Why it ended: a TLS error is said as such (one line), anything
+        // else is the server closing, with its last word if it had one.
+        let why = match (failed.as_ref().and_then(tls::tls_error), &session.last) {
+            (Some(tls), _) => format!("neochat: TLS error: {tls}"),
+            (None, Some(line)) => format!("neochat: the server closed the connection: {line}"),
+            (None, None) => "neochat: the server closed the connection".to_owned(),
+        };
         let _guard = lock.lock();
         if let Printer::Editor(p) = &mut printer {
             // The main thread is still in readline, with the terminal raw.
             // Say why through rustyline, so the words land after the lines
             // it may still be drawing, then take the terminal back.
-            let why = match &session.last {
-                Some(line) => format!("neochat: the server closed the connection: {line}\n"),
-                None => "neochat: the server closed the connection\n".to_owned(),
-            };
-            if p.print(why).is_ok() {
+            if p.print(format!("{why}\n")).is_ok() {
                 drain_printer(p.as_mut());
                 saved.restore();
                 // Clear the prompt rustyline redrew under the message.
@@ -78,7 +86,8 @@ pub fn spawn_reader(
         }
         saved.restore();
         eprint!("\r\n");
-        disconnected(session.last.as_deref());
+        eprintln!("{why}");
+        std::process::exit(1);
     });
     done_rx
 }

@@ -42,6 +42,11 @@ pub fn ask_password(registering: bool) -> String {
     }
 }
 
+/// Reads a secret other than a password (a login token) without echo.
+pub fn ask_secret(prompt: &str) -> String {
+    read_password(prompt)
+}
+
 fn read_password(prompt: &str) -> String {
     match term::read_password(prompt) {
         Ok(pw) => pw,

@@ -71,7 +71,38 @@ pub fn parse_addr(s: &str) -> Result<String, String> {
     if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
         return Err(bad());
     }
+    // The host goes into the pin file, one server per line.
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
     Ok(s.to_owned())
+}
+
+/// The host part of an address checked by [`parse_addr`], brackets kept
+/// (`[::1]`).
+pub fn host(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
+}
+
+/// Whether `host` (as typed) names this machine: `localhost`, an address
+/// in 127.0.0.0/8, or `::1` (plain or IPv4-mapped). Decided from the text,
+/// not from name resolution, so what a name resolves to never turns TLS
+/// off.
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost.") {
+        return true;
+    }
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -164,8 +195,39 @@ mod tests {
             "host:x",
             "::1:59000",
             "",
+            "two words:1",
+            "tab\there:1",
         ] {
             assert!(parse_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_from_the_text() {
+        assert_eq!(host("[::1]:59000"), "[::1]");
+        assert_eq!(host("chat.example.org:1"), "chat.example.org");
+        for local in [
+            "localhost",
+            "LocalHost",
+            "127.0.0.1",
+            "127.9.8.7",
+            "[::1]",
+            "[::ffff:127.0.0.1]",
+        ] {
+            assert!(is_loopback(local), "{local}");
+        }
+        for remote in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "128.0.0.1",
+            "[::2]",
+            "[::]",
+            "localhost.example.org",
+            "mylocalhost",
+            "chat.example.org",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback(remote), "{remote}");
         }
     }
 }
