@@ -15,7 +15,8 @@
 //! login answers never enter the line history. Once logged in, a reader
 //! thread prints what the server sends while the main thread reads the
 //! keyboard (rustyline, so an incoming line never destroys the line being
-//! typed) and sends each line. Without a terminal, `--user` with
+//! typed) and sends each line; `/passwd` is asked for hidden, never typed
+//! into the chat line. Without a terminal, `--user` with
 //! `--password-file` or `NEOCHAT_PASSWORD` logs in by itself and stdin is
 //! piped to the chat.
 //!
@@ -72,6 +73,7 @@ In the chat, type a line to say it to everybody, or a command:
   /msg USER TEXT   private message     /me ACTION   action
   /who             who is online       /help        server's help
   /quit or Ctrl-D  leave               //text       say a line starting with '/'
+  /passwd          change your password (the client asks for both, hidden)
 
 Scripts and bots (no terminal): give --user and the password in a file or in
 NEOCHAT_PASSWORD; every line of stdin is then sent, and the client quits at
@@ -489,7 +491,19 @@ impl Session {
         };
         let quitting = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(()));
-        let done = chat::spawn_reader(self, reader, printer, quitting.clone(), lock.clone(), saved);
+        let secrets = Arc::new(Mutex::new(chat::Secrets::default()));
+        let done = chat::spawn_reader(
+            self,
+            reader,
+            chat::Answers {
+                writer: writer.clone(),
+                secrets: secrets.clone(),
+            },
+            printer,
+            quitting.clone(),
+            lock.clone(),
+            saved,
+        );
 
         say("Type a message and press Enter; /help lists commands, /quit or Ctrl-D leaves.");
         let code = loop {
@@ -499,7 +513,20 @@ impl Session {
                     if input == Input::Quit {
                         quitting.store(true, Ordering::SeqCst);
                     }
-                    if input != Input::Blank {
+                    if input == Input::Passwd {
+                        // The passwords are asked here, hidden, and given to
+                        // the server's questions by the reader thread.
+                        let current = prompt::ask_secret("Current password: ");
+                        let new = prompt::choose_password("New password (8-72 bytes): ");
+                        if let Ok(mut s) = secrets.lock() {
+                            *s = chat::Secrets {
+                                current: Some(current),
+                                new: Some(new),
+                            };
+                        }
+                        let _ = writer.send_line(b"/passwd");
+                        let _ = editor.add_history_entry("/passwd");
+                    } else if input != Input::Blank {
                         // A failed send means the server is gone: the reader
                         // thread says why and exits.
                         let _ = writer.send_line(line.as_bytes());
@@ -544,6 +571,10 @@ impl Session {
         let done = chat::spawn_reader(
             self,
             reader,
+            chat::Answers {
+                writer: writer.clone(),
+                secrets: Arc::new(Mutex::new(chat::Secrets::default())),
+            },
             chat::Printer::Stdout,
             quitting.clone(),
             lock,

@@ -1418,3 +1418,135 @@ fn login_answers_stay_out_of_the_line_history() {
     );
     assert!(!contains(&t.raw(), b"alice-secret-pw"), "{}", t.plain());
 }
+
+#[test]
+fn long_lines_cross_tls_whole_in_both_directions() {
+    // Longer than a TLS record (16 KiB) from the server, and longer than
+    // rustls's 64 KiB send buffer from the client.
+    let from_server = format!("bob: {}", "s".repeat(40_000));
+    let from_client = "c".repeat(150_000);
+    let cert = Cert::self_signed();
+    let sent = from_server.clone();
+    let fake = Fake::start(Some(cert.config(&[])), move |c| {
+        c.welcome();
+        for prompt in ["? username\n", "? password\n"] {
+            if c.line().is_none() {
+                return;
+            }
+            c.send(prompt);
+        }
+        if c.line().is_none() {
+            return;
+        }
+        c.send(&format!("* logged in as x\n{sent}\n"));
+        while let Some(line) = c.line() {
+            if line == "/quit" {
+                c.send("* bye\n");
+                return;
+            }
+        }
+    });
+    let addr = format!("127.0.0.1:{}", fake.addr.port());
+    let args = [
+        &addr,
+        "--tls",
+        "--fingerprint",
+        &cert.fingerprint,
+        "--user",
+        "x",
+    ];
+    let (status, out, err) = run_piped(&args, &[PW], &format!("{from_client}\nafter\n"));
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains(&from_server),
+        "the long line did not arrive whole"
+    );
+    assert!(out.trim_end().ends_with("* bye"), "{err}");
+    let lines = fake.record().lines();
+    assert_eq!(lines.len(), 6, "{err}");
+    assert!(lines[3] == from_client, "the long line was not sent whole");
+    assert_eq!(lines[4..], ["after", "/quit"]);
+}
+
+#[test]
+fn passwd_asks_hidden_and_answers_the_servers_questions() {
+    let fake = Fake::start(None, |c| {
+        c.welcome();
+        for prompt in ["? username\n", "? password\n"] {
+            if c.line().is_none() {
+                return;
+            }
+            c.send(prompt);
+        }
+        if c.line().is_none() {
+            return;
+        }
+        c.send("* logged in as alice\n");
+        while let Some(line) = c.line() {
+            match line.as_str() {
+                "/passwd" => {
+                    c.send("? password current\n");
+                    let _ = c.line();
+                    c.send("? password new\n");
+                    let _ = c.line();
+                    c.send("* password changed\n");
+                }
+                "/quit" => {
+                    c.send("* bye\n");
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    let addr = fake.addr.to_string();
+    let mut t = Pty::spawn(&[&addr, "--user", "alice"], &[]);
+    t.expect("Password:");
+    t.type_keys("old-password-1\r");
+    t.expect("logged in as alice");
+    t.expect("> ");
+    t.type_keys("hello\r");
+    t.expect("alice: hello");
+    t.expect("> ");
+    t.type_keys("/passwd\r");
+    t.expect("Current password:");
+    t.type_keys("old-password-1\r");
+    t.expect("New password (8-72 bytes):");
+    t.type_keys("new-password-2\r");
+    t.expect("Type it again:");
+    t.type_keys("new-password-2\r");
+    t.expect("* password changed");
+    t.expect("> ");
+    // History: `/passwd`, then `hello`; no password in it.
+    t.type_keys("\x1b[A");
+    t.expect("> /passwd");
+    t.type_keys("\x1b[A");
+    t.expect("> hello");
+    t.type_keys("\x1b[A\r");
+    t.expect("> ");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    assert_eq!(
+        fake.record().lines(),
+        [
+            "L",
+            "alice",
+            "old-password-1",
+            "hello",
+            "/passwd",
+            "old-password-1",
+            "new-password-2",
+            "hello",
+            "/quit"
+        ]
+    );
+    let plain = t.plain();
+    assert!(!plain.contains("? password"), "{plain}");
+    for secret in ["old-password-1", "new-password-2"] {
+        assert!(
+            !contains(&t.raw(), secret.as_bytes()),
+            "{secret} shown:\n{plain}"
+        );
+    }
+}

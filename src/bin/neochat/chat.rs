@@ -1,7 +1,8 @@
-//! The chat phase's plumbing: the thread that prints what the server sends,
-//! and keeping rustyline's screen tidy around it (drawing messages above the
-//! line being typed, rewriting one's own lines, leaving cleanly when the
-//! server goes away).
+//! The chat phase's plumbing: the thread that prints what the server sends
+//! (and answers the server's `/passwd` questions with the passwords the main
+//! thread asked for hidden), and keeping rustyline's screen tidy around it
+//! (drawing messages above the line being typed, rewriting one's own lines,
+//! leaving cleanly when the server goes away).
 
 use std::io::{self, BufReader, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +12,35 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustyline::ExternalPrinter;
 
-use crate::conn::Reader;
+use crate::conn::{Reader, Writer};
 use crate::display::{Line, classify, clock, sanitize};
 use crate::{Session, say, term, tls, wire};
+
+/// Answers to the server's `/passwd` questions (`? password current`,
+/// `? password new`), read hidden on the terminal before `/passwd` is sent,
+/// so that no password is ever typed into the chat line, shown, or kept in
+/// its history. Each answer is given once.
+#[derive(Default)]
+pub struct Secrets {
+    pub current: Option<String>,
+    pub new: Option<String>,
+}
+
+/// What the reader thread needs to answer the `/passwd` questions.
+pub struct Answers {
+    pub writer: Writer,
+    pub secrets: Arc<Mutex<Secrets>>,
+}
+
+/// Takes the prepared answer to a prompt seen during the chat, if any.
+fn prepared(secrets: &Mutex<Secrets>, field: &str, hint: &str) -> Option<String> {
+    let mut s = secrets.lock().ok()?;
+    match (field, hint) {
+        ("password", "current") => s.current.take(),
+        ("password", "new") => s.new.take(),
+        _ => None,
+    }
+}
 
 /// Where the reader thread prints.
 pub enum Printer {
@@ -22,12 +49,14 @@ pub enum Printer {
     Stdout,
 }
 
-/// Starts the thread that prints what the server sends. When the server
-/// closes, it signals the returned channel if the user is leaving, and
-/// otherwise puts the terminal back, says why and exits 1.
+/// Starts the thread that prints what the server sends, and answers the
+/// `/passwd` questions from `secrets`. When the server closes, it signals
+/// the returned channel if the user is leaving, and otherwise puts the
+/// terminal back, says why and exits 1.
 pub fn spawn_reader(
     mut session: Session,
     mut reader: BufReader<Reader>,
+    answers: Answers,
     mut printer: Printer,
     quitting: Arc<AtomicBool>,
     lock: Arc<Mutex<()>>,
@@ -43,9 +72,31 @@ pub fn spawn_reader(
                 Err(e) => break Some(e),
             }
             let line = sanitize(&buf);
-            let shown = session.style.incoming(&clock(SystemTime::now()), &line);
-            if matches!(classify(&line), Line::Error(_) | Line::Notice(_)) {
-                session.last = Some(line);
+            let mut shown = session.style.incoming(&clock(SystemTime::now()), &line);
+            match classify(&line) {
+                Line::Prompt { field, hint } => {
+                    if let Some(answer) = prepared(&answers.secrets, field, hint) {
+                        // A failed send means the server is gone: the next
+                        // read says so.
+                        let _ = answers.writer.send_line(answer.as_bytes());
+                        continue;
+                    }
+                    shown.push_str(
+                        "\nneochat: the server asks a question the client did not expect; \
+                         do not type a password in the chat line (/passwd asks for it hidden)",
+                    );
+                }
+                Line::Error(_) => {
+                    // A refused current password: the new one is not wanted.
+                    if let Ok(mut s) = answers.secrets.lock()
+                        && s.current.is_none()
+                    {
+                        s.new = None;
+                    }
+                    session.last = Some(line);
+                }
+                Line::Notice(_) => session.last = Some(line),
+                _ => {}
             }
             let _guard = lock.lock();
             match &mut printer {

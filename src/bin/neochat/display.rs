@@ -105,6 +105,9 @@ pub enum Input<'a> {
     Msg { to: &'a str, text: &'a str },
     /// `/quit`, in any case, with anything after it.
     Quit,
+    /// `/passwd`, in any case (anything after it is never sent): the
+    /// client asks the passwords itself, hidden.
+    Passwd,
     /// Any other slash command, sent as typed.
     Command,
 }
@@ -128,6 +131,7 @@ pub fn classify_input(line: &str) -> Input<'_> {
     let (command, args) = (&rest[..end], rest[end..].trim_start_matches(is_blank));
     match command.to_ascii_lowercase().as_str() {
         "quit" => Input::Quit,
+        "passwd" => Input::Passwd,
         "me" if !args.trim_matches(is_blank).is_empty() => Input::Me(args),
         "msg" => match args.find(is_blank) {
             Some(i) if !args[i..].trim_matches(is_blank).is_empty() => Input::Msg {
@@ -225,7 +229,7 @@ impl Style {
                 self.paint(&mut out, &sgr, &format!("-> @{to}:"));
                 self.paint(&mut out, BOLD, &format!(" {text}"));
             }
-            Input::Blank | Input::Quit | Input::Command => return None,
+            Input::Blank | Input::Quit | Input::Passwd | Input::Command => return None,
         }
         Some(out)
     }
@@ -351,6 +355,9 @@ mod tests {
         assert_eq!(classify_input("/quit"), Input::Quit);
         assert_eq!(classify_input("/QUIT now"), Input::Quit);
         assert_eq!(classify_input("/quitter"), Input::Command);
+        assert_eq!(classify_input("/passwd"), Input::Passwd);
+        assert_eq!(classify_input("/PASSWD oops-a-password"), Input::Passwd);
+        assert_eq!(classify_input("/passwdx"), Input::Command);
         assert_eq!(classify_input("/who"), Input::Command);
         assert_eq!(classify_input("/me waves"), Input::Me("waves"));
         assert_eq!(classify_input("/me"), Input::Command);

@@ -29,8 +29,14 @@ pub fn ask_password(registering: bool) -> String {
     if !registering {
         return read_password("Password: ");
     }
+    choose_password("Choose a password (8-72 bytes): ")
+}
+
+/// Reads a new password twice without echo, until both agree and its
+/// length is one the server takes.
+pub fn choose_password(prompt: &str) -> String {
     loop {
-        let pw = read_password("Choose a password (8-72 bytes): ");
+        let pw = read_password(prompt);
         if !(8..=72).contains(&pw.len()) {
             say("A password needs 8 to 72 bytes; try again.");
             continue;
