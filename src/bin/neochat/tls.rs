@@ -129,9 +129,14 @@ fn why_untrusted(e: &rustls::Error, name: &ServerName<'_>) -> String {
                 "it is not valid yet".to_owned()
             }
             CertificateError::Revoked => "it has been revoked".to_owned(),
-            other => format!("the system's certificate authorities refuse it ({other:?})"),
+            CertificateError::Other(detail) => {
+                format!("no certificate authority this system trusts vouches for it ({detail})")
+            }
+            other => {
+                format!("no certificate authority this system trusts vouches for it ({other:?})")
+            }
         },
-        other => format!("the system's certificate authorities refuse it ({other})"),
+        other => format!("no certificate authority this system trusts vouches for it ({other})"),
     }
 }
 
