@@ -8,6 +8,21 @@ use std::time::Instant;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use neochat::outbox::Outbox;
 use neochat::session::{Action, AuthOutcome, ConnId, Ctx, Roster, Session, SessionConfig};
+use neochat::transport::lines::{InBuf, LineFrame, Lines};
+
+/// Frames `bytes` into lines and hands them to the session, as the reactor
+/// does with the transport's input.
+fn feed(session: &mut Session, framing: &mut (InBuf, Lines), bytes: &[u8], ctx: &mut Ctx<'_>) {
+    let (input, lines) = framing;
+    input.push(bytes);
+    while session.wants_input() {
+        match lines.next(input, ctx.config.max_line) {
+            Some(LineFrame::Line(line)) => session.handle_line(line, ctx),
+            Some(LineFrame::TooLong) => session.handle_too_long(ctx),
+            Some(LineFrame::End) | None => break,
+        }
+    }
+}
 
 /// A session that has registered and is chatting, with flood control off.
 fn chatting(config: &SessionConfig, roster: &mut Roster) -> Session {
@@ -20,8 +35,15 @@ fn chatting(config: &SessionConfig, roster: &mut Roster) -> Session {
         roster,
         actions: &mut actions,
     };
-    let mut s = Session::new(id, &mut ctx);
-    s.handle_bytes(b"R\nalice\nsecret-password\n", &mut ctx);
+    let mut s = Session::new(id, now, config);
+    s.start(&mut ctx);
+    let mut framing = (InBuf::default(), Lines::new());
+    feed(
+        &mut s,
+        &mut framing,
+        b"R\nalice\nsecret-password\n",
+        &mut ctx,
+    );
     s.handle_auth_result(AuthOutcome::Registered("alice".into()), &mut ctx);
     assert!(s.is_chatting());
     s
@@ -37,9 +59,10 @@ fn framing(c: &mut Criterion) {
     let line = format!("{}\n", "x".repeat(63));
     let chunk = line.repeat(100);
     let mut actions = Vec::with_capacity(128);
+    let mut framing = (InBuf::default(), Lines::new());
     let mut g = c.benchmark_group("session");
     g.throughput(Throughput::Elements(100));
-    g.bench_function("handle_bytes/100 lines of 64 bytes in one chunk", |b| {
+    g.bench_function("frame and handle/100 lines of 64 bytes in one chunk", |b| {
         b.iter(|| {
             let mut ctx = Ctx {
                 now: Instant::now(),
@@ -47,12 +70,17 @@ fn framing(c: &mut Criterion) {
                 roster: &mut roster,
                 actions: &mut actions,
             };
-            session.handle_bytes(black_box(chunk.as_bytes()), &mut ctx);
+            feed(
+                &mut session,
+                &mut framing,
+                black_box(chunk.as_bytes()),
+                &mut ctx,
+            );
             actions.clear();
         })
     });
     g.throughput(Throughput::Elements(1));
-    g.bench_function("handle_bytes/one message", |b| {
+    g.bench_function("frame and handle/one message", |b| {
         b.iter(|| {
             let mut ctx = Ctx {
                 now: Instant::now(),
@@ -60,14 +88,19 @@ fn framing(c: &mut Criterion) {
                 roster: &mut roster,
                 actions: &mut actions,
             };
-            session.handle_bytes(black_box(line.as_bytes()), &mut ctx);
+            feed(
+                &mut session,
+                &mut framing,
+                black_box(line.as_bytes()),
+                &mut ctx,
+            );
             assert!(matches!(actions.first(), Some(Action::Broadcast(_))));
             actions.clear();
         })
     });
     let split = chunk.as_bytes().split_at(chunk.len() / 2 + 7);
     g.throughput(Throughput::Elements(100));
-    g.bench_function("handle_bytes/100 lines split mid-line", |b| {
+    g.bench_function("frame and handle/100 lines split mid-line", |b| {
         b.iter(|| {
             let mut ctx = Ctx {
                 now: Instant::now(),
@@ -75,8 +108,8 @@ fn framing(c: &mut Criterion) {
                 roster: &mut roster,
                 actions: &mut actions,
             };
-            session.handle_bytes(black_box(split.0), &mut ctx);
-            session.handle_bytes(black_box(split.1), &mut ctx);
+            feed(&mut session, &mut framing, black_box(split.0), &mut ctx);
+            feed(&mut session, &mut framing, black_box(split.1), &mut ctx);
             actions.clear();
         })
     });

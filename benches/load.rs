@@ -57,7 +57,7 @@ fn main() {
 
     let dir = scratch_dir();
     let server = Server::bind(Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
+        listen: vec!["127.0.0.1:0".parse().expect("address")],
         db: dir.path().join("load.db"),
         bcrypt_cost: 4,
         rate: None,

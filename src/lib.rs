@@ -2,12 +2,17 @@
 //!
 //! The crate is a library with thin binaries on top (`src/bin/`). Modules:
 //!
-//! - [`session`]: the protocol as a pure state machine, one per connection
-//!   (AwaitingChoice -> Credentials -> Chatting), plus the roster of who is
-//!   online. No sockets, threads or clock: bytes and events in, actions out.
+//! - [`chat`]: the protocol as a pure state machine, one session per
+//!   connection (AwaitingChoice -> Credentials -> Chatting), plus the roster
+//!   of who is online. No sockets, threads or clock: lines and events in,
+//!   actions out.
+//! - [`transport`]: between sockets and sessions: what a client speaks
+//!   (TLS, HTTP, WebSocket, lines, junk, from the first bytes), TLS through
+//!   rustls, the framings, PROXY headers. Bytes in, lines out; no mio.
 //! - [`reactor`]: the mio event loop. Owns the listener, the slab of
 //!   connections, their buffers, timers and signals, and carries out what
 //!   sessions ask for (send, broadcast, close).
+//! - [`config`]: every setting, its flag and its default, once.
 //! - [`outbox`]: a connection's bounded output buffer.
 //! - [`limits`]: per-source abuse limits (connections per address, pending
 //!   logins, failed logins, registrations), counted without I/O.
@@ -19,10 +24,15 @@
 //! The wire protocol is described in `docs/protocol.md`.
 
 pub mod auth;
+pub mod chat;
+pub mod config;
 pub mod limits;
 pub mod loadgen;
 pub mod outbox;
 pub mod reactor;
-pub mod session;
+pub mod transport;
+
+/// The chat session, under its version-1 path.
+pub use chat::session;
 
 pub use reactor::{Config, Server, ShutdownHandle};

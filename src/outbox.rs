@@ -60,6 +60,25 @@ impl Outbox {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The bytes not yet written.
+    pub fn unsent(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` unsent bytes as written (handed to a TLS or WebSocket
+    /// layer that copies them).
+    pub fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        if self.pos == self.buf.len() {
+            self.pos = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+        }
+    }
+
     /// Frees the buffer: the connection is going away.
     pub fn discard(&mut self) {
         *self = Outbox::default();

@@ -26,9 +26,10 @@
 //!   many senders at once is thus delivered in slices, and readers that keep
 //!   reading are never cut off as slow consumers because of it.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,15 +41,22 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 
 use crate::auth::{AuthConfig, AuthPool, Done, Job};
-use crate::limits::{Admission, Hit, LimitConfig, Limits, LoginAnswer, Source};
-use crate::outbox::{Flushed, Outbox};
-use crate::session::{
+use crate::chat::session::{
     Action, AuthOutcome, AuthRequest, ConnId, Ctx, Roster, Session, SessionConfig,
 };
+use crate::limits::Cidr;
+use crate::limits::{Admission, Hit, LimitConfig, Limits, LoginAnswer, Source};
+use crate::outbox::{Flushed, Outbox};
+use crate::transport::tls::{self, CertSource};
+use crate::transport::{self as tp, Input, Transport};
 
-const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// Listeners take the tokens below these, one each.
+const LISTENER_BASE: usize = usize::MAX - 3;
+const MAX_LISTENERS: usize = 64;
+/// How often WebSocket connections are pinged.
+const PING_EVERY: Duration = Duration::from_secs(30);
 
 /// Bytes read per `read` call, into one buffer shared by all connections.
 const READ_CHUNK: usize = 64 * 1024;
@@ -86,7 +94,8 @@ pub const DEFAULT_AUTH_QUEUE: usize = 1024;
 /// Everything the server can be told at start-up.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// Addresses to listen on (one port serves every kind of client).
+    pub listen: Vec<SocketAddr>,
     pub db: PathBuf,
     pub bcrypt_cost: u32,
     /// Lines per second per connection (burst twice that); `None` is off.
@@ -101,23 +110,21 @@ pub struct Config {
     pub max_auth_queue: Option<usize>,
     /// Per-source limits (`--max-per-ip` and friends).
     pub limits: LimitConfig,
+    /// Where the TLS certificate comes from; `None` is `--tls off`.
+    pub tls: Option<CertSource>,
+    /// `--plaintext any`: plain text to every address, not only loopback.
+    pub plaintext_any: bool,
+    /// `--proxy-from`: peers whose PROXY headers and `X-Forwarded-For` are
+    /// believed.
+    pub proxy_from: Vec<Cidr>,
+    /// `--allowed-origin`: WebSocket origins besides the server's own.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
+    /// The flags' defaults (see `config`): one place for every default.
     fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 59000)),
-            db: PathBuf::from("neochat.db"),
-            bcrypt_cost: bcrypt::DEFAULT_COST,
-            rate: Some(10),
-            login_timeout: Duration::from_secs(60),
-            max_clients: 10_000,
-            max_output: 1 << 20,
-            max_line: 4096,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_auth_queue: Some(DEFAULT_AUTH_QUEUE),
-            limits: LimitConfig::default(),
-        }
+        crate::config::Flags::default().to_config()
     }
 }
 
@@ -138,7 +145,9 @@ enum Closing {
 struct Conn {
     stream: TcpStream,
     id: ConnId,
+    /// The client's address: the TCP peer, or the one a trusted proxy named.
     peer: SocketAddr,
+    transport: Transport,
     session: Session,
     out: Outbox,
     interest: Interest,
@@ -155,6 +164,20 @@ struct Conn {
     admission: Admission,
     /// The job out, for the limits to count its result.
     attempt: Option<Attempt>,
+}
+
+impl Conn {
+    /// Whether to read the socket: not while the session waits for a
+    /// password check (its input stays in the kernel, bounded), nor after
+    /// the end of input.
+    fn wants_bytes(&self) -> bool {
+        !self.transport.eof() && (!self.transport.is_chat() || self.session.wants_input())
+    }
+
+    /// Nothing is left to write, at any layer.
+    fn all_written(&self) -> bool {
+        self.out.is_empty() && !self.transport.has_pending()
+    }
 }
 
 /// An auth job in flight, as the limits see it.
@@ -183,8 +206,14 @@ impl ShutdownHandle {
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     poll: Poll,
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    /// Empty once shutdown begins.
+    listeners: Vec<TcpListener>,
+    local_addrs: Vec<SocketAddr>,
+    /// What every connection's transport shares (the TLS configuration is
+    /// replaced on SIGHUP).
+    transport: tp::Settings,
+    /// The certificate's fingerprint, as logged.
+    fingerprint: Option<String>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
@@ -219,6 +248,10 @@ pub struct Server {
     /// Next sweep that frees emptied output buffers.
     next_release: Instant,
     shutdown_deadline: Option<Instant>,
+    /// Transports waiting for a time (0.3 s for a silent client, 10 s for
+    /// an HTTP head), as (time, slab key, serial).
+    transport_deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    next_ping: Instant,
     scratch: Box<[u8]>,
 }
 
@@ -249,10 +282,45 @@ impl Server {
         )
         .map_err(io::Error::other)?;
 
-        let mut listener = TcpListener::from_std(listen(config.listen)?);
-        let local_addr = listener.local_addr()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let (tls_config, fingerprint) = match &config.tls {
+            Some(source) => {
+                let loaded = tls::load(source, &config.db).map_err(io::Error::other)?;
+                info!(
+                    "TLS certificate {} ({})",
+                    loaded.fingerprint,
+                    source.paths(&config.db).0.display()
+                );
+                (Some(loaded.config), Some(loaded.fingerprint))
+            }
+            None => {
+                info!("TLS is off (--tls off)");
+                (None, None)
+            }
+        };
+        if config.listen.is_empty() || config.listen.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("give 1 to {MAX_LISTENERS} addresses to listen on"),
+            ));
+        }
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for (i, addr) in config.listen.iter().enumerate() {
+            let mut listener = TcpListener::from_std(listen(*addr)?);
+            local_addrs.push(listener.local_addr()?);
+            poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE - i),
+                Interest::READABLE,
+            )?;
+            listeners.push(listener);
+        }
+        let transport = tp::Settings {
+            tls: tls_config,
+            plaintext_any: config.plaintext_any,
+            allowed_origins: config.allowed_origins.clone(),
+            max_line: config.max_line,
+        };
         let session_config = SessionConfig {
             max_line: config.max_line,
             rate: config.rate,
@@ -265,8 +333,10 @@ impl Server {
         );
         Ok(Server {
             poll,
-            listener: Some(listener),
-            local_addr,
+            listeners,
+            local_addrs,
+            transport,
+            fingerprint,
             signals: None,
             waker,
             stop: Arc::new(AtomicBool::new(false)),
@@ -291,13 +361,25 @@ impl Server {
             accept_stalled: false,
             next_release: Instant::now() + RELEASE_EVERY,
             shutdown_deadline: None,
+            transport_deadlines: BinaryHeap::new(),
+            next_ping: Instant::now() + PING_EVERY,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
         })
     }
 
-    /// The address actually bound (useful with port 0).
+    /// The (first) address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// Every address bound, one per `--listen`.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The TLS certificate's fingerprint (`None` with TLS off).
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
     }
 
     /// Shut down gracefully on SIGINT and SIGTERM. Binaries want this;
@@ -306,6 +388,7 @@ impl Server {
         let mut signals = signal_hook_mio::v1_0::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
         ])?;
         self.poll
             .registry()
@@ -324,7 +407,7 @@ impl Server {
     /// Runs until shut down. Errors only if `poll` itself fails.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        info!("event loop running on {}", self.local_addr);
+        info!("event loop running on {:?}", self.local_addrs);
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -359,21 +442,16 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    Token(t) if t <= LISTENER_BASE && t > LISTENER_BASE - MAX_LISTENERS => {
+                        self.accept(LISTENER_BASE - t, now)
+                    }
                     // Results are drained below, every turn.
                     WAKER => {
                         if self.stop.load(Ordering::SeqCst) {
                             self.begin_shutdown(now);
                         }
                     }
-                    SIGNALS => {
-                        if let Some(signals) = &mut self.signals {
-                            for signal in signals.pending() {
-                                info!("signal {signal}: shutting down");
-                            }
-                        }
-                        self.begin_shutdown(now);
-                    }
+                    SIGNALS => self.on_signals(now),
                     Token(key) => {
                         if event.is_error() {
                             self.on_socket_error(key);
@@ -428,6 +506,7 @@ impl Server {
             (!(self.paced.is_empty() && self.paced_back.is_empty()))
                 .then(|| self.pacer.resume_at(now)),
             self.login_deadlines.front().map(|d| d.0),
+            self.transport_deadlines.peek().map(|d| d.0.0),
             self.linger_deadlines.front().map(|d| d.0),
             self.accept_retry,
             self.shutdown_deadline,
@@ -449,9 +528,9 @@ impl Server {
 
     // ---- accepting ----
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, which: usize, now: Instant) {
         loop {
-            let Some(listener) = &self.listener else {
+            let Some(listener) = self.listeners.get(which) else {
                 return;
             };
             match listener.accept() {
@@ -493,7 +572,8 @@ impl Server {
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
         if self.conns.len() >= self.config.max_clients {
-            // Best effort: the line fits any fresh socket buffer.
+            // Best effort: the line fits any fresh socket buffer. (A TLS
+            // client cannot read it; it sees the connection close.)
             let _ = (&stream).write(FULL_LINE);
             self.warn_limit(Hit::ServerFull, Source::of(peer.ip()), now);
             return;
@@ -511,6 +591,15 @@ impl Server {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{peer}: set_nodelay: {e}");
         }
+        // A client that vanished without closing (a phone that lost its
+        // network) is found out within about two minutes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(6);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            debug!("{peer}: keepalive: {e}");
+        }
         let entry = self.conns.vacant_entry();
         let id = ConnId {
             key: entry.key(),
@@ -527,20 +616,14 @@ impl Server {
             self.limits.release(&mut admission);
             return;
         }
-        let session = Session::new(
-            id,
-            &mut Ctx {
-                now,
-                config: &self.session_config,
-                roster: &mut self.roster,
-                actions: &mut self.actions,
-            },
-        );
+        let local = peer.ip().is_loopback() || is_mapped_loopback(peer.ip());
+        let proxied = self.config.proxy_from.iter().any(|c| c.contains(peer.ip()));
         entry.insert(Conn {
             stream,
             id,
             peer,
-            session,
+            transport: Transport::new(local, proxied),
+            session: Session::new(id, now, &self.session_config),
             out: Outbox::default(),
             interest: Interest::READABLE,
             closing: None,
@@ -552,6 +635,8 @@ impl Server {
             attempt: None,
         });
         debug!("conn {}: open from {peer}", id.key);
+        // The login deadline counts from accept: a half-done TLS handshake
+        // or a silent client is held no longer than anybody else.
         if let Some(deadline) = now.checked_add(self.config.login_timeout) {
             self.login_deadlines.push_back((deadline, id));
         }
@@ -562,14 +647,19 @@ impl Server {
             self.login_deadlines
                 .retain(|(_, id)| conns.get(id.key).is_some_and(|c| c.id == *id));
         }
-        self.apply(id);
+        // The client may have spoken already; if not, the transport sets
+        // its 0.3 s deadline.
+        self.read(id.key, now);
     }
 
     // ---- reading ----
 
     /// Reads and handles input until the socket is drained, the session
     /// wants no more, or the connection has had its share of this turn.
+    /// Input the transport already holds (after a password check, or at a
+    /// deadline) is handled first.
     fn read(&mut self, key: usize, now: Instant) {
+        self.pump(key, now);
         for round in 0..READS_PER_TURN {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -578,7 +668,7 @@ impl Server {
                 self.drain_input(key);
                 return;
             }
-            if conn.closing.is_some() || !conn.session.wants_input() {
+            if conn.closing.is_some() || !conn.wants_bytes() {
                 return;
             }
             let id = conn.id;
@@ -599,16 +689,13 @@ impl Server {
                 }
                 return;
             }
-            let mut ctx = Ctx {
-                now,
-                config: &self.session_config,
-                roster: &mut self.roster,
-                actions: &mut self.actions,
-            };
             match conn.stream.read(&mut self.scratch) {
                 // The peer finished sending; a last partial line counts.
-                Ok(0) => conn.session.handle_eof(&mut ctx),
-                Ok(n) => conn.session.handle_bytes(&self.scratch[..n], &mut ctx),
+                Ok(0) => conn.transport.receive_eof(),
+                Ok(n) => {
+                    log::trace!("conn {key}: read {n}");
+                    conn.transport.receive(&self.scratch[..n])
+                }
                 // Drained: wait for the next edge.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -619,11 +706,101 @@ impl Server {
                     return;
                 }
             }
-            self.apply(id);
+            self.pump(key, now);
         }
         // Still readable: come back after the others had their turn.
         if let Some(conn) = self.conns.get(key) {
             self.again.push(conn.id);
+        }
+    }
+
+    /// Hands what the transport has to the session (lines, while it wants
+    /// them) or to the reactor (a deadline, a proxied address, a close),
+    /// then carries out the session's actions.
+    fn pump(&mut self, key: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.closing.is_some() {
+                return;
+            }
+            let id = conn.id;
+            let mut ctx = Ctx {
+                now,
+                config: &self.session_config,
+                roster: &mut self.roster,
+                actions: &mut self.actions,
+            };
+            let mut next = None;
+            while !conn.transport.is_chat() || conn.session.wants_input() {
+                let Some(input) = conn.transport.next_input(now, &self.transport) else {
+                    break;
+                };
+                match input {
+                    Input::Start => conn.session.start(&mut ctx),
+                    Input::Line(line) => conn.session.handle_line(line, &mut ctx),
+                    Input::TooLong => conn.session.handle_too_long(&mut ctx),
+                    Input::End => conn.session.handle_eof(&mut ctx),
+                    Input::Deadline(at) => {
+                        self.transport_deadlines
+                            .push(Reverse((at, id.key, id.serial)));
+                    }
+                    Input::Client(addr) => {
+                        next = Some(Ok(addr));
+                        break;
+                    }
+                    Input::Close(reason) => {
+                        next = Some(Err(reason));
+                        break;
+                    }
+                }
+            }
+            // A TLS handshake answer, a pong or an HTTP answer: output that
+            // did not come from the session.
+            if conn.transport.has_pending() && !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            self.apply(id);
+            match next {
+                None => return,
+                Some(Ok(client)) => self.rehome(id, client, now),
+                Some(Err(reason)) => {
+                    debug!("conn {key}: {reason}");
+                    self.mark_closing(id, Closing::AfterFlush, reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A trusted proxy named the real client: from now on the limits and
+    /// the log see that address.
+    fn rehome(&mut self, id: ConnId, client: SocketAddr, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id.key).filter(|c| c.id == id) else {
+            return;
+        };
+        let ip = match client.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match self.limits.admit(ip) {
+            Ok(admission) => {
+                let mut old = std::mem::replace(&mut conn.admission, admission);
+                self.limits.release(&mut old);
+                debug!("conn {}: {} is a proxy for {ip}", id.key, conn.peer);
+                conn.peer = SocketAddr::new(ip, client.port());
+            }
+            Err(refusal) => {
+                conn.out.push_always(refusal.line());
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(id.key);
+                }
+                self.warn_limit(refusal.hit(), Source::of(ip), now);
+                self.mark_closing(id, Closing::AfterFlush, "refused by a limit");
+            }
         }
     }
 
@@ -805,6 +982,11 @@ impl Server {
         if how == Closing::Now {
             conn.out.discard();
         } else if conn.closing.is_none() {
+            conn.transport.finish();
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id.key);
+            }
             self.linger_deadlines
                 .push_back((Instant::now() + LINGER, id));
         }
@@ -823,7 +1005,7 @@ impl Server {
         if conn.closing == Some(Closing::Now) {
             return;
         }
-        let want = match conn.out.write_to(&mut conn.stream) {
+        let want = match conn.transport.flush(&mut conn.stream, &mut conn.out) {
             Ok(Flushed::All) => Interest::READABLE,
             Ok(Flushed::Partly) => Interest::READABLE | Interest::WRITABLE,
             Err(e) => {
@@ -833,7 +1015,7 @@ impl Server {
                 return;
             }
         };
-        if conn.closing == Some(Closing::AfterFlush) && conn.out.is_empty() {
+        if conn.closing == Some(Closing::AfterFlush) && conn.all_written() {
             self.doomed.push(conn.id);
         }
         if want != conn.interest {
@@ -867,7 +1049,7 @@ impl Server {
         }
         match conn.closing {
             Some(Closing::Now) => {}
-            Some(Closing::AfterFlush) if conn.out.is_empty() => {
+            Some(Closing::AfterFlush) if conn.all_written() => {
                 // Our last byte is queued in the kernel: send FIN after it,
                 // then wait for the peer's FIN while dropping its input.
                 if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
@@ -1003,9 +1185,32 @@ impl Server {
                 self.mark_closing(id, Closing::Now, "did not finish closing in time");
             }
         }
+        while let Some(&Reverse((at, key, serial))) = self.transport_deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.transport_deadlines.pop();
+            if self.conns.get(key).is_some_and(|c| c.id.serial == serial) {
+                self.read(key, now);
+            }
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + PING_EVERY;
+            for (key, conn) in self.conns.iter_mut() {
+                if conn.transport.is_websocket() && conn.closing.is_none() {
+                    conn.transport.ping();
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+            }
+        }
         if self.accept_retry.is_some_and(|t| t <= now) {
             self.accept_retry = None;
-            self.accept(now);
+            for which in 0..self.listeners.len() {
+                self.accept(which, now);
+            }
         }
         if now >= self.next_release {
             self.next_release = now + RELEASE_EVERY;
@@ -1022,6 +1227,7 @@ impl Server {
         let mut freed = 0usize;
         for (_, conn) in self.conns.iter_mut() {
             freed += usize::from(conn.out.release());
+            freed += usize::from(conn.transport.release());
         }
         if freed > 0 {
             debug!("freed {freed} idle output buffers");
@@ -1039,6 +1245,45 @@ impl Server {
         }
     }
 
+    // ---- signals ----
+
+    /// SIGHUP reloads the certificate; SIGINT and SIGTERM shut down.
+    fn on_signals(&mut self, now: Instant) {
+        let pending: Vec<i32> = match &mut self.signals {
+            Some(signals) => signals.pending().collect(),
+            None => return,
+        };
+        for signal in pending {
+            if signal == signal_hook::consts::SIGHUP {
+                self.reload_tls();
+            } else {
+                info!("signal {signal}: shutting down");
+                self.begin_shutdown(now);
+            }
+        }
+    }
+
+    /// Loads the certificate again for new connections (after a renewal);
+    /// a bad file keeps the old one. Connections already open keep theirs.
+    fn reload_tls(&mut self) {
+        let Some(source) = &self.config.tls else {
+            info!("SIGHUP: TLS is off, nothing to reload");
+            return;
+        };
+        match tls::load(source, &self.config.db) {
+            Ok(loaded) => {
+                info!(
+                    "SIGHUP: TLS certificate reloaded: {} ({})",
+                    loaded.fingerprint,
+                    source.paths(&self.config.db).0.display()
+                );
+                self.transport.tls = Some(loaded.config);
+                self.fingerprint = Some(loaded.fingerprint);
+            }
+            Err(e) => warn!("SIGHUP: keeping the old certificate: {e}"),
+        }
+    }
+
     // ---- shutdown ----
 
     /// Stops accepting, tells everybody, and gives output a moment to drain.
@@ -1047,7 +1292,7 @@ impl Server {
             return;
         }
         self.shutdown_deadline = Some(now + SHUTDOWN_FLUSH);
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in std::mem::take(&mut self.listeners) {
             deregister(self.poll.registry(), &mut listener);
         }
         self.accept_retry = None;
@@ -1062,7 +1307,11 @@ impl Server {
                 roster: &mut self.roster,
                 actions: &mut self.actions,
             });
-            conn.out.push_always(SHUTDOWN_LINE);
+            // Only a line client is told (an HTTP client gets its answer).
+            if conn.transport.is_chat() {
+                conn.out.push_always(SHUTDOWN_LINE);
+            }
+            conn.transport.finish();
             conn.closing = Some(Closing::AfterFlush);
             conn.reason = "server shutting down";
             if !conn.dirty {
@@ -1141,7 +1390,11 @@ fn push_output(
     dirty: &mut Vec<usize>,
 ) -> Result<(), Refused> {
     if !conn.out.push(bytes, limit) {
-        if conn.out.write_to(&mut conn.stream).is_err() {
+        if conn
+            .transport
+            .flush(&mut conn.stream, &mut conn.out)
+            .is_err()
+        {
             return Err(Refused::WriteFailed);
         }
         if !conn.out.push(bytes, limit) {
@@ -1162,6 +1415,15 @@ enum Refused {
     OverLimit,
     /// Writing to make room failed: the peer is gone.
     WriteFailed,
+}
+
+/// `::ffff:127.0.0.1` and the like: an IPv4 loopback peer on a dual-stack
+/// socket.
+fn is_mapped_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(_) => false,
+    }
 }
 
 fn deregister(registry: &Registry, source: &mut impl mio::event::Source) {

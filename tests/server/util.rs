@@ -533,6 +533,32 @@ impl Client {
         }
     }
 
+    /// Everything the peer sends until it closes (within `limit`).
+    #[track_caller]
+    pub fn bytes_until_closed(&mut self, limit: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{}: still open after {limit:?} ({} bytes)",
+                self.label,
+                got.len()
+            );
+            match self.reader.fill_buf() {
+                Ok([]) => return got,
+                Ok(data) => {
+                    got.extend_from_slice(data);
+                    let n = data.len();
+                    self.reader.consume(n);
+                }
+                Err(e) if is_reset(&e) => return got,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("{}: error {e} after {} bytes", self.label, got.len()),
+            }
+        }
+    }
+
     /// Expects an `* online (N): ...` line; returns the names in order.
     #[track_caller]
     pub fn expect_online(&mut self) -> Vec<String> {

@@ -1,12 +1,20 @@
 //! The per-connection protocol state machine, with no I/O.
 //!
 //! A [`Session`] owns everything one connection means to the protocol: its
-//! state (AwaitingChoice -> Credentials -> Chatting), the bytes of an
-//! unfinished line, the flood-control bucket and the count of failed logins.
-//! It never touches a socket, a thread or the system clock: the reactor feeds
-//! it bytes, auth results and the current time, and it answers by pushing
-//! [`Action`]s into a caller-owned vector. Every protocol rule is therefore a
-//! plain unit test (see the bottom of this file).
+//! state (AwaitingChoice -> Credentials -> Chatting), the flood-control
+//! bucket and the count of failed logins. It sees only lines: framing, TLS
+//! and WebSocket belong to `transport`, which hands it one line at a time
+//! while [`Session::wants_input`] says so (so input that arrives during a
+//! password check waits there, in order). It never touches a socket, a
+//! thread or the system clock: the reactor feeds it lines, auth results and
+//! the current time, and it answers by pushing [`Action`]s into a
+//! caller-owned vector. Every protocol rule is therefore a plain unit test
+//! (see the bottom of this file).
+//!
+//! Calling order: [`Session::new`], then [`Session::start`] once the
+//! transport has decided the client speaks the line protocol; then any of
+//! the `handle_*` methods; [`Session::handle_closed`] exactly once at the
+//! end.
 //!
 //! The only shared state a session sees is the [`Roster`] of online users,
 //! which it reads for `/who` and `/msg` and updates when it enters or leaves
@@ -198,8 +206,6 @@ const SLOW_DOWN_EVERY: Duration = Duration::from_secs(1);
 /// instead of being answered line by line until the login timeout. High
 /// enough for any person, and for a test walking every forbidden character.
 const MAX_JUNK_LINES: u16 = 100;
-const TLS_HANDSHAKE: u8 = 0x16;
-const TLS_MAJOR: u8 = 0x03;
 
 pub const HELP: &[&str] = &[
     "* commands:",
@@ -214,6 +220,9 @@ pub const HELP: &[&str] = &[
 
 #[derive(Debug)]
 enum State {
+    /// Accepted, not greeted: the transport has not decided what the
+    /// client speaks (or it speaks HTTP and never will be greeted).
+    NotStarted,
     AwaitingChoice,
     Username {
         register: bool,
@@ -222,7 +231,7 @@ enum State {
         register: bool,
         name: String,
     },
-    /// An auth job is out; input waits in `pending`.
+    /// An auth job is out; input waits in the transport.
     Authenticating,
     Chatting {
         name: String,
@@ -243,52 +252,44 @@ struct Bucket {
 pub struct Session {
     id: ConnId,
     state: State,
-    /// Bytes received but not yet handled: the start of an unfinished line,
-    /// or, while Authenticating, everything that arrived after the password.
-    pending: Vec<u8>,
-    /// Inside an over-long line: drop bytes up to the next LF.
-    discarding: bool,
-    /// The peer has finished sending.
-    eof: bool,
     /// This session asked to be closed: it reads nothing more.
     closed: bool,
     failures: u8,
     bucket: Bucket,
     last_slow_down: Option<Instant>,
-    /// The first bytes have not yet been looked at for a TLS handshake.
-    sniffing: bool,
-    /// No line has been handled yet (an HTTP request line is caught there).
-    first_line: bool,
     /// Lines in a row discarded as unreadable (invalid UTF-8, control
     /// characters, too long) before Chatting: a binary stream is cut short.
     junk_lines: u16,
 }
 
 impl Session {
-    /// A new connection: pushes the welcome line and the first prompt.
-    pub fn new(id: ConnId, ctx: &mut Ctx<'_>) -> Session {
-        let burst = ctx.config.rate.map_or(0.0, |r| 2.0 * r as f32);
-        let session = Session {
+    /// A new connection, silent until [`Session::start`].
+    pub fn new(id: ConnId, now: Instant, config: &SessionConfig) -> Session {
+        let burst = config.rate.map_or(0.0, |r| 2.0 * r as f32);
+        Session {
             id,
-            state: State::AwaitingChoice,
-            pending: Vec::new(),
-            discarding: false,
-            eof: false,
+            state: State::NotStarted,
             closed: false,
             failures: 0,
             bucket: Bucket {
                 tokens: burst,
-                last: ctx.now,
+                last: now,
             },
             last_slow_down: None,
-            sniffing: true,
-            first_line: true,
             junk_lines: 0,
-        };
+        }
+    }
+
+    /// The client speaks the line protocol: pushes the welcome line and the
+    /// first prompt.
+    pub fn start(&mut self, ctx: &mut Ctx<'_>) {
+        if !matches!(self.state, State::NotStarted) {
+            return;
+        }
+        self.state = State::AwaitingChoice;
         let welcome = format!("* welcome to NeoChat ({} online)", ctx.roster.len());
         ctx.send(&welcome);
         ctx.send(CHOICE_PROMPT);
-        session
     }
 
     pub fn id(&self) -> ConnId {
@@ -307,73 +308,14 @@ impl Session {
         matches!(self.state, State::Chatting { .. })
     }
 
-    /// Whether the driver should read more bytes for this session. False
-    /// while an auth job is out (input is kept, in order, for afterwards) and
-    /// once the session is over.
+    /// Whether the driver should hand this session more lines. False
+    /// before it started, while an auth job is out (input waits, in order,
+    /// for afterwards) and once the session is over.
     pub fn wants_input(&self) -> bool {
-        !matches!(self.state, State::Authenticating | State::Done) && !self.eof && !self.closed
-    }
-
-    /// Bytes held for a line not yet complete (bounded by the line limit,
-    /// except while Authenticating, when the driver has stopped reading).
-    pub fn buffered(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Feeds bytes from the peer.
-    pub fn handle_bytes(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
-        if self.sniffing && !data.is_empty() && self.sniff_tls(data, ctx) {
-            return;
-        }
-        match self.state {
-            State::Done => {}
-            // Keep everything in order for after the answer.
-            State::Authenticating => self.pending.extend_from_slice(data),
-            _ if self.pending.is_empty() => self.consume(data, ctx),
-            _ => {
-                // The previous read ended mid-line. Scan only the new bytes
-                // (a sender trickling a byte at a time must not cost a
-                // rescan of the whole line per byte).
-                let Some(i) = memchr::memchr(b'\n', data) else {
-                    self.extend_partial(data, ctx);
-                    return;
-                };
-                let mut line = std::mem::take(&mut self.pending);
-                line.extend_from_slice(&data[..i]);
-                self.complete_line(&line, ctx);
-                // Keep a small allocation for the next partial line.
-                line.clear();
-                if line.capacity() <= 1024 && self.pending.is_empty() {
-                    self.pending = line;
-                }
-                self.consume(&data[i + 1..], ctx);
-            }
-        }
-    }
-
-    /// Looks at the first two bytes of the connection: a TLS record header
-    /// (handshake, version 3.x) means a client speaking TLS to a plain-text
-    /// port. It would wait for an answer we cannot give, so close at once.
-    /// True if the session ended.
-    fn sniff_tls(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> bool {
-        let mut head = [0u8; 2];
-        let mut n = 0;
-        for &b in self.pending.iter().chain(data).take(2) {
-            head[n] = b;
-            n += 1;
-        }
-        match &head[..n] {
-            [TLS_HANDSHAKE] => false, // wait for the second byte
-            [TLS_HANDSHAKE, TLS_MAJOR] => {
-                self.sniffing = false;
-                self.end("TLS handshake on a plain-text port", ctx);
-                true
-            }
-            _ => {
-                self.sniffing = false;
-                false
-            }
-        }
+        !matches!(
+            self.state,
+            State::NotStarted | State::Authenticating | State::Done
+        ) && !self.closed
     }
 
     /// Counts a line discarded as unreadable before Chatting; after too
@@ -392,42 +334,13 @@ impl Session {
         true
     }
 
-    /// Adds bytes without an LF to the unfinished line, or starts discarding
-    /// it once it is longer than any accepted line can be.
-    fn extend_partial(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
-        if self.discarding {
-            return;
-        }
-        // One byte of slack for the CR of a CRLF.
-        if self.pending.len() + data.len() > ctx.config.max_line + 1 {
-            self.pending.clear();
-            self.discarding = true;
-            self.line_too_long(ctx);
-        } else {
-            self.pending.extend_from_slice(data);
-        }
-    }
-
-    /// A line's bytes up to (not including) its LF, or up to the end of input.
-    fn complete_line(&mut self, line: &[u8], ctx: &mut Ctx<'_>) {
-        if self.discarding {
-            // Its error was sent when it overflowed.
-            self.discarding = false;
-            return;
-        }
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > ctx.config.max_line {
-            self.line_too_long(ctx);
-        } else {
-            self.handle_line(line, ctx);
-        }
-    }
-
-    /// The peer closed its sending side. A last unterminated line still
-    /// counts; the connection then closes once its output is written.
+    /// The peer closed its sending side and every line it sent was
+    /// handled: the connection closes once its output is written.
     pub fn handle_eof(&mut self, ctx: &mut Ctx<'_>) {
-        self.eof = true;
-        self.finish_if_eof(ctx);
+        if self.closed || matches!(self.state, State::Done) {
+            return;
+        }
+        self.end("end of input", ctx);
     }
 
     /// The answer to the [`Action::Auth`] this session asked for.
@@ -469,12 +382,6 @@ impl Session {
                 self.login_failed(ctx);
             }
         }
-        // Whatever arrived while the password was checked comes next.
-        if !self.closed {
-            let held = std::mem::take(&mut self.pending);
-            self.consume(&held, ctx);
-            self.finish_if_eof(ctx);
-        }
     }
 
     /// A login attempt failed (or was refused as one of too many): the
@@ -491,8 +398,15 @@ impl Session {
 
     /// The login deadline passed. Chatting sessions are unaffected.
     pub fn handle_login_timeout(&mut self, ctx: &mut Ctx<'_>) {
-        if matches!(self.state, State::Chatting { .. } | State::Done) {
-            return;
+        match self.state {
+            State::Chatting { .. } | State::Done => return,
+            // Never greeted (a stalled TLS handshake, a silent HTTP client):
+            // nothing to say, just close.
+            State::NotStarted => {
+                self.end("login timeout before speaking", ctx);
+                return;
+            }
+            _ => {}
         }
         ctx.send("! login timeout");
         self.end("login timeout", ctx);
@@ -524,51 +438,14 @@ impl Session {
         // Leave the room now rather than when the last lines have drained:
         // from here on `/msg` and `/who` must not see this user.
         self.handle_closed(ctx);
-        self.pending = Vec::new();
         self.closed = true;
     }
 
-    fn finish_if_eof(&mut self, ctx: &mut Ctx<'_>) {
-        if !self.eof || self.closed || matches!(self.state, State::Authenticating | State::Done) {
+    /// A line over `--max-line` was dropped by the framing.
+    pub fn handle_too_long(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.wants_input() {
             return;
         }
-        if self.discarding || !self.pending.is_empty() {
-            let last = std::mem::take(&mut self.pending);
-            self.complete_line(&last, ctx);
-        }
-        if !matches!(self.state, State::Authenticating | State::Done) {
-            self.end("end of input", ctx);
-        }
-    }
-
-    /// Splits `data` into lines and handles them until the data runs out or
-    /// the session stops taking input; keeps what is left in `pending`.
-    fn consume(&mut self, mut data: &[u8], ctx: &mut Ctx<'_>) {
-        while !data.is_empty() {
-            // After `/quit` (and the like) nothing more is read.
-            if self.closed || matches!(self.state, State::Done) {
-                return;
-            }
-            if matches!(self.state, State::Authenticating) {
-                self.pending.extend_from_slice(data);
-                return;
-            }
-            match memchr::memchr(b'\n', data) {
-                Some(i) => {
-                    let line = &data[..i];
-                    data = &data[i + 1..];
-                    self.complete_line(line, ctx);
-                }
-                None => {
-                    self.extend_partial(data, ctx);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn line_too_long(&mut self, ctx: &mut Ctx<'_>) {
-        self.first_line = false;
         ctx.send(&format!(
             "! line too long (max {} bytes)",
             ctx.config.max_line
@@ -594,13 +471,8 @@ impl Session {
     }
 
     /// One complete line, LF and trailing CR already removed.
-    fn handle_line(&mut self, raw: &[u8], ctx: &mut Ctx<'_>) {
-        if std::mem::take(&mut self.first_line)
-            && matches!(self.state, State::AwaitingChoice)
-            && is_http_request_line(raw)
-        {
-            ctx.send("! this is a chat server, not HTTP");
-            self.end("HTTP request", ctx);
+    pub fn handle_line(&mut self, raw: &[u8], ctx: &mut Ctx<'_>) {
+        if !self.wants_input() {
             return;
         }
         let Ok(line) = std::str::from_utf8(raw) else {
@@ -670,7 +542,7 @@ impl Session {
                 self.state = State::Chatting { name };
                 self.chat_line(line, ctx);
             }
-            state @ (State::Authenticating | State::Done) => self.state = state,
+            state @ (State::NotStarted | State::Authenticating | State::Done) => self.state = state,
         }
     }
 
@@ -780,23 +652,6 @@ impl Session {
     }
 }
 
-/// `METHOD SP target SP HTTP/digit...`, the first line of any HTTP/1.x
-/// request (and of the HTTP/2 preface, `PRI * HTTP/2.0`).
-fn is_http_request_line(line: &[u8]) -> bool {
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    (1..=20).contains(&method.len())
-        && method.iter().all(u8::is_ascii_uppercase)
-        && !target.is_empty()
-        && version.len() > 5
-        && version.starts_with(b"HTTP/")
-        && version[5].is_ascii_digit()
-}
-
 fn is_blank(c: char) -> bool {
     c == ' ' || c == '\t'
 }
@@ -826,6 +681,7 @@ pub fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::lines::{InBuf, LineFrame, Lines};
     use std::collections::HashMap;
 
     /// Routes actions the way the reactor does, with a fake account store,
@@ -841,6 +697,8 @@ mod tests {
         /// Auth requests waiting for `answer`, per session.
         asked: Vec<Option<AuthRequest>>,
         accounts: HashMap<String, (String, String)>,
+        /// Each session's line framing, as the transport runs it.
+        framing: Vec<(InBuf, Lines)>,
     }
 
     impl World {
@@ -861,6 +719,7 @@ mod tests {
                 closed: Vec::new(),
                 asked: Vec::new(),
                 accounts: HashMap::new(),
+                framing: Vec::new(),
             }
         }
 
@@ -924,26 +783,45 @@ mod tests {
                 key: i,
                 serial: i as u64 + 100,
             };
-            let mut actions = Vec::new();
-            let session = Session::new(
-                id,
-                &mut Ctx {
-                    now: self.now,
-                    config: &self.config,
-                    roster: &mut self.roster,
-                    actions: &mut actions,
-                },
-            );
-            self.sessions.push(session);
+            self.sessions.push(Session::new(id, self.now, &self.config));
             self.out.push(String::new());
             self.closed.push(false);
             self.asked.push(None);
-            self.route(i, actions);
+            self.framing.push((InBuf::default(), Lines::new()));
+            self.on(i, |s, ctx| s.start(ctx));
             i
         }
 
         fn send(&mut self, i: usize, bytes: &[u8]) {
-            self.on(i, |s, ctx| s.handle_bytes(bytes, ctx));
+            self.framing[i].0.push(bytes);
+            self.pump(i);
+        }
+
+        /// The peer finished sending.
+        fn eof(&mut self, i: usize) {
+            self.framing[i].1.set_eof();
+            self.pump(i);
+        }
+
+        /// Hands session `i` its buffered lines while it wants them, the
+        /// way the reactor does.
+        fn pump(&mut self, i: usize) {
+            while !self.closed[i] && self.sessions[i].wants_input() {
+                let (input, lines) = &mut self.framing[i];
+                let frame = match lines.next(input, self.config.max_line) {
+                    None => return,
+                    Some(LineFrame::Line(l)) => Some(l.to_vec()),
+                    Some(LineFrame::TooLong) => None,
+                    Some(LineFrame::End) => {
+                        self.on(i, |s, ctx| s.handle_eof(ctx));
+                        return;
+                    }
+                };
+                match frame {
+                    Some(line) => self.on(i, |s, ctx| s.handle_line(&line, ctx)),
+                    None => self.on(i, |s, ctx| s.handle_too_long(ctx)),
+                }
+            }
         }
 
         /// Answers session `i`'s pending auth job from the fake store.
@@ -970,6 +848,8 @@ mod tests {
                 }
             };
             self.on(i, |s, ctx| s.handle_auth_result(outcome, ctx));
+            // Input held during the check comes next.
+            self.pump(i);
         }
 
         /// Output of session `i` since the last call.
@@ -1192,7 +1072,7 @@ mod tests {
         let a = w.connect();
         w.send(a, b"L\nalice\nsecret-pw\nhi\n/msg bob psst\n");
         assert!(!w.sessions[a].wants_input());
-        assert_eq!(w.sessions[a].buffered(), "hi\n/msg bob psst\n".len());
+        assert_eq!(w.framing[a].0.len(), "hi\n/msg bob psst\n".len());
         w.send(a, b"more\n");
         assert_eq!(w.take(b), "");
         w.answer(a);
@@ -1223,7 +1103,7 @@ mod tests {
                 w.answer(a);
             }
         }
-        w.on(a, |s, ctx| s.handle_eof(ctx));
+        w.eof(a);
         while w.asked[a].is_some() {
             w.answer(a);
         }
@@ -1303,10 +1183,10 @@ mod tests {
         assert_eq!(w.take(b), "! line too long (max 16 bytes)\n");
         w.send(b, b"0123456789abcdefgh");
         assert_eq!(w.take(b), "! line too long (max 16 bytes)\n");
-        assert_eq!(w.sessions[b].buffered(), 0);
+        assert_eq!(w.framing[b].0.len(), 0);
         for _ in 0..100 {
             w.send(b, &[b'z'; 1000]);
-            assert!(w.sessions[b].buffered() <= 17);
+            assert!(w.framing[b].0.len() <= 17);
         }
         w.send(b, b"zzz\nstill here\n");
         assert_eq!(w.take(b), "", "one error per long line");
@@ -1327,9 +1207,9 @@ mod tests {
         let mut w = World::new();
         let a = w.chatter("alice");
         w.send(a, &vec![b'x'; 4097]);
-        assert_eq!(w.sessions[a].buffered(), 4097, "room for 4096 and a CR");
+        assert_eq!(w.framing[a].0.len(), 4097, "room for 4096 and a CR");
         w.send(a, b"y");
-        assert_eq!(w.sessions[a].buffered(), 0);
+        assert_eq!(w.framing[a].0.len(), 0);
         assert_eq!(w.take(a), "! line too long (max 4096 bytes)\n");
     }
 
@@ -1534,7 +1414,7 @@ mod tests {
         let b = w.chatter("bob");
         w.take(a);
         w.send(b, b"first\nlast words");
-        w.on(b, |s, ctx| s.handle_eof(ctx));
+        w.eof(b);
         assert_eq!(w.take(a), "bob: first\nbob: last words\n* bob left\n");
     }
 
@@ -1549,7 +1429,7 @@ mod tests {
         let a = w.connect();
         w.take(a);
         w.send(a, &[b'x'; 40]);
-        w.on(a, |s, ctx| s.handle_eof(ctx));
+        w.eof(a);
         assert_eq!(
             w.take(a),
             format!("! line too long (max 16 bytes)\n{CHOICE}")
@@ -1560,7 +1440,7 @@ mod tests {
         let b = w.chatter("bob");
         w.take(a);
         w.send(b, &[b'y'; 17]);
-        w.on(b, |s, ctx| s.handle_eof(ctx));
+        w.eof(b);
         assert_eq!(w.take(b), "! line too long (max 16 bytes)\n");
         assert_eq!(w.take(a), "* bob left\n");
         // A CR before the end of input is dropped like the CR of a CRLF.
@@ -1569,7 +1449,7 @@ mod tests {
         let b = w.chatter("bob");
         w.take(a);
         w.send(b, b"0123456789abcdef\r");
-        w.on(b, |s, ctx| s.handle_eof(ctx));
+        w.eof(b);
         assert_eq!(w.take(a), "bob: 0123456789abcdef\n* bob left\n");
     }
 
@@ -1581,8 +1461,8 @@ mod tests {
         w.take(a);
         // Do not route bob's Close, as if his last lines were still queued.
         let mut actions = Vec::new();
-        w.sessions[b].handle_bytes(
-            b"/quit\n",
+        w.sessions[b].handle_line(
+            b"/quit",
             &mut Ctx {
                 now: w.now,
                 config: &w.config,
@@ -1601,7 +1481,7 @@ mod tests {
         let b = w.chatter("bob");
         let a = w.connect();
         w.send(a, b"R\nalice\nsecret-pw\nhello");
-        w.on(a, |s, ctx| s.handle_eof(ctx));
+        w.eof(a);
         assert!(!w.closed[a]);
         w.answer(a);
         assert_eq!(w.take(b), "* alice joined\nalice: hello\n* alice left\n");
@@ -1682,78 +1562,7 @@ mod tests {
     fn answer_with(w: &mut World, i: usize, outcome: AuthOutcome) {
         w.asked[i].take().expect("an auth job is pending");
         w.on(i, |s, ctx| s.handle_auth_result(outcome, ctx));
-    }
-
-    #[test]
-    fn an_http_request_as_first_line_is_answered_and_closed() {
-        for first in [
-            "GET / HTTP/1.1\r\nHost: example\r\n\r\n",
-            "POST /login HTTP/1.0\n",
-            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            "OPTIONS * HTTP/1.1",
-        ] {
-            let mut w = World::new();
-            let a = w.connect();
-            w.take(a);
-            w.send(a, first.as_bytes());
-            w.on(a, |s, ctx| s.handle_eof(ctx));
-            assert_eq!(
-                w.take(a),
-                "! this is a chat server, not HTTP\n",
-                "{first:?}"
-            );
-            assert!(w.closed[a], "{first:?}");
-        }
-        // Only as the very first line, and only in the request-line form.
-        for (before, line) in [
-            ("x\n", "GET / HTTP/1.1\n"),
-            ("", "get / http/1.1\n"),
-            ("", "GET /\n"),
-            ("", "GET  HTTP/1.1\n"),
-        ] {
-            let mut w = World::new();
-            let a = w.connect();
-            w.send(a, before.as_bytes());
-            w.take(a);
-            w.send(a, line.as_bytes());
-            assert_eq!(
-                w.take(a),
-                format!("! please answer R or L\n{CHOICE}"),
-                "{line:?}"
-            );
-            assert!(!w.closed[a]);
-        }
-    }
-
-    #[test]
-    fn a_tls_handshake_is_closed_at_once_without_a_reply() {
-        let hello = [
-            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
-        ];
-        let mut w = World::new();
-        let a = w.connect();
-        w.take(a);
-        w.send(a, &hello);
-        assert_eq!(w.take(a), "");
-        assert!(w.closed[a], "no LF needed: the client waits for us");
-        // Byte by byte too.
-        let mut w = World::new();
-        let a = w.connect();
-        w.take(a);
-        w.send(a, &hello[..1]);
-        assert!(!w.closed[a]);
-        w.send(a, &hello[1..2]);
-        assert!(w.closed[a]);
-        // 0x16 followed by anything else is just a control character.
-        let mut w = World::new();
-        let a = w.connect();
-        w.take(a);
-        w.send(a, b"\x16hello\n");
-        assert_eq!(
-            w.take(a),
-            format!("! control characters are not allowed\n{CHOICE}")
-        );
-        assert!(!w.closed[a]);
+        w.pump(i);
     }
 
     #[test]
@@ -1892,10 +1701,10 @@ mod tests {
                     w.answer(a);
                 }
                 if w.sessions[a].wants_input() {
-                    most_buffered = most_buffered.max(w.sessions[a].buffered());
+                    most_buffered = most_buffered.max(w.framing[a].0.len());
                 }
             }
-            w.on(a, |s, ctx| s.handle_eof(ctx));
+            w.eof(a);
             while w.asked[a].is_some() {
                 w.answer(a);
             }

@@ -1,0 +1,212 @@
+//! Every setting of the server and its default, in one place: the flags
+//! (`clap` reads them) and the [`Config`] built from them. The binary only
+//! parses; tests and benchmarks start from `Config::default()`, which is
+//! the flags' defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::limits::LimitConfig;
+use crate::reactor::Config;
+use crate::transport::tls::CertSource;
+
+/// The server's settings as flags: every setting and its default, once.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Flags {
+    /// Address to listen on, IPv4 or IPv6 (`[::1]:59000`); port 0 picks a free
+    /// one. May be given several times; every port serves every kind of client
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:59000")]
+    pub listen: Vec<SocketAddr>,
+    /// SQLite database file holding the accounts (created if missing)
+    #[arg(long, value_name = "PATH", default_value = "neochat.db")]
+    pub db: PathBuf,
+    /// bcrypt cost for new passwords, 4 to 31
+    #[arg(long, value_name = "N", default_value_t = 12,
+          value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub bcrypt_cost: u32,
+    /// Lines per second per user while chatting (burst twice that), or `off`
+    #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
+    pub rate: Rate,
+    /// Seconds a connection may take to log in (at most a day)
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub login_timeout: u64,
+    /// Most connections at once, logged in or not (at most 1,000,000)
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_clients: u64,
+    /// Unsent output (bytes) after which a connection that does not read is cut off
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
+    pub max_output: u64,
+    /// Longest line accepted, in bytes (LF and one CR before it not counted)
+    #[arg(long, value_name = "BYTES", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub max_line: u64,
+    /// Threads for password hashing and the database (default: number of CPUs)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: Option<u64>,
+    /// Most connections at once from one IPv4 address or IPv6 /64, or `off`
+    #[arg(long, value_name = "N|off", default_value = "16", value_parser = parse_limit)]
+    pub max_per_ip: Limit,
+    /// Most connections not yet logged in, server-wide, or `off`
+    #[arg(long, value_name = "N|off", default_value = "50", value_parser = parse_limit)]
+    pub max_pending_logins: Limit,
+    /// Failed logins per account, and per address, in a minute before
+    /// further attempts are refused without a password check, or `off`
+    #[arg(long, value_name = "N|off", default_value = "5", value_parser = parse_limit)]
+    pub login_attempts: Limit,
+    /// Registrations per address in ten minutes, or `off`
+    #[arg(long, value_name = "N|off", default_value = "5", value_parser = parse_limit)]
+    pub registrations_per_ip: Limit,
+    /// Password checks that may wait for a worker, or `off`
+    #[arg(long, value_name = "N|off", default_value = "1024", value_parser = parse_limit)]
+    pub max_auth_queue: Limit,
+    /// Addresses (CIDR blocks, comma-separated) that skip the per-address
+    /// and pending-login limits, or `none`
+    #[arg(long, value_name = "CIDR,...|none", default_value = "127.0.0.0/8,::1",
+          value_parser = parse_exempt)]
+    pub exempt: Exempt,
+    /// TLS on the same port (`on`), or `off` (a TLS client is then closed at once)
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    pub tls: bool,
+    /// The certificate chain (PEM) to serve, with --tls-key; without them a
+    /// self-signed certificate is made beside the database on first start
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Another name (DNS name or address) for the self-signed certificate,
+    /// besides localhost, the loopback addresses and the host name; may be
+    /// given several times
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Vec<String>,
+    /// Where plain text (no TLS) is served: `local` (loopback peers only) or `any`
+    #[arg(long, value_name = "local|any", default_value = "local", value_parser = parse_plaintext,
+          action = clap::ArgAction::Set)]
+    pub plaintext: bool,
+    /// Reverse proxies (CIDR blocks, comma-separated) whose PROXY protocol
+    /// headers and X-Forwarded-For name the real client, or `none`
+    #[arg(long, value_name = "CIDR,...|none", default_value = "none", value_parser = parse_exempt)]
+    pub proxy_from: Exempt,
+    /// A WebSocket Origin allowed besides the server's own
+    /// (`https://chat.example.org`); may be given several times
+    #[arg(long, value_name = "ORIGIN")]
+    pub allowed_origin: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limit(Option<u32>);
+
+/// A limit: 1 to 1,000,000, or `off`.
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(Limit(Some(n))),
+        _ => Err(format!(
+            "expected a number from 1 to 1000000 or `off`, got `{s}`"
+        )),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Exempt(Vec<crate::limits::Cidr>);
+
+fn parse_exempt(s: &str) -> Result<Exempt, String> {
+    crate::limits::parse_exempt(s).map(Exempt)
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Rate(Option<u32>);
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Rate(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Rate(Some(n))),
+        _ => Err(format!(
+            "expected a number of lines per second (1 or more) or `off`, got `{s}`"
+        )),
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected `on` or `off`, got `{s}`")),
+    }
+}
+
+/// `--plaintext`: true for `any`.
+fn parse_plaintext(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "local" => Ok(false),
+        "any" => Ok(true),
+        _ => Err(format!("expected `local` or `any`, got `{s}`")),
+    }
+}
+
+/// Only for reading the defaults.
+#[derive(clap::Parser)]
+struct DefaultsOnly {
+    #[command(flatten)]
+    flags: Flags,
+}
+
+impl Default for Flags {
+    fn default() -> Flags {
+        use clap::Parser;
+        DefaultsOnly::try_parse_from(["neochat-server"])
+            .expect("the flags' defaults parse")
+            .flags
+    }
+}
+
+impl Flags {
+    /// The configuration these flags describe.
+    pub fn to_config(&self) -> Config {
+        let tls = match (self.tls, &self.tls_cert, &self.tls_key) {
+            (false, _, _) => None,
+            (true, Some(cert), Some(key)) => Some(CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => Some(CertSource::SelfSigned {
+                names: self.tls_name.clone(),
+            }),
+        };
+        Config {
+            listen: self.listen.clone(),
+            db: self.db.clone(),
+            bcrypt_cost: self.bcrypt_cost,
+            rate: self.rate.0,
+            login_timeout: Duration::from_secs(self.login_timeout),
+            max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),
+            max_output: usize::try_from(self.max_output).unwrap_or(usize::MAX),
+            max_line: usize::try_from(self.max_line).unwrap_or(usize::MAX),
+            workers: self.workers.map_or_else(
+                || std::thread::available_parallelism().map_or(2, |n| n.get()),
+                |n| n as usize,
+            ),
+            max_auth_queue: self.max_auth_queue.0.map(|n| n as usize),
+            limits: LimitConfig {
+                max_per_ip: self.max_per_ip.0,
+                max_pending_logins: self.max_pending_logins.0.map(|n| n as usize),
+                login_attempts: self.login_attempts.0,
+                registrations_per_ip: self.registrations_per_ip.0,
+                exempt: self.exempt.0.clone(),
+            },
+            tls,
+            plaintext_any: self.plaintext,
+            proxy_from: self.proxy_from.0.clone(),
+            allowed_origins: self.allowed_origin.clone(),
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The transport layer, between the reactor's sockets and the chat
+//! session: a connection is a byte stream (plain or TLS) with a framing on
+//! top (lines, WebSocket messages or HTTP requests), and the session sees
+//! only lines.
+//!
+//! The reactor owns the socket: it reads bytes and hands them to
+//! [`Transport::receive`], pulls [`Input`]s with [`Transport::next_input`]
+//! while the session wants input, and writes with [`Transport::flush`],
+//! which takes the session's output (protocol lines, LF-terminated) from
+//! its [`Outbox`] and encodes it for the wire: as is, as WebSocket frames,
+//! and through TLS. Nothing here blocks, reads the clock or touches mio.
+//!
+//! On one port the first bytes decide (`sniff`): a PROXY header from a
+//! trusted proxy first (`proxy`), then a TLS record, an HTTP request line
+//! (`http`), binary junk (closed at once), or the line protocol (`lines`),
+//! which also begins when a client says nothing for 0.3 s. Inside TLS the
+//! same detection runs again, except that ALPN `http/1.1` means HTTP at
+//! once. `GET /ws` upgrades to WebSocket (`websocket`).
+
+pub mod http;
+pub mod lines;
+pub mod proxy;
+pub mod sniff;
+pub mod tls;
+pub mod websocket;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::outbox::{Flushed, Outbox};
+use lines::{Framed, InBuf, Lines};
+use sniff::Sniffed;
+use websocket::{WebSocket, WsFrame};
+
+/// How long a client may stay silent before it is taken for a person at
+/// netcat and greeted.
+pub const SNIFF_WAIT: Duration = Duration::from_millis(300);
+/// How long a request head may take to arrive.
+pub const HTTP_HEAD_WAIT: Duration = Duration::from_secs(10);
+/// Bytes of encoded output (WebSocket frames, HTTP answers) staged before
+/// the session's own buffer is framed further: the session's output limit
+/// stays the bound that matters.
+const WIRE_HIGH: usize = 64 * 1024;
+/// rustls's own buffers for outgoing data, plaintext and TLS each.
+const TLS_BUFFER: usize = 64 * 1024;
+/// Raw bytes handed to rustls per `read_tls`.
+const TLS_FEED: usize = 16 * 1024;
+
+/// The answer a plain-text line client from another host gets.
+pub const NEEDS_TLS: &[u8] = b"! this server needs TLS: use neochat, or ncat --ssl HOST PORT\n";
+
+/// What every transport of a server shares.
+#[derive(Clone)]
+pub struct Settings {
+    /// The TLS configuration for new connections (`None`: `--tls off`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `--plaintext any`: plain text served to every address.
+    pub plaintext_any: bool,
+    /// `--allowed-origin`: WebSocket origins besides the server's own.
+    pub allowed_origins: Vec<String>,
+    pub max_line: usize,
+}
+
+/// What the transport has for the session, or for the reactor.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// The line protocol begins (over TCP, TLS or WebSocket): greet.
+    Start,
+    Line(&'a [u8]),
+    /// A line over the limit was dropped.
+    TooLong,
+    /// The peer finished sending; every line was handed out.
+    End,
+    /// A trusted proxy named the real client.
+    Client(SocketAddr),
+    /// Call again at this time, even if nothing arrives.
+    Deadline(Instant),
+    /// Close the connection once what is queued (an HTTP answer, a TLS
+    /// alert, a refusal) is written; the reason is for the log.
+    Close(&'static str),
+}
+
+/// What [`Transport::step`] found.
+enum Step {
+    Ready(Input<'static>),
+    Line(std::ops::Range<usize>),
+    WsLine,
+}
+
+enum Framing {
+    /// The first bytes have not been seen (at the TCP level, or inside TLS
+    /// after a handshake without ALPN).
+    Sniff,
+    /// TLS handshake under way.
+    Handshake,
+    Lines(Lines),
+    /// Waiting for a request head.
+    Http,
+    /// A request head was parsed; the client address it named has been
+    /// handed out, the answer comes next.
+    Route(Box<http::Request>),
+    Ws(Box<WsState>),
+    /// Nothing more is read.
+    Done,
+    /// TLS failed: the connection closes after the alert.
+    Failed,
+}
+
+struct WsState {
+    ws: WebSocket,
+    /// The message handed out last (lines borrow from here).
+    line: String,
+    close_sent: bool,
+}
+
+/// One connection's transport. See the module documentation.
+pub struct Transport {
+    tls: Option<Box<rustls::ServerConnection>>,
+    framing: Framing,
+    input: InBuf,
+    /// Encoded bytes for the stream below (HTTP answers, WebSocket frames).
+    wire: Outbox,
+    /// The TCP peer is on loopback.
+    local: bool,
+    /// A PROXY header may come first (the peer is in `--proxy-from`); set
+    /// until the first bytes have been looked at.
+    proxy_expected: bool,
+    /// The peer is a trusted proxy (for `X-Forwarded-For`).
+    proxy_trusted: bool,
+    eof: bool,
+    deadline: Option<Instant>,
+    /// The connection is closing: end the stream cleanly after the output.
+    finishing: bool,
+    close_notify_sent: bool,
+}
+
+impl Transport {
+    /// A freshly accepted connection.
+    pub fn new(local: bool, proxy_trusted: bool) -> Transport {
+        Transport {
+            tls: None,
+            framing: Framing::Sniff,
+            input: InBuf::default(),
+            wire: Outbox::default(),
+            local,
+            proxy_expected: proxy_trusted,
+            proxy_trusted,
+            eof: false,
+            deadline: None,
+            finishing: false,
+            close_notify_sent: false,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.framing, Framing::Ws(_))
+    }
+
+    /// Speaking the line protocol (over any stream or WebSocket).
+    pub fn is_chat(&self) -> bool {
+        matches!(self.framing, Framing::Lines(_) | Framing::Ws(_))
+    }
+
+    /// The handshake is not finished or the first bytes are not in yet:
+    /// no session has been greeted.
+    pub fn is_undecided(&self) -> bool {
+        matches!(self.framing, Framing::Sniff | Framing::Handshake)
+    }
+
+    /// Bytes received and not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.input.len()
+    }
+
+    /// Raw bytes from the socket.
+    pub fn receive(&mut self, data: &[u8]) {
+        match &mut self.tls {
+            None => self.input.push(data),
+            Some(_) => self.feed_tls(data),
+        }
+    }
+
+    /// The socket reached end of input.
+    pub fn receive_eof(&mut self) {
+        self.eof = true;
+    }
+
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    fn feed_tls(&mut self, mut data: &[u8]) {
+        let Some(tls) = &mut self.tls else {
+            return;
+        };
+        let mut plain = [0u8; 4096];
+        while !data.is_empty() {
+            let mut chunk = &data[..data.len().min(TLS_FEED)];
+            let before = chunk.len();
+            match tls.read_tls(&mut chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    self.fail_tls();
+                    return;
+                }
+            }
+            data = &data[before - chunk.len()..];
+            match tls.process_new_packets() {
+                Ok(state) => {
+                    if state.peer_has_closed() {
+                        self.eof = true;
+                    }
+                }
+                Err(e) => {
+                    log::debug!("TLS error: {e}");
+                    self.fail_tls();
+                    return;
+                }
+            }
+            loop {
+                match io::Read::read(&mut tls.reader(), &mut plain) {
+                    Ok(0) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Ok(n) => self.input.push(&plain[..n]),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// A fatal TLS error: rustls queued the alert; nothing more is read.
+    fn fail_tls(&mut self) {
+        self.framing = Framing::Failed;
+        self.eof = true;
+    }
+
+    /// The next thing for the session or the reactor, or `None` until more
+    /// bytes arrive (or a deadline passes).
+    pub fn next_input(&mut self, now: Instant, settings: &Settings) -> Option<Input<'_>> {
+        match self.step(now, settings)? {
+            Step::Ready(input) => Some(input),
+            Step::Line(range) => Some(Input::Line(self.input.slice(range))),
+            Step::WsLine => match &self.framing {
+                Framing::Ws(state) => Some(Input::Line(state.line.as_bytes())),
+                _ => None,
+            },
+        }
+    }
+
+    /// Runs the state machine to the next input; lines are handed back by
+    /// position so that the borrow of `self` ends here.
+    fn step(&mut self, now: Instant, settings: &Settings) -> Option<Step> {
+        use Step::Ready;
+        loop {
+            match &mut self.framing {
+                Framing::Sniff => {
+                    if self.proxy_expected && self.tls.is_none() {
+                        match proxy::parse(self.input.bytes()) {
+                            proxy::Proxied::NeedMore if !self.eof => {
+                                return self.wait(now, SNIFF_WAIT).map(Ready);
+                            }
+                            proxy::Proxied::Header { len, client } => {
+                                self.input.consume(len);
+                                self.proxy_expected = false;
+                                if let Some(client) = client {
+                                    return Some(Ready(Input::Client(client)));
+                                }
+                                continue;
+                            }
+                            proxy::Proxied::Invalid => {
+                                self.framing = Framing::Done;
+                                return Some(Ready(Input::Close("bad PROXY header")));
+                            }
+                            _ => self.proxy_expected = false,
+                        }
+                    }
+                    if self.input.is_empty() && self.eof {
+                        self.framing = Framing::Done;
+                        return Some(Ready(Input::Close("closed before speaking")));
+                    }
+                    match sniff::sniff(self.input.bytes(), self.tls.is_none()) {
+                        Sniffed::Tls => {
+                            let Some(config) = &settings.tls else {
+                                self.framing = Framing::Done;
+                                return Some(Ready(Input::Close("TLS handshake with TLS off")));
+                            };
+                            let mut tls = match rustls::ServerConnection::new(config.clone()) {
+                                Ok(tls) => Box::new(tls),
+                                Err(e) => {
+                                    log::warn!("cannot start a TLS connection: {e}");
+                                    self.framing = Framing::Done;
+                                    return Some(Ready(Input::Close("TLS set-up failed")));
+                                }
+                            };
+                            tls.set_buffer_limit(Some(TLS_BUFFER));
+                            self.tls = Some(tls);
+                            self.framing = Framing::Handshake;
+                            self.deadline = None;
+                            let raw = self.input.take_all();
+                            self.feed_tls(&raw);
+                        }
+                        Sniffed::Http => self.begin_http(now),
+                        Sniffed::Junk => {
+                            self.framing = Framing::Done;
+                            return Some(Ready(Input::Close("binary junk")));
+                        }
+                        Sniffed::Lines => return Some(Ready(self.begin_lines(settings))),
+                        Sniffed::NeedMore => {
+                            if self.eof || self.deadline.is_some_and(|d| now >= d) {
+                                return Some(Ready(self.begin_lines(settings)));
+                            }
+                            return self.wait(now, SNIFF_WAIT).map(Ready);
+                        }
+                    }
+                }
+                Framing::Handshake => {
+                    let tls = self.tls.as_ref()?;
+                    if tls.is_handshaking() {
+                        if self.eof {
+                            self.framing = Framing::Done;
+                            return Some(Ready(Input::Close("closed during the TLS handshake")));
+                        }
+                        return None;
+                    }
+                    if tls.alpn_protocol() == Some(tls::ALPN_HTTP) {
+                        self.begin_http(now);
+                    } else {
+                        self.framing = Framing::Sniff;
+                        self.deadline = None;
+                    }
+                }
+                Framing::Lines(lines) => {
+                    if self.eof {
+                        lines.set_eof();
+                    }
+                    return Some(match lines.next_at(&mut self.input, settings.max_line)? {
+                        Framed::Line(range) => Step::Line(range),
+                        Framed::TooLong => Ready(Input::TooLong),
+                        Framed::End => Ready(Input::End),
+                    });
+                }
+                Framing::Http => match http::parse_head(self.input.bytes()) {
+                    http::Head::NeedMore => {
+                        if self.eof {
+                            self.framing = Framing::Done;
+                            return Some(Ready(Input::Close("HTTP request cut short")));
+                        }
+                        if self.deadline.is_some_and(|d| now >= d) {
+                            let tls = self.tls.is_some();
+                            self.wire
+                                .push_always(&http::error(408, "Request Timeout", tls));
+                            self.framing = Framing::Done;
+                            return Some(Ready(Input::Close("HTTP request head too slow")));
+                        }
+                        return None;
+                    }
+                    http::Head::Refuse(answer) => {
+                        self.wire.push_always(&answer);
+                        self.framing = Framing::Done;
+                        return Some(Ready(Input::Close("bad HTTP request")));
+                    }
+                    http::Head::Complete { len, request } => {
+                        self.input.consume(len);
+                        let client = request.forwarded_for.filter(|_| self.proxy_trusted);
+                        self.framing = Framing::Route(Box::new(request));
+                        if let Some(ip) = client {
+                            return Some(Ready(Input::Client(SocketAddr::new(ip, 0))));
+                        }
+                    }
+                },
+                Framing::Route(request) => {
+                    let ctx = http::Context {
+                        tls: self.tls.is_some(),
+                        plaintext_ok: self.local || settings.plaintext_any,
+                        allowed_origins: &settings.allowed_origins,
+                    };
+                    log::debug!("HTTP {} {}", request.method, request.path);
+                    match http::route(request, ctx) {
+                        http::Reply::Respond(answer) => {
+                            self.wire.push_always(&answer);
+                            self.framing = Framing::Done;
+                            return Some(Ready(Input::Close("HTTP request answered")));
+                        }
+                        http::Reply::Upgrade(answer) => {
+                            self.wire.push_always(&answer);
+                            // Bounded so that an over-long message is an
+                            // error line, and a huge one a close (1009).
+                            let max_message = (settings.max_line * 4).max(64 * 1024);
+                            self.framing = Framing::Ws(Box::new(WsState {
+                                ws: WebSocket::new(max_message),
+                                line: String::new(),
+                                close_sent: false,
+                            }));
+                            self.deadline = None;
+                            return Some(Ready(Input::Start));
+                        }
+                    }
+                }
+                Framing::Ws(state) => {
+                    let frame =
+                        state
+                            .ws
+                            .next(&mut self.input, &mut self.wire, settings.max_line)?;
+                    return Some(match frame {
+                        WsFrame::Line(line) => {
+                            state.line = line;
+                            Step::WsLine
+                        }
+                        WsFrame::TooLong => Ready(Input::TooLong),
+                        WsFrame::End => {
+                            state.close_sent = true;
+                            Ready(Input::End)
+                        }
+                    });
+                }
+                Framing::Done => return None,
+                Framing::Failed => {
+                    self.framing = Framing::Done;
+                    return Some(Ready(Input::Close("TLS error")));
+                }
+            }
+        }
+    }
+
+    /// Sets the deadline if none is set; asks the reactor to call back.
+    fn wait(&mut self, now: Instant, wait: Duration) -> Option<Input<'static>> {
+        match self.deadline {
+            Some(d) if now >= d => None,
+            Some(_) => None,
+            None => {
+                let at = now + wait;
+                self.deadline = Some(at);
+                Some(Input::Deadline(at))
+            }
+        }
+    }
+
+    fn begin_http(&mut self, now: Instant) {
+        self.framing = Framing::Http;
+        self.deadline = Some(now + HTTP_HEAD_WAIT);
+    }
+
+    fn begin_lines(&mut self, settings: &Settings) -> Input<'static> {
+        self.deadline = None;
+        if self.tls.is_none() && !self.local && !settings.plaintext_any {
+            self.wire.push_always(NEEDS_TLS);
+            self.framing = Framing::Done;
+            return Input::Close("plain text from another host");
+        }
+        self.framing = Framing::Lines(Lines::new());
+        Input::Start
+    }
+
+    /// The deadline the transport waits for, if any (a new one after
+    /// [`Input::Deadline`]; the 10 s HTTP wait is handed out this way too).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The connection is closing: after the queued output, end the stream
+    /// cleanly (a WebSocket close frame, a TLS close_notify).
+    pub fn finish(&mut self) {
+        self.finishing = true;
+    }
+
+    /// Whether anything is queued below the session's own output.
+    pub fn has_pending(&self) -> bool {
+        !self.wire.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Queues a WebSocket ping (nothing for other framings).
+    pub fn ping(&mut self) {
+        if let Framing::Ws(state) = &mut self.framing
+            && !state.close_sent
+        {
+            state.ws.ping(&mut self.input, &mut self.wire);
+        }
+    }
+
+    /// Writes `out` (the session's lines) and everything queued below it
+    /// to `sock`, until done or the socket would block.
+    pub fn flush(&mut self, sock: &mut impl Write, out: &mut Outbox) -> io::Result<Flushed> {
+        loop {
+            let ws = self.encode_ws(out);
+            match &mut self.tls {
+                None => {
+                    if self.wire.write_to(sock)? == Flushed::Partly {
+                        return Ok(Flushed::Partly);
+                    }
+                    if !ws && out.write_to(sock)? == Flushed::Partly {
+                        return Ok(Flushed::Partly);
+                    }
+                    if out.is_empty() {
+                        return Ok(Flushed::All);
+                    }
+                }
+                Some(tls) => {
+                    let mut moved = feed_tls_writer(tls, &mut self.wire)?;
+                    if !ws {
+                        moved |= feed_tls_writer(tls, out)?;
+                    }
+                    if self.finishing
+                        && !self.close_notify_sent
+                        && self.wire.is_empty()
+                        && out.is_empty()
+                        && !tls.is_handshaking()
+                    {
+                        tls.send_close_notify();
+                        self.close_notify_sent = true;
+                    }
+                    while tls.wants_write() {
+                        match tls.write_tls(sock) {
+                            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                return Ok(Flushed::Partly);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if self.wire.is_empty() && out.is_empty() {
+                        return Ok(Flushed::All);
+                    }
+                    if !moved {
+                        // rustls holds plaintext until its handshake is done.
+                        return Ok(Flushed::Partly);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frames the session's lines as WebSocket messages into `wire`, as far
+    /// as it has room; true on a WebSocket connection.
+    fn encode_ws(&mut self, out: &mut Outbox) -> bool {
+        let Framing::Ws(state) = &mut self.framing else {
+            return false;
+        };
+        while !out.is_empty() && self.wire.pending() < WIRE_HIGH {
+            let unsent = out.unsent();
+            let (line, used) = match memchr::memchr(b'\n', unsent) {
+                Some(i) => (&unsent[..i], i + 1),
+                None => (unsent, unsent.len()),
+            };
+            if !state.close_sent {
+                state.ws.send_line(line, &mut self.input, &mut self.wire);
+            }
+            out.consume(used);
+        }
+        if self.finishing && out.is_empty() && !state.close_sent {
+            state.close_sent = true;
+            state.ws.close_normally(&mut self.input, &mut self.wire);
+        }
+        true
+    }
+
+    /// Frees idle buffers; true if anything was freed.
+    pub fn release(&mut self) -> bool {
+        let a = self.input.release();
+        let b = self.wire.release();
+        a || b
+    }
+}
+
+/// Hands `src` to rustls as far as its bounded buffer takes; true if it
+/// took anything.
+fn feed_tls_writer(tls: &mut rustls::ServerConnection, src: &mut Outbox) -> io::Result<bool> {
+    let mut moved = false;
+    while !src.is_empty() {
+        let n = tls.writer().write(src.unsent())?;
+        if n == 0 {
+            break;
+        }
+        src.consume(n);
+        moved = true;
+    }
+    Ok(moved)
+}
