@@ -39,6 +39,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Server {
     child: Child,
     addr: SocketAddr,
+    db: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -81,8 +82,27 @@ impl Server {
         Server {
             child,
             addr,
+            db,
             _dir: dir,
         }
+    }
+}
+
+impl Server {
+    /// The fingerprint of its certificate, as `neochat-server fingerprint`
+    /// prints it for the operator.
+    fn fingerprint(&self) -> String {
+        let out = Command::new(SERVER)
+            .arg("fingerprint")
+            .arg("--db")
+            .arg(&self.db)
+            .output()
+            .expect("run neochat-server fingerprint");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let fp = text.trim().to_owned();
+        assert!(fp.starts_with("SHA256:"), "{text}");
+        fp
     }
 }
 
@@ -1549,4 +1569,50 @@ fn passwd_asks_hidden_and_answers_the_servers_questions() {
             "{secret} shown:\n{plain}"
         );
     }
+}
+
+#[test]
+fn the_real_server_over_tls_with_a_plain_user_beside() {
+    let server = Server::start();
+    let fp = server.fingerprint();
+    let addr = server.addr.to_string();
+    let mut bob = Peer::register(server.addr, "bob");
+    let home = Home::new();
+
+    // A person, the first time: the fingerprint shown is the one the
+    // operator sees; trusted, then register and chat with bob (plain TCP).
+    let mut t = Pty::spawn(&["--tls", &addr], &home.env(&[]));
+    t.expect(&format!("Its fingerprint is {fp}"));
+    t.type_keys("yes\r");
+    t.expect("Sign up (R) or Login (L)?");
+    t.type_keys("R\r");
+    t.expect("Username:");
+    t.type_keys("carol\r");
+    t.expect("Choose a password");
+    t.type_keys("carol-password\r");
+    t.expect("Type it again:");
+    t.type_keys("carol-password\r");
+    t.expect("registered and logged in as carol");
+    bob.expect_prefix("* carol joined");
+    t.expect("> ");
+    t.type_keys("hello over tls\r");
+    assert_eq!(bob.expect_prefix("carol:"), "carol: hello over tls");
+    bob.send("hi carol\n");
+    t.expect("bob: hi carol");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    bob.expect_prefix("* carol left");
+    assert_eq!(
+        std::fs::read_to_string(home.known_servers()).unwrap(),
+        format!("{addr} {fp}\n")
+    );
+
+    // A script, pinned now: logs in and talks without --fingerprint.
+    let env = home.env(&[("NEOCHAT_PASSWORD", "carol-password")]);
+    let args = [&addr, "--tls", "--user", "carol"];
+    let (status, out, err) = run_piped(&args, &env, "scripted over tls\n");
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("* logged in as carol"), "{out}");
+    assert_eq!(bob.expect_prefix("carol:"), "carol: scripted over tls");
 }
