@@ -76,6 +76,9 @@ impl fmt::Display for Target {
 #[derive(Clone, Debug)]
 pub struct Common {
     pub target: Target,
+    /// Speak TLS to the target. The generator accepts any certificate: it
+    /// measures a server, it does not protect a user.
+    pub tls: bool,
     /// Account names start with this (NeoChat), channel name (Redis).
     pub prefix: String,
     /// Password of the generator's accounts (created if missing).
@@ -90,6 +93,7 @@ impl Common {
     pub fn new(target: Target) -> Common {
         Common {
             target,
+            tls: false,
             prefix: "bench".into(),
             password: "bench-password".into(),
             progress: io::stderr().is_terminal(),
@@ -153,6 +157,8 @@ fn histogram() -> Histogram<u64> {
 
 struct Peer {
     stream: TcpStream,
+    /// The TLS session over `stream`, when the run speaks TLS.
+    tls: Option<Box<rustls::ClientConnection>>,
     /// Unparsed input: lines during setup, partial messages afterwards.
     input: Vec<u8>,
     out: Vec<u8>,
@@ -181,6 +187,9 @@ impl Peer {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = &mut self.tls {
+            return flush_tls(tls, &mut self.stream, &mut self.out, &mut self.out_pos);
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -198,6 +207,134 @@ impl Peer {
     fn pending(&self) -> usize {
         self.out.len() - self.out_pos
     }
+
+    /// Reads plaintext: from the socket, or through TLS.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &mut self.tls else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            match tls.read_tls(&mut self.stream) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {
+                    tls.process_new_packets().map_err(io::Error::other)?;
+                    if tls.wants_write() {
+                        let mut none = Vec::new();
+                        let mut pos = 0;
+                        flush_tls(tls, &mut self.stream, &mut none, &mut pos)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Hands `out[*pos..]` to TLS and writes the records, until done or the
+/// socket would block.
+fn flush_tls(
+    tls: &mut rustls::ClientConnection,
+    stream: &mut TcpStream,
+    out: &mut [u8],
+    pos: &mut usize,
+) -> io::Result<()> {
+    loop {
+        while *pos < out.len() {
+            let n = tls.writer().write(&out[*pos..])?;
+            if n == 0 {
+                break;
+            }
+            *pos += n;
+        }
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if *pos == out.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// A client configuration that accepts any certificate: the generator
+/// loads servers with self-signed certificates, and sends nothing secret.
+fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    #[derive(Debug)]
+    struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = crate::transport::tls::provider();
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("default TLS versions")
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
+                .with_no_client_auth();
+            std::sync::Arc::new(config)
+        })
+        .clone()
 }
 
 /// Runs in one process (the load benchmark) rotate through source blocks.
@@ -240,12 +377,14 @@ impl Net {
         })
     }
 
-    /// Starts a non-blocking connect from `source` (port chosen by the OS).
+    /// Starts a non-blocking connect from `source` (port chosen by the OS),
+    /// speaking TLS over it if `tls`.
     fn connect(
         &mut self,
         to: SocketAddr,
         source: Option<IpAddr>,
         name: String,
+        tls: bool,
     ) -> io::Result<usize> {
         use socket2::{Domain, Socket, Type};
         let socket = Socket::new(Domain::for_address(to), Type::STREAM, None)?;
@@ -266,8 +405,17 @@ impl Net {
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;
+        let tls = if tls {
+            let server = rustls::pki_types::ServerName::IpAddress(to.ip().into());
+            let conn =
+                rustls::ClientConnection::new(tls_config(), server).map_err(io::Error::other)?;
+            Some(Box::new(conn))
+        } else {
+            None
+        };
         self.peers.push(Peer {
             stream,
+            tls,
             input: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
@@ -316,7 +464,7 @@ impl Net {
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 loop {
-                    match peer.stream.read(&mut self.scratch) {
+                    match peer.read(&mut self.scratch) {
                         Ok(0) => {
                             peer.closed = true;
                             on_data(i, peer, &[])?;
@@ -357,7 +505,7 @@ impl Net {
                 continue;
             }
             loop {
-                match peer.stream.read(&mut self.scratch) {
+                match peer.read(&mut self.scratch) {
                     Ok(0) => return fail(format!("{}: closed by the server", peer.name)),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -459,7 +607,12 @@ fn join_all(
             let k = ids.len();
             let name = &names[k];
             let i = net
-                .connect(addr, source_for(addr, first + k, net.block), name.clone())
+                .connect(
+                    addr,
+                    source_for(addr, first + k, net.block),
+                    name.clone(),
+                    c.tls,
+                )
                 .map_err(|e| Error(format!("cannot connect to {addr}: {e}")))?;
             let peer = &mut net.peers[i];
             match c.target {
@@ -1101,6 +1254,7 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
                     c.target.addr(),
                     source_for(c.target.addr(), net.peers.len(), net.block),
                     name.clone(),
+                    c.tls,
                 )?;
                 net.peers[i].queue(format!("L\n{name}\n{}\n", c.password).as_bytes());
                 storm_ids.push(i);

@@ -79,6 +79,26 @@ impl Outbox {
         }
     }
 
+    /// Appends what `fill` writes into `room` fresh bytes at the end (it
+    /// returns how many it used): an encoder writes straight into the
+    /// buffer, with no copy.
+    pub fn append_with<E>(
+        &mut self,
+        room: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + room, 0);
+        let result = fill(&mut self.buf[start..]);
+        let used = *result.as_ref().unwrap_or(&0);
+        self.buf.truncate(start + used.min(room));
+        result
+    }
+
     /// Frees the buffer: the connection is going away.
     pub fn discard(&mut self) {
         *self = Outbox::default();

@@ -659,7 +659,6 @@ impl Server {
     /// Input the transport already holds (after a password check, or at a
     /// deadline) is handled first.
     fn read(&mut self, key: usize, now: Instant) {
-        self.pump(key, now);
         for round in 0..READS_PER_TURN {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
@@ -668,7 +667,7 @@ impl Server {
                 self.drain_input(key);
                 return;
             }
-            if conn.closing.is_some() || !conn.wants_bytes() {
+            if conn.closing.is_some() {
                 return;
             }
             let id = conn.id;
@@ -689,24 +688,32 @@ impl Server {
                 }
                 return;
             }
-            match conn.stream.read(&mut self.scratch) {
-                // The peer finished sending; a last partial line counts.
-                Ok(0) => conn.transport.receive_eof(),
-                Ok(n) => {
-                    log::trace!("conn {key}: read {n}");
-                    conn.transport.receive(&self.scratch[..n])
-                }
-                // Drained: wait for the next edge.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Reset and friends: nothing more can be said to it.
-                Err(e) => {
-                    debug!("conn {key}: read error: {e}");
-                    self.mark_closing(id, Closing::Now, "read error");
-                    return;
+            // The socket first, even when only a deadline brought us here:
+            // a ClientHello already in the kernel must not be taken for a
+            // silent client.
+            let mut drained = !conn.wants_bytes();
+            if !drained {
+                match conn.stream.read(&mut self.scratch) {
+                    // The peer finished sending; a last partial line counts.
+                    Ok(0) => conn.transport.receive_eof(),
+                    Ok(n) => conn.transport.receive(&self.scratch[..n]),
+                    // Drained: wait for the next edge.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Reset and friends: nothing more can be said to it.
+                    Err(e) => {
+                        debug!("conn {key}: read error: {e}");
+                        self.mark_closing(id, Closing::Now, "read error");
+                        return;
+                    }
                 }
             }
+            // Input the transport holds (after a password check, or at a
+            // deadline) is handled even when nothing new arrived.
             self.pump(key, now);
+            if drained {
+                return;
+            }
         }
         // Still readable: come back after the others had their turn.
         if let Some(conn) = self.conns.get(key) {

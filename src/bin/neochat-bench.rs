@@ -24,6 +24,10 @@ struct Args {
     /// Server to load: `neochat://HOST:PORT` (or just HOST:PORT) or `redis://HOST:PORT`
     #[arg(long, global = true, default_value = "neochat://127.0.0.1:59000")]
     target: Target,
+    /// Speak TLS to the target (any certificate is accepted: this measures a
+    /// server, it protects nobody)
+    #[arg(long, global = true)]
+    tls: bool,
     /// Print one JSON object instead of the table
     #[arg(long, global = true)]
     json: bool,
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
         eprintln!("neochat-bench: cannot raise the open-file limit: {e}");
     }
     let mut common = Common::new(args.target);
+    common.tls = args.tls;
     common.prefix = args.prefix.clone();
     common.password = args.password.clone();
     common.setup_timeout = Duration::from_secs(args.setup_timeout);

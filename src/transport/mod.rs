@@ -22,6 +22,7 @@ pub mod lines;
 pub mod proxy;
 pub mod sniff;
 pub mod tls;
+pub mod tls_stream;
 pub mod websocket;
 
 use std::io::{self, Write};
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::outbox::{Flushed, Outbox};
 use lines::{Framed, InBuf, Lines};
 use sniff::Sniffed;
+use tls_stream::TlsStream;
 use websocket::{WebSocket, WsFrame};
 
 /// How long a client may stay silent before it is taken for a person at
@@ -43,10 +45,6 @@ pub const HTTP_HEAD_WAIT: Duration = Duration::from_secs(10);
 /// the session's own buffer is framed further: the session's output limit
 /// stays the bound that matters.
 const WIRE_HIGH: usize = 64 * 1024;
-/// rustls's own buffers for outgoing data, plaintext and TLS each.
-const TLS_BUFFER: usize = 64 * 1024;
-/// Raw bytes handed to rustls per `read_tls`.
-const TLS_FEED: usize = 16 * 1024;
 
 /// The answer a plain-text line client from another host gets.
 pub const NEEDS_TLS: &[u8] = b"! this server needs TLS: use neochat, or ncat --ssl HOST PORT\n";
@@ -117,7 +115,7 @@ struct WsState {
 
 /// One connection's transport. See the module documentation.
 pub struct Transport {
-    tls: Option<Box<rustls::ServerConnection>>,
+    tls: Option<TlsStream>,
     framing: Framing,
     input: InBuf,
     /// Encoded bytes for the stream below (HTTP answers, WebSocket frames).
@@ -133,7 +131,6 @@ pub struct Transport {
     deadline: Option<Instant>,
     /// The connection is closing: end the stream cleanly after the output.
     finishing: bool,
-    close_notify_sent: bool,
 }
 
 impl Transport {
@@ -150,7 +147,6 @@ impl Transport {
             eof: false,
             deadline: None,
             finishing: false,
-            close_notify_sent: false,
         }
     }
 
@@ -195,45 +191,17 @@ impl Transport {
         self.eof
     }
 
-    fn feed_tls(&mut self, mut data: &[u8]) {
+    fn feed_tls(&mut self, data: &[u8]) {
         let Some(tls) = &mut self.tls else {
             return;
         };
-        let mut plain = [0u8; 4096];
-        while !data.is_empty() {
-            let mut chunk = &data[..data.len().min(TLS_FEED)];
-            let before = chunk.len();
-            match tls.read_tls(&mut chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(_) => {
-                    self.fail_tls();
-                    return;
-                }
-            }
-            data = &data[before - chunk.len()..];
-            match tls.process_new_packets() {
-                Ok(state) => {
-                    if state.peer_has_closed() {
-                        self.eof = true;
-                    }
-                }
-                Err(e) => {
-                    log::debug!("TLS error: {e}");
-                    self.fail_tls();
-                    return;
-                }
-            }
-            loop {
-                match io::Read::read(&mut tls.reader(), &mut plain) {
-                    Ok(0) => {
-                        self.eof = true;
-                        break;
-                    }
-                    Ok(n) => self.input.push(&plain[..n]),
-                    Err(_) => break,
-                }
-            }
+        let result = tls.receive(data, &mut self.input);
+        if tls.peer_closed() {
+            self.eof = true;
+        }
+        if let Err(e) = result {
+            log::debug!("TLS error: {e}");
+            self.fail_tls();
         }
     }
 
@@ -293,15 +261,14 @@ impl Transport {
                                 self.framing = Framing::Done;
                                 return Some(Ready(Input::Close("TLS handshake with TLS off")));
                             };
-                            let mut tls = match rustls::ServerConnection::new(config.clone()) {
-                                Ok(tls) => Box::new(tls),
+                            let tls = match TlsStream::new(config.clone()) {
+                                Ok(tls) => tls,
                                 Err(e) => {
                                     log::warn!("cannot start a TLS connection: {e}");
                                     self.framing = Framing::Done;
                                     return Some(Ready(Input::Close("TLS set-up failed")));
                                 }
                             };
-                            tls.set_buffer_limit(Some(TLS_BUFFER));
                             self.tls = Some(tls);
                             self.framing = Framing::Handshake;
                             self.deadline = None;
@@ -474,7 +441,7 @@ impl Transport {
 
     /// Whether anything is queued below the session's own output.
     pub fn has_pending(&self) -> bool {
-        !self.wire.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        !self.wire.is_empty() || self.tls.as_ref().is_some_and(TlsStream::wants_write)
     }
 
     /// Queues a WebSocket ping (nothing for other framings).
@@ -504,35 +471,23 @@ impl Transport {
                     }
                 }
                 Some(tls) => {
-                    let mut moved = feed_tls_writer(tls, &mut self.wire)?;
-                    if !ws {
-                        moved |= feed_tls_writer(tls, out)?;
+                    let before = (self.wire.pending(), out.pending());
+                    // HTTP answers and WebSocket frames first, then the
+                    // session's lines; close_notify after the last byte.
+                    let tls_error = |e: rustls::Error| io::Error::other(e.to_string());
+                    let last = self.finishing && (ws || out.is_empty());
+                    tls.send(&mut self.wire, last).map_err(tls_error)?;
+                    if !ws && self.wire.is_empty() {
+                        tls.send(out, self.finishing).map_err(tls_error)?;
                     }
-                    if self.finishing
-                        && !self.close_notify_sent
-                        && self.wire.is_empty()
-                        && out.is_empty()
-                        && !tls.is_handshaking()
-                    {
-                        tls.send_close_notify();
-                        self.close_notify_sent = true;
-                    }
-                    while tls.wants_write() {
-                        match tls.write_tls(sock) {
-                            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                            Ok(_) => {}
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                return Ok(Flushed::Partly);
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
+                    if tls.outgoing().write_to(sock)? == Flushed::Partly {
+                        return Ok(Flushed::Partly);
                     }
                     if self.wire.is_empty() && out.is_empty() {
                         return Ok(Flushed::All);
                     }
-                    if !moved {
-                        // rustls holds plaintext until its handshake is done.
+                    if before == (self.wire.pending(), out.pending()) {
+                        // Nothing taken: the handshake is not done yet.
                         return Ok(Flushed::Partly);
                     }
                 }
@@ -568,21 +523,7 @@ impl Transport {
     pub fn release(&mut self) -> bool {
         let a = self.input.release();
         let b = self.wire.release();
-        a || b
+        let c = self.tls.as_mut().is_some_and(|t| t.outgoing().release());
+        a || b || c
     }
-}
-
-/// Hands `src` to rustls as far as its bounded buffer takes; true if it
-/// took anything.
-fn feed_tls_writer(tls: &mut rustls::ServerConnection, src: &mut Outbox) -> io::Result<bool> {
-    let mut moved = false;
-    while !src.is_empty() {
-        let n = tls.writer().write(src.unsent())?;
-        if n == 0 {
-            break;
-        }
-        src.consume(n);
-        moved = true;
-    }
-    Ok(moved)
 }

@@ -1,0 +1,234 @@
+//! A TLS stream over the connection's own buffers, with rustls's
+//! unbuffered API: the raw bytes received wait in a buffer of ours (freed
+//! as soon as no partial record is left), records to send go into an
+//! [`Outbox`] of ours (freed when written), and plaintext goes straight
+//! into the framing's input. An idle TLS connection therefore holds only
+//! rustls's state and keys, never its default 4 KiB of read buffer plus
+//! output queues: that is what keeps it within the 8 KiB per idle
+//! connection NeoChat promises.
+//!
+//! The calling order follows rustls's `process_tls_records` contract: each
+//! state is handled, then the bytes it consumed are discarded, before the
+//! next call.
+
+use std::sync::Arc;
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+
+use super::lines::InBuf;
+use crate::outbox::Outbox;
+
+/// Plaintext encrypted per record batch.
+const ENCRYPT_CHUNK: usize = 16 * 1024;
+/// Encrypted bytes staged before encrypting more: the session's own output
+/// limit stays the bound that matters.
+const OUTGOING_HIGH: usize = 64 * 1024;
+/// Per-record overhead allowance (header, tag, content type, padding).
+const RECORD_OVERHEAD: usize = 64;
+
+pub struct TlsStream {
+    conn: Box<UnbufferedServerConnection>,
+    /// Raw bytes received and not yet processed: at most a partial record
+    /// between calls.
+    incoming: Vec<u8>,
+    /// TLS records waiting for the socket.
+    outgoing: Outbox,
+    /// The handshake finished: application data flows.
+    open: bool,
+    /// The peer sent close_notify, or the connection is closed.
+    peer_closed: bool,
+    close_notify_queued: bool,
+}
+
+impl TlsStream {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<TlsStream, rustls::Error> {
+        Ok(TlsStream {
+            conn: Box::new(UnbufferedServerConnection::new(config)?),
+            incoming: Vec::new(),
+            outgoing: Outbox::default(),
+            open: false,
+            peer_closed: false,
+            close_notify_queued: false,
+        })
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        !self.open
+    }
+
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    /// TLS records are waiting for the socket.
+    pub fn wants_write(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// The records waiting for the socket.
+    pub fn outgoing(&mut self) -> &mut Outbox {
+        &mut self.outgoing
+    }
+
+    /// Raw bytes from the socket: plaintext goes to `plain`, handshake
+    /// answers to the outgoing records. On an error the alert, if rustls
+    /// made one, is queued; nothing more should be read.
+    pub fn receive(&mut self, data: &[u8], plain: &mut InBuf) -> Result<(), rustls::Error> {
+        self.incoming.extend_from_slice(data);
+        let result = self.drive(plain, None, false);
+        if self.incoming.is_empty() {
+            self.incoming = Vec::new();
+        }
+        result
+    }
+
+    /// Encrypts what `out` holds, as far as the outgoing records have room
+    /// (nothing before the handshake is done); with `finish`, ends with a
+    /// close_notify once `out` is empty.
+    pub fn send(&mut self, out: &mut Outbox, finish: bool) -> Result<(), rustls::Error> {
+        let mut none = InBuf::default();
+        self.drive(&mut none, Some(out), finish)
+    }
+
+    fn drive(
+        &mut self,
+        plain: &mut InBuf,
+        mut out: Option<&mut Outbox>,
+        finish: bool,
+    ) -> Result<(), rustls::Error> {
+        let mut failure = None;
+        // Every turn consumes input or produces output; the bound is a
+        // guard, far above what 64 KiB of input can take.
+        for _ in 0..4096 {
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let mut stop = false;
+            match state {
+                Err(e) => {
+                    failure = Some(e);
+                    stop = true;
+                }
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    while let Some(record) = records.next_record() {
+                        match record {
+                            Ok(record) => {
+                                discard += record.discard;
+                                plain.push(record.payload);
+                            }
+                            Err(e) => {
+                                failure = Some(e);
+                                stop = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::ReadEarlyData(mut records)) => {
+                    // Early data is off (max_early_data_size 0); drop any.
+                    while let Some(Ok(record)) = records.next_record() {
+                        discard += record.discard;
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    let mut room = 4096;
+                    loop {
+                        match self.outgoing.append_with(room, |buf| encode.encode(buf)) {
+                            Ok(_) => break,
+                            Err(EncodeError::InsufficientSize(need)) => {
+                                room = need.required_size;
+                            }
+                            Err(e) => {
+                                log::debug!("TLS encode: {e}");
+                                stop = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                // Our records wait in `outgoing`; the socket write comes
+                // with the next flush.
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                Ok(ConnectionState::BlockedHandshake) => stop = true,
+                Ok(ConnectionState::WriteTraffic(mut write)) => {
+                    self.open = true;
+                    stop = true;
+                    if let Some(out) = out.as_deref_mut() {
+                        while !out.is_empty() && self.outgoing.pending() < OUTGOING_HIGH {
+                            let chunk = &out.unsent()[..out.pending().min(ENCRYPT_CHUNK)];
+                            let n = chunk.len();
+                            let mut room = n + RECORD_OVERHEAD;
+                            loop {
+                                match self
+                                    .outgoing
+                                    .append_with(room, |buf| write.encrypt(chunk, buf))
+                                {
+                                    Ok(_) => break,
+                                    Err(EncryptError::InsufficientSize(need)) => {
+                                        room = need.required_size;
+                                    }
+                                    Err(e) => {
+                                        log::debug!("TLS encrypt: {e}");
+                                        return Err(rustls::Error::General(e.to_string()));
+                                    }
+                                }
+                            }
+                            out.consume(n);
+                        }
+                        if finish && out.is_empty() && !self.close_notify_queued {
+                            self.close_notify_queued = true;
+                            let _ = self
+                                .outgoing
+                                .append_with(RECORD_OVERHEAD, |buf| write.queue_close_notify(buf));
+                        }
+                    }
+                }
+                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                    self.peer_closed = true;
+                    stop = true;
+                }
+                Ok(_) => stop = true,
+            }
+            if discard > 0 {
+                self.incoming.drain(..discard.min(self.incoming.len()));
+            }
+            if stop {
+                break;
+            }
+        }
+        match failure {
+            Some(e) => {
+                self.collect_alert();
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// After a fatal error rustls has queued an alert. The bad input must
+    /// not be looked at again (rustls asserts on it), so it is dropped and
+    /// only the queued records are fetched.
+    fn collect_alert(&mut self) {
+        self.incoming = Vec::new();
+        self.peer_closed = true;
+        for _ in 0..8 {
+            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    let mut room = 256;
+                    while let Err(EncodeError::InsufficientSize(need)) =
+                        self.outgoing.append_with(room, |buf| encode.encode(buf))
+                    {
+                        room = need.required_size;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
+        }
+    }
+}
