@@ -28,7 +28,7 @@ pub mod chat;
 pub mod config;
 pub mod limits;
 pub mod loadgen;
-pub mod outbox;
+pub use reactor::outbox;
 pub mod reactor;
 pub mod transport;
 

@@ -930,6 +930,8 @@ pub struct FanoutOpts {
     pub duration: Duration,
     /// Receivers that parse every message for its timestamp.
     pub sampled: usize,
+    /// The server's process, to measure the CPU it spends per delivery.
+    pub pid: Option<u32>,
 }
 
 impl Default for FanoutOpts {
@@ -943,6 +945,7 @@ impl Default for FanoutOpts {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(5),
             sampled: 32,
+            pid: None,
         }
     }
 }
@@ -958,6 +961,31 @@ pub struct FanoutReport {
     pub deliveries: u64,
     pub deliveries_per_sec: f64,
     pub latency: Percentiles,
+    /// Server CPU time (user + system) while measuring, when its pid was
+    /// given.
+    pub server_cpu_secs: Option<f64>,
+}
+
+/// User plus system CPU time of process `pid`, from `/proc/PID/stat`.
+pub fn cpu_secs(pid: u32) -> Result<f64, Error> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| Error(format!("cannot read /proc/{pid}/stat: {e}")))?;
+    // The command name may hold spaces: fields count from after its ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| Error(format!("odd /proc/{pid}/stat")))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+    let ticks = |i: usize| -> Result<f64, Error> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .ok_or_else(|| Error(format!("odd /proc/{pid}/stat")))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(11)? + ticks(12)?) / hz.max(1.0))
 }
 
 /// Fan-out: S senders, R receivers in one room (or channel). Closed loop by
@@ -1007,6 +1035,7 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
     let mut sent: u64 = 0;
     let mut buf = Vec::with_capacity(o.size);
     let mut measuring = false;
+    let mut cpu_at_start = None;
     let mut base_deliveries = 0;
     let mut base_sent = 0;
     let mut t0 = start_measuring;
@@ -1032,6 +1061,9 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
             base_deliveries = receivers.iter().map(|&r| net.peers[r].records).sum();
             base_sent = sent;
             hist.reset();
+            if let Some(pid) = o.pid {
+                cpu_at_start = Some(cpu_secs(pid)?);
+            }
         }
         completed = receivers
             .iter()
@@ -1104,6 +1136,10 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
     }
     progress.done();
     let seconds = t0.elapsed().as_secs_f64();
+    let server_cpu_secs = match (o.pid, cpu_at_start) {
+        (Some(pid), Some(start)) => Some(cpu_secs(pid)? - start),
+        _ => None,
+    };
     let total: u64 = receivers.iter().map(|&r| net.peers[r].records).sum();
     let deliveries = total - base_deliveries;
     Ok(FanoutReport {
@@ -1116,6 +1152,7 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
         deliveries,
         deliveries_per_sec: deliveries as f64 / seconds,
         latency: Percentiles::of(&hist),
+        server_cpu_secs,
     })
 }
 
@@ -1406,6 +1443,11 @@ impl FanoutReport {
             .num("messages", self.messages as f64)
             .num("deliveries", self.deliveries as f64)
             .num("deliveries_per_sec", self.deliveries_per_sec)
+            .num(
+                "server_cpu_ns_per_delivery",
+                self.server_cpu_secs
+                    .map_or(0.0, |c| c * 1e9 / self.deliveries.max(1) as f64),
+            )
             .percentiles("latency", &self.latency)
     }
 }

@@ -90,6 +90,9 @@ struct FanoutArgs {
     /// fanout: receivers that time every message (the others only count)
     #[arg(long, default_value_t = 32)]
     sampled: usize,
+    /// Process id of the server, to report its CPU time per delivery
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -155,6 +158,7 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                 warmup: secs(f.warmup),
                 duration: secs(f.duration),
                 sampled: f.sampled,
+                pid: f.pid,
             };
             let r = loadgen::fanout(common, &opts)?;
             let name = if latency { "latency" } else { "fanout" };
@@ -175,6 +179,13 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                 println!("messages        {}", r.messages);
                 println!("deliveries      {}", r.deliveries);
                 println!("deliveries/s    {:.0}", r.deliveries_per_sec);
+                if let Some(cpu) = r.server_cpu_secs {
+                    println!(
+                        "server CPU      {:.2} s, {:.0} ns per delivery",
+                        cpu,
+                        cpu * 1e9 / r.deliveries.max(1) as f64
+                    );
+                }
                 print_latency("latency", &r.latency);
             }
         }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Identifies one connection for its whole life: the slab key it occupies and
 /// a serial that is never reused, so a late message for a closed connection
 /// cannot reach the stranger who got its slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     pub key: usize,
     pub serial: u64,

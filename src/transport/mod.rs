@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::outbox::{Flushed, Outbox};
+use crate::reactor::outbox::{Flushed, Outbox};
 use lines::{Framed, InBuf, Lines};
 use sniff::Sniffed;
 use tls_stream::TlsStream;

@@ -17,7 +17,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
 use super::lines::InBuf;
-use crate::outbox::Outbox;
+use crate::reactor::outbox::Outbox;
 
 /// Plaintext encrypted per record batch.
 const ENCRYPT_CHUNK: usize = 16 * 1024;

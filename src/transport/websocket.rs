@@ -15,7 +15,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
 
 use super::lines::InBuf;
-use crate::outbox::Outbox;
+use crate::reactor::outbox::Outbox;
 
 /// A frame as the session sees it.
 #[derive(Debug, PartialEq, Eq)]

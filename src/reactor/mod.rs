@@ -1,0 +1,664 @@
+//! The event loop: every line of mio, and nothing of the protocol.
+//!
+//! One thread, one `mio::Poll`, the listeners, a `Slab` of connections
+//! (socket, [`Transport`], [`Session`], [`Outbox`]), one `Waker` shared with
+//! the auth workers, and the signal source. Sessions decide what to say; this module carries it out:
+//! it appends to output buffers, writes them when sockets allow, routes
+//! broadcasts and private messages, runs the timers and closes connections.
+//!
+//! Rules it keeps (see DESIGN.md):
+//! - mio is edge-triggered, so reads, writes and accepts drain to
+//!   `WouldBlock`; a connection cut short for fairness, or whose auth result
+//!   just arrived, is put on the `again` list and read without a new event.
+//! - Output is appended during a loop turn and written once at its end, so
+//!   everything a connection got in one turn leaves in one `write`. WRITABLE
+//!   interest is held only while bytes remain.
+//! - Closing has two phases: during a turn a connection is only marked; it
+//!   is removed after the turn's writes.
+//! - Every auth job carries the connection's `ConnId`; a result whose serial
+//!   no longer matches its slot is dropped.
+//! - Accept errors never stop the loop: on EMFILE and friends accepting
+//!   pauses and is retried on a timer or when a connection closes.
+//! - Broadcast output is paced: every reader's output grows by the same
+//!   bytes, so one token bucket (the [`Pacer`]) bounds how fast it may
+//!   grow. Over the rate, reading input waits (senders are held back by TCP
+//!   flow control) until the turn's output has been written. A burst from
+//!   many senders at once is thus delivered in slices, and readers that keep
+//!   reading are never cut off as slow consumers because of it.
+//!
+//! Files: this one has the server, its loop, timers, signals and shutdown;
+//! `conn` the connection and the slab of them; `sockets` accepting, reading,
+//! writing and closing sockets; `route` carrying out what sessions ask
+//! (send, broadcast, auth jobs, closing); `pacer` the broadcast pacer;
+//! `outbox` a connection's bounded output buffer.
+
+mod conn;
+pub mod outbox;
+mod pacer;
+mod route;
+mod sockets;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::auth::{AuthConfig, AuthPool, Done};
+use crate::chat::session::{Action, ConnId, Ctx, Roster, SessionConfig};
+use crate::limits::{Cidr, LimitConfig, Limits};
+use crate::transport::tls::{self, CertSource};
+use crate::transport::{self as tp};
+use conn::{Closing, Conns};
+use pacer::Pacer;
+pub use sockets::raise_fd_limit;
+use sockets::{deregister, listen};
+
+#[cfg(doc)]
+use crate::chat::session::Session;
+#[cfg(doc)]
+use crate::transport::Transport;
+#[cfg(doc)]
+use outbox::Outbox;
+
+const WAKER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Listeners take the tokens below these, one each.
+const LISTENER_BASE: usize = usize::MAX - 3;
+const MAX_LISTENERS: usize = 64;
+/// How often WebSocket connections are pinged.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// Bytes read per `read` call, into one buffer shared by all connections.
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per connection per turn before others get their go.
+const READS_PER_TURN: usize = 16;
+/// How long to wait before accepting again after EMFILE and the like.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How long a closing connection may take to drain its last lines.
+const LINGER: Duration = Duration::from_secs(5);
+/// How often idle connections' output buffers are freed.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
+/// How long shutdown waits for output to drain.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+/// How long shutdown waits for a password worker in the middle of a
+/// database write before closing the account store without it.
+const AUTH_SHUTDOWN: Duration = Duration::from_secs(2);
+const LISTEN_BACKLOG: i32 = 1024;
+/// How fast every reader's output may grow, sustained, in output limits
+/// (`--max-output`) a second: 64 MiB/s with the default 1 MiB. A chat room
+/// is far below this (the fan-out benchmark, 10 M deliveries a second to
+/// 100 readers, is about 6 MB/s each); a burst of many senders together is
+/// not.
+const BROADCAST_LIMITS_PER_SEC: f64 = 64.0;
+const SHUTDOWN_LINE: &[u8] = b"* server shutting down\n";
+const FULL_LINE: &[u8] = b"! server full\n";
+/// Default bound of the password-check queue. Connections from outside the
+/// exempt list can have at most `--max-pending-logins` (50) checks out, so
+/// this bound is for the rest: local bots and tools logging in by the
+/// hundred, or a server run with the pending limit off. A job is a few
+/// hundred bytes; at cost 12 on two cores (about 8 checks a second) the
+/// tail of a full queue would reach the login timeout, and the jobs of
+/// connections that timed out are skipped, not hashed.
+pub const DEFAULT_AUTH_QUEUE: usize = 1024;
+
+/// Everything the server can be told at start-up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Addresses to listen on (one port serves every kind of client).
+    pub listen: Vec<SocketAddr>,
+    pub db: PathBuf,
+    pub bcrypt_cost: u32,
+    /// Lines per second per connection (burst twice that); `None` is off.
+    pub rate: Option<u32>,
+    pub login_timeout: Duration,
+    pub max_clients: usize,
+    pub max_output: usize,
+    pub max_line: usize,
+    pub workers: usize,
+    /// Password checks that may wait for a worker; `None` is off (bounded
+    /// only by `max_clients`, one job per connection).
+    pub max_auth_queue: Option<usize>,
+    /// Per-source limits (`--max-per-ip` and friends).
+    pub limits: LimitConfig,
+    /// Where the TLS certificate comes from; `None` is `--tls off`.
+    pub tls: Option<CertSource>,
+    /// `--plaintext any`: plain text to every address, not only loopback.
+    pub plaintext_any: bool,
+    /// `--proxy-from`: peers whose PROXY headers and `X-Forwarded-For` are
+    /// believed.
+    pub proxy_from: Vec<Cidr>,
+    /// `--allowed-origin`: WebSocket origins besides the server's own.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    /// The flags' defaults (see `config`): one place for every default.
+    fn default() -> Self {
+        crate::config::Flags::default().to_config()
+    }
+}
+
+/// Asks a running server to shut down as if it got SIGTERM.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            warn!("cannot wake the event loop for shutdown: {e}");
+        }
+    }
+}
+
+/// What every session handler is given besides its session: the settings,
+/// the roster, and the vector its actions go to (always empty between
+/// calls).
+struct Chat {
+    config: SessionConfig,
+    roster: Roster,
+    actions: Vec<Action>,
+}
+
+impl Chat {
+    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            now,
+            config: &self.config,
+            roster: &mut self.roster,
+            actions: &mut self.actions,
+        }
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    poll: Poll,
+    /// Empty once shutdown begins.
+    listeners: Vec<TcpListener>,
+    local_addrs: Vec<SocketAddr>,
+    /// What every connection's transport shares (the TLS configuration is
+    /// replaced on SIGHUP).
+    transport: tp::Settings,
+    /// The certificate's fingerprint, as logged.
+    fingerprint: Option<String>,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    auth: AuthPool,
+    limits: Limits,
+    config: Config,
+    /// What sessions share: the one context every handler gets.
+    chat: Chat,
+    conns: Conns,
+    next_serial: u64,
+    /// Connections with output appended this turn.
+    dirty: Vec<usize>,
+    /// Connections marked closing, to remove after the turn's writes.
+    doomed: Vec<ConnId>,
+    /// Connections to read without waiting for an event.
+    again: Vec<ConnId>,
+    /// Connections whose input waits until the pacer has room, in the order
+    /// they will be read: those turned away before reading anything first,
+    /// then (`paced_back`) those that used up the room, so that a flooder
+    /// cannot stay at the head of the line.
+    paced: Vec<ConnId>,
+    paced_back: Vec<ConnId>,
+    pacer: Pacer,
+    /// Results made on the loop itself (queue full), handled like workers'.
+    local_results: VecDeque<Done>,
+    login_deadlines: VecDeque<(Instant, ConnId)>,
+    linger_deadlines: VecDeque<(Instant, ConnId)>,
+    accept_retry: Option<Instant>,
+    accept_stalled: bool,
+    /// Next sweep that frees emptied output buffers.
+    next_release: Instant,
+    shutdown_deadline: Option<Instant>,
+    /// Transports waiting for a time (0.3 s for a silent client, 10 s for
+    /// an HTTP head).
+    transport_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    next_ping: Instant,
+    scratch: Box<[u8]>,
+}
+
+impl Server {
+    /// Opens the database, starts the auth workers and binds the listener.
+    pub fn bind(config: Config) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wake = {
+            let waker = waker.clone();
+            Arc::new(move || {
+                if let Err(e) = waker.wake() {
+                    warn!("auth worker cannot wake the event loop: {e}");
+                }
+            })
+        };
+        let auth = AuthPool::start(
+            &AuthConfig {
+                db: config.db.clone(),
+                bcrypt_cost: config.bcrypt_cost,
+                workers: config.workers,
+                // Off still means bounded: at most one job per connection
+                // is out (a closed connection's job is cancelled, and
+                // skipped by workers).
+                queue: config.max_auth_queue.unwrap_or(config.max_clients),
+            },
+            wake,
+        )
+        .map_err(io::Error::other)?;
+
+        let (tls_config, fingerprint) = match &config.tls {
+            Some(source) => {
+                let loaded = tls::load(source, &config.db).map_err(io::Error::other)?;
+                info!(
+                    "TLS certificate {} ({})",
+                    loaded.fingerprint,
+                    source.paths(&config.db).0.display()
+                );
+                (Some(loaded.config), Some(loaded.fingerprint))
+            }
+            None => {
+                info!("TLS is off (--tls off)");
+                (None, None)
+            }
+        };
+        if config.listen.is_empty() || config.listen.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("give 1 to {MAX_LISTENERS} addresses to listen on"),
+            ));
+        }
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for (i, addr) in config.listen.iter().enumerate() {
+            let mut listener = TcpListener::from_std(listen(*addr)?);
+            local_addrs.push(listener.local_addr()?);
+            poll.registry().register(
+                &mut listener,
+                Token(LISTENER_BASE - i),
+                Interest::READABLE,
+            )?;
+            listeners.push(listener);
+        }
+        let transport = tp::Settings {
+            tls: tls_config,
+            plaintext_any: config.plaintext_any,
+            allowed_origins: config.allowed_origins.clone(),
+            max_line: config.max_line,
+        };
+        let chat = Chat {
+            config: SessionConfig {
+                max_line: config.max_line,
+                rate: config.rate,
+            },
+            roster: Roster::new(),
+            actions: Vec::new(),
+        };
+        // Room for a quarter of the output limit at once, and for two of the
+        // longest lines whatever the limits.
+        let pacer = Pacer::new(
+            (config.max_output / 4).max(2 * config.max_line + 64),
+            config.max_output.max(64 * 1024) as f64 * BROADCAST_LIMITS_PER_SEC,
+        );
+        Ok(Server {
+            poll,
+            listeners,
+            local_addrs,
+            transport,
+            fingerprint,
+            signals: None,
+            waker,
+            stop: Arc::new(AtomicBool::new(false)),
+            auth,
+            limits: Limits::new(config.limits.clone()),
+            chat,
+            conns: Conns::with_capacity(config.max_clients.min(1024)),
+            config,
+            next_serial: 0,
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            again: Vec::new(),
+            paced: Vec::new(),
+            paced_back: Vec::new(),
+            pacer,
+            local_results: VecDeque::new(),
+            login_deadlines: VecDeque::new(),
+            linger_deadlines: VecDeque::new(),
+            accept_retry: None,
+            accept_stalled: false,
+            next_release: Instant::now() + RELEASE_EVERY,
+            shutdown_deadline: None,
+            transport_deadlines: BinaryHeap::new(),
+            next_ping: Instant::now() + PING_EVERY,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+        })
+    }
+
+    /// The (first) address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addrs[0]
+    }
+
+    /// Every address bound, one per `--listen`.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The TLS certificate's fingerprint (`None` with TLS off).
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    /// Shut down gracefully on SIGINT and SIGTERM. Binaries want this;
+    /// in-process users (tests, benchmarks) use [`Server::shutdown_handle`].
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let mut signals = signal_hook_mio::v1_0::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.stop.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Runs until shut down. Errors only if `poll` itself fails.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        info!("event loop running on {:?}", self.local_addrs);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                // A signal landing interrupts epoll_wait: not an error.
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            self.pacer.refill(now);
+            // Connections cut short last turn; those cut short now wait for
+            // the next one, so one flooder gets one share per turn. Those
+            // held by the pacer go first once it has room: they have waited
+            // longest.
+            let mut again = std::mem::take(&mut self.again);
+            if self.pacer.may_resume() && !(self.paced.is_empty() && self.paced_back.is_empty()) {
+                let mut paced = std::mem::take(&mut self.paced);
+                paced.append(&mut self.paced_back);
+                for id in &paced {
+                    if let Some(conn) = self.conns.get_mut(*id) {
+                        conn.paced = false;
+                    }
+                }
+                paced.append(&mut again);
+                again = paced;
+            }
+            for id in again {
+                if self.is_live(id) {
+                    self.read(id.key, now);
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    Token(t) if t <= LISTENER_BASE && t > LISTENER_BASE - MAX_LISTENERS => {
+                        self.accept(LISTENER_BASE - t, now)
+                    }
+                    // Results are drained below, every turn.
+                    WAKER => {
+                        if self.stop.load(Ordering::SeqCst) {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    SIGNALS => self.on_signals(now),
+                    Token(key) => {
+                        if event.is_error() {
+                            self.on_socket_error(key);
+                        }
+                        if event.is_writable() {
+                            self.flush(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(key, now);
+                        }
+                    }
+                }
+            }
+            self.drain_results(now);
+            self.run_timers(now);
+            self.end_turn(now);
+            if self
+                .shutdown_deadline
+                .is_some_and(|deadline| self.conns.is_empty() || now >= deadline)
+            {
+                info!("stopped ({} connections not drained)", self.conns.len());
+                self.auth.shutdown(AUTH_SHUTDOWN);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the turn's output, then removes closed connections (whose
+    /// left notices are more output), until nothing is left to do.
+    fn end_turn(&mut self, now: Instant) {
+        loop {
+            while let Some(key) = self.dirty.pop() {
+                if let Some(conn) = self.conns.at_mut(key) {
+                    conn.dirty = false;
+                    self.flush(key);
+                }
+            }
+            if self.doomed.is_empty() {
+                break;
+            }
+            while let Some(id) = self.doomed.pop() {
+                self.reap(id, now);
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() || !self.local_results.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        [
+            (!(self.paced.is_empty() && self.paced_back.is_empty()))
+                .then(|| self.pacer.resume_at(now)),
+            self.login_deadlines.front().map(|d| d.0),
+            self.transport_deadlines.peek().map(|d| d.0.0),
+            self.linger_deadlines.front().map(|d| d.0),
+            self.accept_retry,
+            self.shutdown_deadline,
+            // An empty server sleeps until something happens.
+            (!self.conns.is_empty()).then_some(self.next_release),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        // Round up: waking a hair early would just loop with zero timeouts.
+        .map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn is_live(&self, id: ConnId) -> bool {
+        self.conns.get(id).is_some_and(|c| c.closing.is_none())
+    }
+
+    // ---- timers ----
+
+    fn run_timers(&mut self, now: Instant) {
+        // Deadlines are pushed with a fixed offset from "now", so each queue
+        // is already in order: pop from the front while due.
+        while let Some(&(at, id)) = self.login_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.login_deadlines.pop_front();
+            let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
+                continue;
+            };
+            conn.session.handle_login_timeout(&mut self.chat.ctx(now));
+            self.apply(id);
+        }
+        while let Some(&(at, id)) = self.linger_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.linger_deadlines.pop_front();
+            if self.conns.get(id).is_some() {
+                debug!("conn {}: did not finish closing in time", id.key);
+                self.mark_closing(id, Closing::Now, "did not finish closing in time");
+            }
+        }
+        while let Some(&Reverse((at, id))) = self.transport_deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.transport_deadlines.pop();
+            if self.conns.get(id).is_some() {
+                self.read(id.key, now);
+            }
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + PING_EVERY;
+            for (key, conn) in self.conns.iter_mut() {
+                if conn.transport.is_websocket() && conn.closing.is_none() {
+                    conn.transport.ping();
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+            }
+        }
+        if self.accept_retry.is_some_and(|t| t <= now) {
+            self.accept_retry = None;
+            for which in 0..self.listeners.len() {
+                self.accept(which, now);
+            }
+        }
+        if now >= self.next_release {
+            self.next_release = now + RELEASE_EVERY;
+            self.release_buffers();
+            self.limits.prune(now);
+        }
+    }
+
+    /// Frees the output buffers of connections with nothing pending. A busy
+    /// connection keeps its buffer from turn to turn (no malloc per write);
+    /// this sweep makes sure an idle one holds none. Once a second over the
+    /// whole slab is a few microseconds per thousand connections.
+    fn release_buffers(&mut self) {
+        let mut freed = 0usize;
+        for (_, conn) in self.conns.iter_mut() {
+            freed += usize::from(conn.out.release());
+            freed += usize::from(conn.transport.release());
+        }
+        if freed > 0 {
+            debug!("freed {freed} idle output buffers");
+        }
+        // glibc keeps freed memory in its heap, where holes between live
+        // blocks never go back to the system on their own: after a burst
+        // (thousands joining, each sent the online list) that would leave
+        // the resident size high for good. Hand the free pages back.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if freed >= 64 {
+            // SAFETY: malloc_trim only releases free memory of the allocator.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+
+    // ---- signals ----
+
+    /// SIGHUP reloads the certificate; SIGINT and SIGTERM shut down.
+    fn on_signals(&mut self, now: Instant) {
+        let pending: Vec<i32> = match &mut self.signals {
+            Some(signals) => signals.pending().collect(),
+            None => return,
+        };
+        for signal in pending {
+            if signal == signal_hook::consts::SIGHUP {
+                self.reload_tls();
+            } else {
+                info!("signal {signal}: shutting down");
+                self.begin_shutdown(now);
+            }
+        }
+    }
+
+    /// Loads the certificate again for new connections (after a renewal);
+    /// a bad file keeps the old one. Connections already open keep theirs.
+    fn reload_tls(&mut self) {
+        let Some(source) = &self.config.tls else {
+            info!("SIGHUP: TLS is off, nothing to reload");
+            return;
+        };
+        match tls::load(source, &self.config.db) {
+            Ok(loaded) => {
+                info!(
+                    "SIGHUP: TLS certificate reloaded: {} ({})",
+                    loaded.fingerprint,
+                    source.paths(&self.config.db).0.display()
+                );
+                self.transport.tls = Some(loaded.config);
+                self.fingerprint = Some(loaded.fingerprint);
+            }
+            Err(e) => warn!("SIGHUP: keeping the old certificate: {e}"),
+        }
+    }
+
+    // ---- shutdown ----
+
+    /// Stops accepting, tells everybody, and gives output a moment to drain.
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now + SHUTDOWN_FLUSH);
+        for mut listener in std::mem::take(&mut self.listeners) {
+            deregister(self.poll.registry(), &mut listener);
+        }
+        self.accept_retry = None;
+        for (key, conn) in self.conns.iter_mut() {
+            if matches!(conn.closing, Some(Closing::Now | Closing::Draining)) {
+                continue;
+            }
+            // Nobody is told that anybody left: the shutdown line is last.
+            conn.session.handle_shutdown(&mut self.chat.ctx(now));
+            // Only a line client is told (an HTTP client gets its answer).
+            if conn.transport.is_chat() {
+                conn.out.push_always(SHUTDOWN_LINE);
+            }
+            conn.transport.finish();
+            conn.closing = Some(Closing::AfterFlush);
+            conn.reason = "server shutting down";
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            self.doomed.push(conn.id);
+        }
+        self.chat.actions.clear();
+    }
+}

@@ -1,0 +1,282 @@
+//! Carrying out what sessions ask: sending, broadcasting (with the output
+//! limit and the pacer), auth jobs through the limits, auth results back
+//! into sessions, and marking connections closing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use super::conn::{Attempt, Closing, Conn};
+use super::{LINGER, Server};
+use crate::auth::{Done, Job};
+use crate::chat::session::{Action, AuthOutcome, AuthRequest, ConnId};
+use crate::limits::{Hit, LoginAnswer, Source};
+
+impl Server {
+    // ---- carrying out what sessions ask ----
+
+    /// Carries out the actions a handler of `id`'s session pushed.
+    pub(super) fn apply(&mut self, id: ConnId) {
+        let mut actions = std::mem::take(&mut self.chat.actions);
+        for action in actions.drain(..) {
+            match action {
+                Action::Send(line) => self.queue(id, &line),
+                Action::Broadcast(line) => self.broadcast(id.key, &line),
+                Action::SendTo(to, line) => self.queue(to, &line),
+                Action::Kick(to, line) => {
+                    self.queue(to, &line);
+                    self.mark_closing(to, Closing::AfterFlush, "taken over");
+                }
+                Action::Auth(request) => self.start_auth(id, request),
+                Action::Close(reason) => self.mark_closing(id, Closing::AfterFlush, reason),
+            }
+        }
+        // Hand the (empty) allocation back for the next handler.
+        self.chat.actions = actions;
+    }
+
+    /// Checks the limits for an account operation, then hands it to the
+    /// workers; a refusal is answered on the loop, with no job.
+    pub(super) fn start_auth(&mut self, id: ConnId, request: AuthRequest) {
+        let now = Instant::now();
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let admission = conn.admission;
+        let (attempt, refusal) = match &request {
+            AuthRequest::Login { name, .. } => match self.limits.check_login(&admission, name, now)
+            {
+                Ok(()) => {
+                    self.limits.login_started(&admission, name, now);
+                    (Attempt::Login(name.clone(), now), None)
+                }
+                Err(t) => {
+                    let outcome = AuthOutcome::TooManyAttempts {
+                        retry_secs: t.secs(),
+                    };
+                    (Attempt::Login(name.clone(), now), Some((t.hit, outcome)))
+                }
+            },
+            AuthRequest::Register { .. } => {
+                if self.limits.reserve_registration(&admission, now) {
+                    (Attempt::Register, None)
+                } else {
+                    let outcome = AuthOutcome::TooManyRegistrations;
+                    (Attempt::Register, Some((Hit::Registrations, outcome)))
+                }
+            }
+        };
+        if let Some((hit, outcome)) = refusal {
+            self.warn_limit(hit, admission.source, now);
+            self.local_results.push_back(Done {
+                conn: id,
+                outcome,
+                known_account: false,
+            });
+            return;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        conn.job = Some(cancel.clone());
+        conn.attempt = Some(attempt);
+        let job = Job {
+            conn: id,
+            request,
+            cancel,
+        };
+        if self.auth.submit(job).is_err() {
+            conn.job = None;
+            match conn.attempt.take() {
+                Some(Attempt::Register) => self.limits.registration_failed(&admission),
+                Some(Attempt::Login(name, started)) => {
+                    self.limits.login_answered(
+                        &admission,
+                        &name,
+                        LoginAnswer::NotChecked,
+                        started,
+                        now,
+                    );
+                }
+                None => {}
+            }
+            self.warn_limit(Hit::AuthQueue, admission.source, now);
+            self.local_results.push_back(Done {
+                conn: id,
+                outcome: AuthOutcome::Busy,
+                known_account: false,
+            });
+        }
+    }
+
+    /// Logs a limit hit at warn, at most once a minute per source and kind:
+    /// an attack must not flood the log.
+    pub(super) fn warn_limit(&mut self, hit: Hit, source: Source, now: Instant) {
+        if self.limits.should_warn(hit, source, now) {
+            warn!("{source}: {hit} (logged at most once a minute per address and limit)");
+        } else {
+            debug!("{source}: {hit}");
+        }
+    }
+
+    /// Appends a line to one live connection's output.
+    pub(super) fn queue(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        if let Err(refused) = push_output(conn, bytes, self.config.max_output, &mut self.dirty) {
+            self.cut_off(id, refused);
+        }
+    }
+
+    /// Appends one line to every Chatting connection but `except`: the
+    /// bytes were formatted once by the session; this is only copies.
+    pub(super) fn broadcast(&mut self, except: usize, bytes: &[u8]) {
+        self.pacer.spend(bytes.len());
+        let limit = self.config.max_output;
+        // Rare, so no allocation unless someone is over the limit.
+        let mut over = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if key == except || conn.closing.is_some() || !conn.session.is_chatting() {
+                continue;
+            }
+            if let Err(refused) = push_output(conn, bytes, limit, &mut self.dirty) {
+                over.push((conn.id, refused));
+            }
+        }
+        for (id, refused) in over {
+            self.cut_off(id, refused);
+        }
+    }
+
+    /// A consumer that stopped reading: drop it and its buffer at once.
+    pub(super) fn cut_off(&mut self, id: ConnId, refused: Refused) {
+        if refused == Refused::WriteFailed {
+            debug!("conn {}: write error while making room", id.key);
+            self.mark_closing(id, Closing::Now, "write error");
+            return;
+        }
+        if let Some(conn) = self.conns.get(id) {
+            let source = conn.admission.source;
+            self.warn_limit(Hit::SlowConsumer, source, Instant::now());
+        }
+        self.mark_closing(id, Closing::Now, "slow consumer");
+    }
+
+    pub(super) fn mark_closing(&mut self, id: ConnId, how: Closing, reason: &'static str) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        if conn.closing == Some(Closing::Now) {
+            return;
+        }
+        // Nobody will hear the answer: do not spend a bcrypt on it.
+        if let Some(cancel) = conn.job.take() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        if how == Closing::Now {
+            conn.out.discard();
+        } else if conn.closing.is_none() {
+            conn.transport.finish();
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id.key);
+            }
+            self.linger_deadlines
+                .push_back((Instant::now() + LINGER, id));
+        }
+        conn.closing = Some(how);
+        conn.reason = reason;
+        self.doomed.push(id);
+    }
+
+    pub(super) fn drain_results(&mut self, now: Instant) {
+        while let Some(done) = self
+            .local_results
+            .pop_front()
+            .or_else(|| self.auth.try_recv())
+        {
+            let id = done.conn;
+            // A result for a connection that is gone (or whose slot holds a
+            // newer one) must not log anybody in.
+            let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
+                continue;
+            };
+            conn.job = None;
+            match (conn.attempt.take(), &done.outcome) {
+                (Some(Attempt::Login(name, started)), outcome) => {
+                    let answer = match outcome {
+                        AuthOutcome::LoggedIn(_) => LoginAnswer::LoggedIn,
+                        AuthOutcome::WrongCredentials if done.known_account => {
+                            LoginAnswer::WrongPassword
+                        }
+                        AuthOutcome::WrongCredentials => LoginAnswer::UnknownAccount,
+                        _ => LoginAnswer::NotChecked,
+                    };
+                    self.limits
+                        .login_answered(&conn.admission, &name, answer, started, now);
+                }
+                (Some(Attempt::Register), outcome)
+                    if !matches!(outcome, AuthOutcome::Registered(_)) =>
+                {
+                    self.limits.registration_failed(&conn.admission);
+                }
+                _ => {}
+            }
+            conn.session
+                .handle_auth_result(done.outcome, &mut self.chat.ctx(now));
+            if conn.session.is_chatting() {
+                self.limits.chatting(&mut conn.admission);
+            }
+            self.apply(id);
+            // Reading paused during the check; bytes may be waiting.
+            self.again.push(id);
+        }
+    }
+}
+
+/// Appends to a connection's output and puts it on the dirty list; false if
+/// that would pass the output limit.
+///
+/// The limit is on output the peer has not taken. Output is normally
+/// written once at the end of a turn, so a burst within one turn (many
+/// senders at once) could pass the limit for a reader that keeps up. So
+/// before refusing, hand the socket what it takes now: a reader that is
+/// reading has room in its socket buffers; one that stopped has none, and
+/// is refused.
+pub(super) fn push_output(
+    conn: &mut Conn,
+    bytes: &[u8],
+    limit: usize,
+    dirty: &mut Vec<usize>,
+) -> Result<(), Refused> {
+    if !conn.out.push(bytes, limit) {
+        if conn
+            .transport
+            .flush(&mut conn.stream, &mut conn.out)
+            .is_err()
+        {
+            return Err(Refused::WriteFailed);
+        }
+        if !conn.out.push(bytes, limit) {
+            return Err(Refused::OverLimit);
+        }
+    }
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(conn.id.key);
+    }
+    Ok(())
+}
+
+/// Why output could not be queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// More than `--max-output` unsent: a slow consumer.
+    OverLimit,
+    /// Writing to make room failed: the peer is gone.
+    WriteFailed,
+}

@@ -1,0 +1,468 @@
+//! The socket side of the reactor: accepting (with the per-address limits
+//! and EMFILE handling), reading into the transport and pumping its input
+//! to the session, writing through the transport, and closing in two
+//! phases. Plus the listener and file-limit set-up.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::cmp::Reverse;
+
+use super::conn::{Attempt, Closing, Conn};
+use super::outbox::{Flushed, Outbox};
+use super::{ACCEPT_RETRY, FULL_LINE, LISTEN_BACKLOG, READS_PER_TURN, Server};
+use crate::chat::session::{ConnId, Session};
+use crate::limits::{Hit, Source};
+use crate::transport::{Input, Transport};
+
+impl Server {
+    // ---- accepting ----
+
+    pub(super) fn accept(&mut self, which: usize, now: Instant) {
+        loop {
+            let Some(listener) = self.listeners.get(which) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.accept_stalled {
+                        self.accept_stalled = false;
+                        info!("accepting connections again");
+                    }
+                    self.admit(stream, peer, now);
+                }
+                // Drained: the next connection brings a new event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The peer gave up in the backlog, or a signal: go on.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM...: pending connections
+                // stay in the backlog and, edge-triggered, bring no new
+                // event, so retry on a timer rather than wait forever.
+                Err(e) => {
+                    if !self.accept_stalled {
+                        self.accept_stalled = true;
+                        warn!(
+                            "accept failed ({e}); pausing accepts, {} connections open",
+                            self.conns.len()
+                        );
+                    }
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        if self.conns.len() >= self.config.max_clients {
+            // Best effort: the line fits any fresh socket buffer. (A TLS
+            // client cannot read it; it sees the connection close.)
+            let _ = (&stream).write(FULL_LINE);
+            self.warn_limit(Hit::ServerFull, Source::of(peer.ip()), now);
+            return;
+        }
+        let admission = match self.limits.admit(peer.ip()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                // Refused before any state is kept for it: one line, best
+                // effort, and the socket is closed.
+                let _ = (&stream).write(refusal.line());
+                self.warn_limit(refusal.hit(), Source::of(peer.ip()), now);
+                return;
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{peer}: set_nodelay: {e}");
+        }
+        // A client that vanished without closing (a phone that lost its
+        // network) is found out within about two minutes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10))
+            .with_retries(6);
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            debug!("{peer}: keepalive: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let id = ConnId {
+            key: entry.key(),
+            serial: self.next_serial,
+        };
+        self.next_serial += 1;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(id.key), Interest::READABLE)
+        {
+            warn!("{peer}: cannot register connection: {e}");
+            let mut admission = admission;
+            self.limits.release(&mut admission);
+            return;
+        }
+        let local = peer.ip().is_loopback() || is_mapped_loopback(peer.ip());
+        let proxied = self.config.proxy_from.iter().any(|c| c.contains(peer.ip()));
+        entry.insert(Conn {
+            stream,
+            id,
+            peer,
+            transport: Transport::new(local, proxied),
+            session: Session::new(id, now, &self.chat.config),
+            out: Outbox::default(),
+            interest: Interest::READABLE,
+            closing: None,
+            reason: "",
+            dirty: false,
+            job: None,
+            paced: false,
+            admission,
+            attempt: None,
+        });
+        debug!("conn {}: open from {peer}", id.key);
+        // The login deadline counts from accept: a half-done TLS handshake
+        // or a silent client is held no longer than anybody else.
+        if let Some(deadline) = now.checked_add(self.config.login_timeout) {
+            self.login_deadlines.push_back((deadline, id));
+        }
+        // Entries of closed connections wait for their deadline; under a
+        // fast connect/close churn, drop them before they pile up.
+        if self.login_deadlines.len() > 2 * self.conns.len() + 1024 {
+            let conns = &self.conns;
+            self.login_deadlines
+                .retain(|(_, id)| conns.get(*id).is_some());
+        }
+        // The client may have spoken already; if not, the transport sets
+        // its 0.3 s deadline.
+        self.read(id.key, now);
+    }
+
+    // ---- reading ----
+
+    /// Reads and handles input until the socket is drained, the session
+    /// wants no more, or the connection has had its share of this turn.
+    /// Input the transport already holds (after a password check, or at a
+    /// deadline) is handled first.
+    pub(super) fn read(&mut self, key: usize, now: Instant) {
+        for round in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.at_mut(key) else {
+                return;
+            };
+            if conn.closing == Some(Closing::Draining) {
+                self.drain_input(key);
+                return;
+            }
+            if conn.closing.is_some() {
+                return;
+            }
+            let id = conn.id;
+            // Only chatting users broadcast; logins are never held up.
+            // While anyone is held, others queue behind them.
+            let held =
+                !(self.pacer.has_room() && self.paced.is_empty() && self.paced_back.is_empty());
+            if held && conn.session.is_chatting() {
+                // Readers' output is growing too fast: this input waits
+                // until the turn's output is written and the pacer refills.
+                if !conn.paced {
+                    conn.paced = true;
+                    if round == 0 {
+                        self.paced.push(id);
+                    } else {
+                        self.paced_back.push(id);
+                    }
+                }
+                return;
+            }
+            // The socket first, even when only a deadline brought us here:
+            // a ClientHello already in the kernel must not be taken for a
+            // silent client.
+            let mut drained = !conn.wants_bytes();
+            if !drained {
+                match conn.stream.read(&mut self.scratch) {
+                    // The peer finished sending; a last partial line counts.
+                    Ok(0) => conn.transport.receive_eof(),
+                    Ok(n) => conn.transport.receive(&self.scratch[..n]),
+                    // Drained: wait for the next edge.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Reset and friends: nothing more can be said to it.
+                    Err(e) => {
+                        debug!("conn {key}: read error: {e}");
+                        self.mark_closing(id, Closing::Now, "read error");
+                        return;
+                    }
+                }
+            }
+            // Input the transport holds (after a password check, or at a
+            // deadline) is handled even when nothing new arrived.
+            self.pump(key, now);
+            if drained {
+                return;
+            }
+        }
+        // Still readable: come back after the others had their turn.
+        if let Some(conn) = self.conns.at(key) {
+            self.again.push(conn.id);
+        }
+    }
+
+    /// Hands what the transport has to the session (lines, while it wants
+    /// them) or to the reactor (a deadline, a proxied address, a close),
+    /// then carries out the session's actions.
+    pub(super) fn pump(&mut self, key: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.at_mut(key) else {
+                return;
+            };
+            if conn.closing.is_some() {
+                return;
+            }
+            let id = conn.id;
+            let mut ctx = self.chat.ctx(now);
+            let mut next = None;
+            while !conn.transport.is_chat() || conn.session.wants_input() {
+                let Some(input) = conn.transport.next_input(now, &self.transport) else {
+                    break;
+                };
+                match input {
+                    Input::Start => conn.session.start(&mut ctx),
+                    Input::Line(line) => conn.session.handle_line(line, &mut ctx),
+                    Input::TooLong => conn.session.handle_too_long(&mut ctx),
+                    Input::End => conn.session.handle_eof(&mut ctx),
+                    Input::Deadline(at) => {
+                        self.transport_deadlines.push(Reverse((at, id)));
+                    }
+                    Input::Client(addr) => {
+                        next = Some(Ok(addr));
+                        break;
+                    }
+                    Input::Close(reason) => {
+                        next = Some(Err(reason));
+                        break;
+                    }
+                }
+            }
+            // A TLS handshake answer, a pong or an HTTP answer: output that
+            // did not come from the session.
+            if conn.transport.has_pending() && !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+            self.apply(id);
+            match next {
+                None => return,
+                Some(Ok(client)) => self.rehome(id, client, now),
+                Some(Err(reason)) => {
+                    debug!("conn {key}: {reason}");
+                    self.mark_closing(id, Closing::AfterFlush, reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A trusted proxy named the real client: from now on the limits and
+    /// the log see that address.
+    pub(super) fn rehome(&mut self, id: ConnId, client: SocketAddr, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let ip = match client.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match self.limits.admit(ip) {
+            Ok(admission) => {
+                let mut old = std::mem::replace(&mut conn.admission, admission);
+                self.limits.release(&mut old);
+                debug!("conn {}: {} is a proxy for {ip}", id.key, conn.peer);
+                conn.peer = SocketAddr::new(ip, client.port());
+            }
+            Err(refusal) => {
+                conn.out.push_always(refusal.line());
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(id.key);
+                }
+                self.warn_limit(refusal.hit(), Source::of(ip), now);
+                self.mark_closing(id, Closing::AfterFlush, "refused by a limit");
+            }
+        }
+    }
+
+    /// The socket reports an error (a reset, usually). A session that reads
+    /// would find out from `read`; one paused for a password check would
+    /// not, and would hold its slot until bcrypt is done.
+    pub(super) fn on_socket_error(&mut self, key: usize) {
+        if let Some(conn) = self.conns.at(key)
+            && conn.closing.is_none()
+            && !conn.session.wants_input()
+        {
+            let id = conn.id;
+            self.mark_closing(id, Closing::Now, "connection error");
+        }
+    }
+
+    // ---- writing ----
+
+    /// Writes what `key` has queued; adjusts WRITABLE interest to match.
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(conn) = self.conns.at_mut(key) else {
+            return;
+        };
+        if conn.closing == Some(Closing::Now) {
+            return;
+        }
+        let want = match conn.transport.flush(&mut conn.stream, &mut conn.out) {
+            Ok(Flushed::All) => Interest::READABLE,
+            Ok(Flushed::Partly) => Interest::READABLE | Interest::WRITABLE,
+            Err(e) => {
+                debug!("conn {key}: write error: {e}");
+                let id = conn.id;
+                self.mark_closing(id, Closing::Now, "write error");
+                return;
+            }
+        };
+        if conn.closing == Some(Closing::AfterFlush) && conn.all_written() {
+            self.doomed.push(conn.id);
+        }
+        if want != conn.interest {
+            // `reregister` replaces the set, so pass all of it.
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), want)
+            {
+                Ok(()) => conn.interest = want,
+                Err(e) => {
+                    debug!("conn {key}: reregister: {e}");
+                    let id = conn.id;
+                    self.mark_closing(id, Closing::Now, "reregister failed");
+                }
+            }
+        }
+    }
+
+    // ---- closing ----
+
+    /// Removes a connection marked closing, once it may go: at once, or
+    /// when its output is written and the peer has closed its side (or the
+    /// linger deadline passed).
+    pub(super) fn reap(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        match conn.closing {
+            Some(Closing::Now) => {}
+            Some(Closing::AfterFlush) if conn.all_written() => {
+                // Our last byte is queued in the kernel: send FIN after it,
+                // then wait for the peer's FIN while dropping its input.
+                if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                    debug!("conn {}: shutdown: {e}", id.key);
+                }
+                conn.closing = Some(Closing::Draining);
+                self.drain_input(id.key);
+                return;
+            }
+            _ => return,
+        }
+        let Some(mut conn) = self.conns.remove(id) else {
+            return;
+        };
+        self.limits.release(&mut conn.admission);
+        if let Some(Attempt::Login(name, _)) = conn.attempt.take() {
+            self.limits.login_abandoned(&conn.admission, &name);
+        }
+        deregister(self.poll.registry(), &mut conn.stream);
+        debug!("conn {}: closed ({}): {}", id.key, conn.peer, conn.reason);
+        conn.session.handle_closed(&mut self.chat.ctx(now));
+        self.apply(id);
+        if self.accept_retry.is_some() {
+            // A descriptor just came free.
+            self.accept_retry = Some(now);
+        }
+    }
+
+    /// Reads and drops whatever a closing peer still sends; once it has
+    /// closed its side (or errs), the connection can go.
+    pub(super) fn drain_input(&mut self, key: usize) {
+        let Some(conn) = self.conns.at_mut(key) else {
+            return;
+        };
+        for _ in 0..READS_PER_TURN {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        // Closed, failed, or still sending after a turn's worth: done.
+        conn.closing = Some(Closing::Now);
+        self.doomed.push(conn.id);
+    }
+}
+
+/// `::ffff:127.0.0.1` and the like: an IPv4 loopback peer on a dual-stack
+/// socket.
+pub(super) fn is_mapped_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(_) => false,
+    }
+}
+
+pub(super) fn deregister(registry: &Registry, source: &mut impl mio::event::Source) {
+    if let Err(e) = registry.deregister(source) {
+        debug!("deregister: {e}");
+    }
+}
+
+/// A non-blocking listener with a real backlog (mio's own `bind` uses 128).
+pub(super) fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Raises the soft limit on open files to the hard limit, so that
+/// `--max-clients` can be reached. Returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; the call only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur)
+}
