@@ -3,11 +3,15 @@
 # (neochat-bench), medians of RUNS runs, for BENCHMARKS.md.
 #
 #   bash benches/compare.sh            # RUNS=5 by default
-#   RUNS=3 SKIP_LOGINS=1 bash benches/compare.sh   (also SKIP_FANOUT=1)
+#   RUNS=3 SKIP_LOGINS=1 bash benches/compare.sh   (also SKIP_FANOUT=1,
+#                                      SKIP_IDLE=1, SKIP_TLS=1)
 #
-# Needs redis-server on PATH (Debian: apt-get install redis-server). Both
-# servers keep their data on tmpfs (/dev/shm): these runs measure fan-out,
-# latency and memory, not the disk. Ports 59610 (NeoChat) and 6410 (Redis).
+# Needs redis-server (built with TLS, as Debian's is) and openssl on PATH
+# (Debian: apt-get install redis-server openssl). Both servers keep their
+# data on tmpfs (/dev/shm): these runs measure fan-out, latency and memory,
+# not the disk. Ports 59610 (NeoChat), 6410 (Redis) and 6411 (Redis TLS).
+# Over TLS both servers use an ECDSA P-256 certificate and the generator's
+# defaults (TLS 1.3, AES-256-GCM with either).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -26,13 +30,19 @@ start_neochat() { # extra flags...
     echo "neochat-server did not start" >&2; exit 1
 }
 stop_neochat() { kill "$npid"; wait "$npid" 2>/dev/null || true; rm -f "$work"/neochat.db*; }
-start_redis() {
+start_redis() { # extra flags...
     redis-server --port 6410 --bind 127.0.0.1 --protected-mode no --save '' --appendonly no \
         --maxclients 30000 --daemonize no \
-        --logfile "$work/redis.log" &
+        --logfile "$work/redis.log" "$@" &
     rpid=$!; pids+=("$rpid")
     for _ in $(seq 100); do redis-cli -p 6410 ping >/dev/null 2>&1 && return; sleep 0.1; done
     echo "redis-server did not start" >&2; exit 1
+}
+start_redis_tls() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$work/redis.key" -out "$work/redis.crt" 2>/dev/null
+    start_redis --tls-port 6411 --tls-cert-file "$work/redis.crt" --tls-key-file "$work/redis.key" \
+        --tls-auth-clients no
 }
 stop_redis() { kill "$rpid"; wait "$rpid" 2>/dev/null || true; }
 
@@ -54,14 +64,27 @@ printf '| %-44s | %14s | %14s | %7s |\n' "measure" "NeoChat" "Redis 7" "ratio"
 printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..16})" "$(printf -- '-%.0s' {1..16})" "$(printf -- '-%.0s' {1..9})"
 row() { printf '| %-44s | %14.0f | %14.0f | %6.2fx |\n' "$1" "$2" "$3" "$(python3 -c "print($2/$3)")"; }
 
+# fanout_rows LABEL NEOCHAT_TARGET REDIS_TARGET [--tls]: deliveries/s and
+# server CPU per delivery, from the same runs.
+fanout_rows() {
+    local label=$1 nt=$2 dt=$3; shift 3
+    for r in 100 1000; do
+        local nd=() nc=() dd=() dc=()
+        for _ in $(seq "$RUNS"); do
+            out=$("$BENCH" --json "$@" --target "$nt" fanout -r "$r" --pid "$npid")
+            nd+=("$(field "$out" deliveries_per_sec)"); nc+=("$(field "$out" server_cpu_ns_per_delivery)")
+            out=$("$BENCH" --json "$@" --target "$dt" fanout -r "$r" --pid "$rpid")
+            dd+=("$(field "$out" deliveries_per_sec)"); dc+=("$(field "$out" server_cpu_ns_per_delivery)")
+        done
+        row "$label deliveries/s, R=$r, 64 B, window 64" "$(median "${nd[@]}")" "$(median "${dd[@]}")"
+        row "$label server CPU ns per delivery, R=$r" "$(median "${nc[@]}")" "$(median "${dc[@]}")"
+    done
+}
+
 if [ -z "${SKIP_FANOUT:-}" ]; then
 start_neochat --bcrypt-cost 4 --rate off
 start_redis
-for r in 100 1000; do
-    n=$(run_many deliveries_per_sec --target neochat://127.0.0.1:59610 fanout -r "$r")
-    d=$(run_many deliveries_per_sec --target redis://127.0.0.1:6410 fanout -r "$r")
-    row "fan-out deliveries/s, R=$r, 64 B, window 64" "$n" "$d"
-done
+fanout_rows "fan-out" neochat://127.0.0.1:59610 redis://127.0.0.1:6410
 # Latency: one set of runs, both percentiles from each.
 lat() { # target -> "p50s|p99s"
     local a=() b=()
@@ -78,6 +101,25 @@ row "p99 latency us, 2,000 msg/s to R=100" "$n99" "$d99"
 stop_neochat; stop_redis
 fi
 
+if [ -z "${SKIP_TLS:-}" ]; then
+start_neochat --bcrypt-cost 4 --rate off
+start_redis_tls
+fanout_rows "TLS fan-out" neochat://127.0.0.1:59610 redis://127.0.0.1:6411 --tls
+stop_neochat; stop_redis
+# Idle over TLS: a fresh server each run.
+nv=(); dv=()
+for _ in $(seq "$RUNS"); do
+    start_neochat --bcrypt-cost 4 --login-timeout 600 --max-clients 20000
+    out=$("$BENCH" --json --tls --target neochat://127.0.0.1:59610 idle -k 10000 --pid "$npid")
+    nv+=("$(field "$out" bytes_per_connection)"); stop_neochat
+    start_redis_tls
+    out=$("$BENCH" --json --tls --target redis://127.0.0.1:6411 idle -k 10000 --pid "$rpid")
+    dv+=("$(field "$out" bytes_per_connection)"); stop_redis
+done
+row "TLS resident bytes per idle connection, K=10,000" "$(median "${nv[@]}")" "$(median "${dv[@]}")"
+fi
+
+if [ -z "${SKIP_IDLE:-}" ]; then
 # Idle memory: a fresh server each run, so every run starts from the same heap.
 # 10,000 joining at once means 50 million joined notices: allow the time.
 nv=(); dv=()
@@ -97,6 +139,7 @@ out=$("$BENCH" --json --target neochat://127.0.0.1:59610 idle -k 19900 --pid "$n
 echo
 echo "NeoChat held 19,900 idle logged-in connections: $(field "$out" bytes_per_connection) bytes each (ulimit -Hn is $(ulimit -Hn))"
 stop_neochat
+fi
 
 logins() { # label, server flags...
     local label=$1; shift

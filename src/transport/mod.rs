@@ -527,3 +527,282 @@ impl Transport {
         a || b || c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn settings(tls: Option<Arc<rustls::ServerConfig>>) -> Settings {
+        Settings {
+            tls,
+            plaintext_any: false,
+            allowed_origins: Vec::new(),
+            max_line: 64,
+        }
+    }
+
+    /// Everything the transport hands out for `bytes` fed in pieces cut at
+    /// `cuts`, as text; lines are pulled as soon as they are there.
+    fn inputs(t: &mut Transport, s: &Settings, now: Instant, bytes: &[u8]) -> Vec<String> {
+        t.receive(bytes);
+        let mut out = Vec::new();
+        while let Some(input) = t.next_input(now, s) {
+            out.push(match input {
+                Input::Line(l) => format!("line {}", String::from_utf8_lossy(l)),
+                Input::Deadline(_) => "deadline".into(),
+                other => format!("{other:?}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn the_line_protocol_is_recognised_however_the_bytes_are_split() {
+        let s = settings(None);
+        let now = Instant::now();
+        let whole = b"L\r\nalice\npw word\n";
+        let mut expect = Vec::new();
+        let mut t = Transport::new(true, false);
+        expect.extend(inputs(&mut t, &s, now, whole));
+        assert_eq!(expect, ["Start", "line L", "line alice", "line pw word"]);
+        for cut in 1..whole.len() {
+            let mut t = Transport::new(true, false);
+            let mut got = inputs(&mut t, &s, now, &whole[..cut]);
+            got.extend(inputs(&mut t, &s, now, &whole[cut..]));
+            got.retain(|x| x != "deadline");
+            assert_eq!(got, expect, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_silent_client_is_greeted_after_the_wait_and_junk_is_closed() {
+        let s = settings(None);
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        assert_eq!(inputs(&mut t, &s, now, b""), ["deadline"]);
+        assert!(t.next_input(now + SNIFF_WAIT / 2, &s).is_none());
+        assert_eq!(t.next_input(now + SNIFF_WAIT, &s), Some(Input::Start));
+        let mut t = Transport::new(true, false);
+        assert_eq!(
+            inputs(&mut t, &s, now, b"\0\0\0"),
+            ["Close(\"binary junk\")"]
+        );
+        assert!(!t.has_pending(), "no reply to junk");
+    }
+
+    #[test]
+    fn plain_text_from_another_host_is_refused_with_one_line() {
+        let s = settings(None);
+        let mut t = Transport::new(false, false);
+        let got = inputs(&mut t, &s, Instant::now(), b"L\n");
+        assert_eq!(got, ["Close(\"plain text from another host\")"]);
+        let mut wire = Vec::new();
+        let mut out = Outbox::default();
+        t.flush(&mut wire, &mut out).expect("flush");
+        assert_eq!(wire, NEEDS_TLS);
+        let any = Settings {
+            plaintext_any: true,
+            ..settings(None)
+        };
+        let mut t = Transport::new(false, false);
+        assert_eq!(
+            inputs(&mut t, &any, Instant::now(), b"L\n"),
+            ["Start", "line L"]
+        );
+    }
+
+    #[test]
+    fn a_proxy_header_is_read_only_from_a_trusted_peer() {
+        let s = settings(None);
+        let header = b"PROXY TCP4 203.0.113.9 127.0.0.1 5555 59000\r\nL\n";
+        let mut t = Transport::new(true, true);
+        assert_eq!(
+            inputs(&mut t, &s, Instant::now(), header),
+            ["Client(203.0.113.9:5555)", "Start", "line L"]
+        );
+        let mut t = Transport::new(true, false);
+        assert_eq!(
+            inputs(&mut t, &s, Instant::now(), header),
+            [
+                "Start",
+                "line PROXY TCP4 203.0.113.9 127.0.0.1 5555 59000",
+                "line L"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_http_request_is_answered_and_closed() {
+        let s = settings(None);
+        let mut t = Transport::new(true, false);
+        let got = inputs(
+            &mut t,
+            &s,
+            Instant::now(),
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        assert_eq!(got, ["Close(\"HTTP request answered\")"]);
+        let mut wire = Vec::new();
+        t.flush(&mut wire, &mut Outbox::default()).expect("flush");
+        assert!(wire.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(wire.ends_with(b"\r\n\r\nok\n"));
+    }
+
+    // ---- TLS, with an in-memory rustls client ----
+
+    fn server_config() -> Arc<rustls::ServerConfig> {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![made.cert.der().clone()], key)
+            .expect("config");
+        config.alpn_protocols = vec![tls::ALPN_HTTP.to_vec()];
+        CERT.with(|c| *c.borrow_mut() = Some(made.cert.der().clone()));
+        Arc::new(config)
+    }
+
+    thread_local! {
+        static CERT: std::cell::RefCell<Option<rustls::pki_types::CertificateDer<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    fn client(alpn: bool) -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        let cert = CERT
+            .with(|c| c.borrow().clone())
+            .expect("server made first");
+        roots.add(cert).expect("root");
+        let mut config = rustls::ClientConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        if alpn {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().expect("name"))
+            .expect("client")
+    }
+
+    /// Moves bytes both ways until neither side has anything to say;
+    /// returns what the transport handed out and the plaintext the client
+    /// read.
+    fn exchange(
+        t: &mut Transport,
+        c: &mut rustls::ClientConnection,
+        s: &Settings,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> (Vec<String>, Vec<u8>) {
+        let mut seen = Vec::new();
+        let mut plain = Vec::new();
+        for _ in 0..20 {
+            let mut to_server = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut to_server).expect("client writes");
+            }
+            seen.extend(inputs(t, s, now, &to_server));
+            let mut to_client = Vec::new();
+            t.flush(&mut to_client, out).expect("server writes");
+            let mut rd = &to_client[..];
+            while !rd.is_empty() {
+                if c.read_tls(&mut rd).expect("client reads") == 0 {
+                    break;
+                }
+                if c.process_new_packets().is_err() {
+                    return (seen, plain);
+                }
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut c.reader(), &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                plain.extend_from_slice(&buf[..n]);
+            }
+            if to_server.is_empty() && to_client.is_empty() {
+                break;
+            }
+        }
+        (seen, plain)
+    }
+
+    #[test]
+    fn tls_carries_the_line_protocol_and_ends_with_close_notify() {
+        let config = server_config();
+        let s = settings(Some(config));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        let mut c = client(false);
+        std::io::Write::write_all(&mut c.writer(), b"L\nalice\n").expect("queue");
+        let mut out = Outbox::default();
+        let (seen, _) = exchange(&mut t, &mut c, &s, &mut out, now);
+        assert_eq!(seen, ["Start", "line L", "line alice"], "inside TLS, lines");
+        assert!(t.is_tls());
+        out.push_always(b"* bye\n");
+        t.finish();
+        let (_, plain) = exchange(&mut t, &mut c, &s, &mut out, now);
+        assert_eq!(plain, b"* bye\n");
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            std::io::Read::read(&mut c.reader(), &mut buf).expect("clean close"),
+            0,
+            "close_notify after the last line"
+        );
+    }
+
+    #[test]
+    fn alpn_http_means_http_at_once() {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        let mut c = client(true);
+        let mut out = Outbox::default();
+        let (seen, _) = exchange(&mut t, &mut c, &s, &mut out, now);
+        // No deadline inside TLS: the request may come much later.
+        // The client spoke first: no wait at all, and none inside TLS
+        // either, where the request may come much later.
+        assert!(seen.is_empty(), "{seen:?}");
+        let later = now + Duration::from_secs(5);
+        assert!(
+            t.next_input(later, &s).is_none(),
+            "still waiting for the request"
+        );
+        std::io::Write::write_all(&mut c.writer(), b"GET /healthz HTTP/1.1\r\n\r\n").expect("q");
+        let (seen, plain) = exchange(&mut t, &mut c, &s, &mut out, later);
+        assert_eq!(seen, ["Close(\"HTTP request answered\")"]);
+        assert!(plain.starts_with(b"HTTP/1.1 200 OK\r\n"), "{plain:?}");
+        assert!(String::from_utf8_lossy(&plain).contains("Strict-Transport-Security"));
+    }
+
+    #[test]
+    fn garbage_inside_a_handshake_gets_an_alert_and_a_close() {
+        let s = settings(Some(server_config()));
+        let mut t = Transport::new(true, false);
+        let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0x30];
+        hello.extend(std::iter::repeat_n(0xab, 0x30));
+        let got = inputs(&mut t, &s, Instant::now(), &hello);
+        assert_eq!(got, ["Close(\"TLS error\")"]);
+        let mut wire = Vec::new();
+        t.flush(&mut wire, &mut Outbox::default()).expect("flush");
+        assert!(
+            wire.is_empty() || wire[0] == 0x15,
+            "an alert record or nothing: {wire:?}"
+        );
+        // Nothing more is read or answered.
+        assert!(inputs(&mut t, &s, Instant::now(), &hello).is_empty());
+    }
+
+    #[test]
+    fn with_tls_off_a_client_hello_is_closed_at_once() {
+        let s = settings(None);
+        let mut t = Transport::new(true, false);
+        let got = inputs(&mut t, &s, Instant::now(), &[0x16, 0x03, 0x01, 0x00, 0x05]);
+        assert_eq!(got, ["Close(\"TLS handshake with TLS off\")"]);
+        assert!(!t.has_pending());
+    }
+}

@@ -39,6 +39,9 @@ pub struct TlsStream {
     /// The peer sent close_notify, or the connection is closed.
     peer_closed: bool,
     close_notify_queued: bool,
+    /// A fatal error happened: rustls must not be called again (it
+    /// asserts), only the alert already fetched is written.
+    failed: bool,
 }
 
 impl TlsStream {
@@ -50,6 +53,7 @@ impl TlsStream {
             open: false,
             peer_closed: false,
             close_notify_queued: false,
+            failed: false,
         })
     }
 
@@ -101,6 +105,14 @@ impl TlsStream {
         mut out: Option<&mut Outbox>,
         finish: bool,
     ) -> Result<(), rustls::Error> {
+        if self.failed {
+            // Whatever is still offered is dropped: the connection is over.
+            if let Some(out) = out {
+                let n = out.pending();
+                out.consume(n);
+            }
+            return Ok(());
+        }
         let mut failure = None;
         // Every turn consumes input or produces output; the bound is a
         // guard, far above what 64 KiB of input can take.
@@ -209,13 +221,20 @@ impl TlsStream {
         }
     }
 
-    /// After a fatal error rustls has queued an alert. The bad input must
-    /// not be looked at again (rustls asserts on it), so it is dropped and
-    /// only the queued records are fetched.
+    /// After a fatal error rustls may have queued an alert (for some errors,
+    /// found while deframing, it does not: then the close says it). The bad
+    /// input must
+    /// not be deframed again (rustls asserts on it), so records are fetched
+    /// only while rustls has some queued: then `process_tls_records` hands
+    /// them out before it looks at any input.
     fn collect_alert(&mut self) {
         self.incoming = Vec::new();
         self.peer_closed = true;
+        self.failed = true;
         for _ in 0..8 {
+            if !self.conn.wants_write() {
+                return;
+            }
             let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
@@ -226,7 +245,6 @@ impl TlsStream {
                         room = need.required_size;
                     }
                 }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
                 _ => return,
             }
         }
