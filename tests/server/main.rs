@@ -12,5 +12,6 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod remote;
 mod robustness;
 mod util;
