@@ -475,7 +475,8 @@ impl Transport {
                     // HTTP answers and WebSocket frames first, then the
                     // session's lines; close_notify after the last byte.
                     let tls_error = |e: rustls::Error| io::Error::other(e.to_string());
-                    let last = self.finishing && (ws || out.is_empty());
+                    // (For WebSocket the close frame is in `wire` once `out` is empty.)
+                    let last = self.finishing && out.is_empty();
                     tls.send(&mut self.wire, last).map_err(tls_error)?;
                     if !ws && self.wire.is_empty() {
                         tls.send(out, self.finishing).map_err(tls_error)?;
