@@ -277,8 +277,10 @@ fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{DigitallySignedStruct, SignatureScheme};
 
+    use crate::transport::tls::Signatures;
+
     #[derive(Debug)]
-    struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+    struct AnyCert(Signatures);
     impl ServerCertVerifier for AnyCert {
         fn verify_server_cert(
             &self,
@@ -292,32 +294,22 @@ fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
         }
         fn verify_tls12_signature(
             &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            self.0.tls12(m, c, d)
         }
         fn verify_tls13_signature(
             &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
+            m: &[u8],
+            c: &CertificateDer<'_>,
+            d: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
+            self.0.tls13(m, c, d)
         }
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
+            self.0.schemes()
         }
     }
 
@@ -330,7 +322,9 @@ fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
                 .with_safe_default_protocol_versions()
                 .expect("default TLS versions")
                 .dangerous()
-                .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
+                .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(Signatures::new(
+                    provider,
+                ))))
                 .with_no_client_auth();
             std::sync::Arc::new(config)
         })
