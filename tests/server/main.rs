@@ -13,4 +13,6 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod robustness;
+mod transport;
 mod util;
+mod wire;
