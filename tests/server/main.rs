@@ -14,4 +14,6 @@ mod lifecycle;
 mod limits;
 mod remote;
 mod robustness;
+mod transport;
 mod util;
+mod wire;
