@@ -288,7 +288,7 @@ impl Server {
                 conn.peer = SocketAddr::new(ip, client.port());
             }
             Err(refusal) => {
-                conn.out.push_always(refusal.line());
+                conn.transport.refuse(refusal.line());
                 if !conn.dirty {
                     conn.dirty = true;
                     self.dirty.push(id.key);

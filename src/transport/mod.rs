@@ -129,6 +129,8 @@ pub struct Transport {
     proxy_trusted: bool,
     eof: bool,
     deadline: Option<Instant>,
+    /// The reactor was handed `deadline` (as [`Input::Deadline`]).
+    deadline_told: bool,
     /// The connection is closing: end the stream cleanly after the output.
     finishing: bool,
 }
@@ -146,6 +148,7 @@ impl Transport {
             proxy_trusted,
             eof: false,
             deadline: None,
+            deadline_told: false,
             finishing: false,
         }
     }
@@ -214,7 +217,17 @@ impl Transport {
     /// The next thing for the session or the reactor, or `None` until more
     /// bytes arrive (or a deadline passes).
     pub fn next_input(&mut self, now: Instant, settings: &Settings) -> Option<Input<'_>> {
-        match self.step(now, settings)? {
+        let Some(step) = self.step(now, settings) else {
+            // Waiting: make sure the reactor calls back at the deadline.
+            return match self.deadline {
+                Some(at) if !self.deadline_told && now < at => {
+                    self.deadline_told = true;
+                    Some(Input::Deadline(at))
+                }
+                _ => None,
+            };
+        };
+        match step {
             Step::Ready(input) => Some(input),
             Step::Line(range) => Some(Input::Line(self.input.slice(range))),
             Step::WsLine => match &self.framing {
@@ -233,8 +246,13 @@ impl Transport {
                 Framing::Sniff => {
                     if self.proxy_expected && self.tls.is_none() {
                         match proxy::parse(self.input.bytes()) {
-                            proxy::Proxied::NeedMore if !self.eof => {
-                                return self.wait(now, SNIFF_WAIT).map(Ready);
+                            // A trusted proxy sends its header at once; a
+                            // client of its own that stays silent is greeted
+                            // like anybody else.
+                            proxy::Proxied::NeedMore
+                                if !self.eof && !self.wait_over(now, SNIFF_WAIT) =>
+                            {
+                                return None;
                             }
                             proxy::Proxied::Header { len, client } => {
                                 self.input.consume(len);
@@ -271,7 +289,7 @@ impl Transport {
                             };
                             self.tls = Some(tls);
                             self.framing = Framing::Handshake;
-                            self.deadline = None;
+                            self.set_deadline(None);
                             let raw = self.input.take_all();
                             self.feed_tls(&raw);
                         }
@@ -282,10 +300,10 @@ impl Transport {
                         }
                         Sniffed::Lines => return Some(Ready(self.begin_lines(settings))),
                         Sniffed::NeedMore => {
-                            if self.eof || self.deadline.is_some_and(|d| now >= d) {
+                            if self.eof || self.wait_over(now, SNIFF_WAIT) {
                                 return Some(Ready(self.begin_lines(settings)));
                             }
-                            return self.wait(now, SNIFF_WAIT).map(Ready);
+                            return None;
                         }
                     }
                 }
@@ -302,7 +320,7 @@ impl Transport {
                         self.begin_http(now);
                     } else {
                         self.framing = Framing::Sniff;
-                        self.deadline = None;
+                        self.set_deadline(None);
                     }
                 }
                 Framing::Lines(lines) => {
@@ -367,7 +385,7 @@ impl Transport {
                                 line: String::new(),
                                 close_sent: false,
                             }));
-                            self.deadline = None;
+                            self.set_deadline(None);
                             return Some(Ready(Input::Start));
                         }
                     }
@@ -398,26 +416,29 @@ impl Transport {
         }
     }
 
-    /// Sets the deadline if none is set; asks the reactor to call back.
-    fn wait(&mut self, now: Instant, wait: Duration) -> Option<Input<'static>> {
+    /// Whether a wait of `wait` (started now if none is running) is over.
+    fn wait_over(&mut self, now: Instant, wait: Duration) -> bool {
         match self.deadline {
-            Some(d) if now >= d => None,
-            Some(_) => None,
+            Some(at) => now >= at,
             None => {
-                let at = now + wait;
-                self.deadline = Some(at);
-                Some(Input::Deadline(at))
+                self.set_deadline(Some(now + wait));
+                false
             }
         }
     }
 
+    fn set_deadline(&mut self, at: Option<Instant>) {
+        self.deadline = at;
+        self.deadline_told = false;
+    }
+
     fn begin_http(&mut self, now: Instant) {
         self.framing = Framing::Http;
-        self.deadline = Some(now + HTTP_HEAD_WAIT);
+        self.set_deadline(Some(now + HTTP_HEAD_WAIT));
     }
 
     fn begin_lines(&mut self, settings: &Settings) -> Input<'static> {
-        self.deadline = None;
+        self.set_deadline(None);
         if self.tls.is_none() && !self.local && !settings.plaintext_any {
             self.wire.push_always(NEEDS_TLS);
             self.framing = Framing::Done;
@@ -431,6 +452,28 @@ impl Transport {
     /// [`Input::Deadline`]; the 10 s HTTP wait is handed out this way too).
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// A limit refused the client a trusted proxy named: queues `line` (a
+    /// protocol error line) in the form this client reads, an HTTP answer
+    /// (`429`) for an HTTP client, the line itself otherwise, and reads no
+    /// more.
+    pub fn refuse(&mut self, line: &[u8]) {
+        let http = matches!(self.framing, Framing::Http | Framing::Route(_));
+        if http {
+            let answer = http::respond(
+                429,
+                "Too Many Requests",
+                &[],
+                "text/plain; charset=utf-8",
+                line,
+                self.tls.is_some(),
+            );
+            self.wire.push_always(&answer);
+        } else {
+            self.wire.push_always(line);
+        }
+        self.framing = Framing::Done;
     }
 
     /// The connection is closing: after the queued output, end the stream
