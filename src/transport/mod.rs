@@ -219,8 +219,9 @@ impl Transport {
     pub fn next_input(&mut self, now: Instant, settings: &Settings) -> Option<Input<'_>> {
         let Some(step) = self.step(now, settings) else {
             // Waiting: make sure the reactor calls back at the deadline.
+            let over = matches!(self.framing, Framing::Done | Framing::Failed);
             return match self.deadline {
-                Some(at) if !self.deadline_told && now < at => {
+                Some(at) if !self.deadline_told && now < at && !over => {
                     self.deadline_told = true;
                     Some(Input::Deadline(at))
                 }
