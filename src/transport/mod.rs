@@ -809,9 +809,10 @@ mod tests {
         let mut out = Outbox::default();
         let (seen, _) = exchange(&mut t, &mut c, &s, &mut out, now);
         // No deadline inside TLS: the request may come much later.
-        // The client spoke first: no wait at all, and none inside TLS
-        // either, where the request may come much later.
-        assert!(seen.is_empty(), "{seen:?}");
+        // The client spoke first, so no 0.3 s wait; inside TLS only the
+        // 10 s limit on the request head, however long the browser waits.
+        assert_eq!(seen, ["deadline"]);
+        assert_eq!(t.deadline(), Some(now + HTTP_HEAD_WAIT));
         let later = now + Duration::from_secs(5);
         assert!(
             t.next_input(later, &s).is_none(),
