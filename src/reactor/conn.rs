@@ -61,7 +61,9 @@ impl Conn {
     /// password check (its input stays in the kernel, bounded), nor after
     /// the end of input.
     pub(super) fn wants_bytes(&self) -> bool {
-        !self.transport.eof() && (!self.transport.is_chat() || self.session.wants_input())
+        !self.transport.eof()
+            && !self.transport.input_paused()
+            && (!self.transport.is_chat() || self.session.wants_input())
     }
 
     /// Nothing is left to write, at any layer.

@@ -322,6 +322,7 @@ impl Server {
         if conn.closing == Some(Closing::Now) {
             return;
         }
+        let paused = conn.transport.input_paused();
         let want = match conn.transport.flush(&mut conn.stream, &mut conn.out) {
             Ok(Flushed::All) => Interest::READABLE,
             Ok(Flushed::Partly) => Interest::READABLE | Interest::WRITABLE,
@@ -334,6 +335,11 @@ impl Server {
         };
         if conn.closing == Some(Closing::AfterFlush) && conn.all_written() {
             self.doomed.push(conn.id);
+        }
+        // Reading stopped while its own answers piled up; input may be
+        // waiting in the kernel with no new edge to announce it.
+        if paused && !conn.transport.input_paused() && conn.closing.is_none() {
+            self.again.push(conn.id);
         }
         if want != conn.interest {
             // `reregister` replaces the set, so pass all of it.

@@ -42,20 +42,21 @@ pub enum Head {
     Refuse(Vec<u8>),
 }
 
-/// Parses a request head from the start of `bytes`.
-pub fn parse_head(bytes: &[u8]) -> Head {
+/// Parses a request head from the start of `bytes` (received over TLS when
+/// `tls`, for the headers of a refusal).
+pub fn parse_head(bytes: &[u8], tls: bool) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let window = &bytes[..bytes.len().min(MAX_HEAD)];
     match req.parse(window) {
         Ok(httparse::Status::Partial) if bytes.len() >= MAX_HEAD => {
-            Head::Refuse(error(431, "Request Header Fields Too Large", false))
+            Head::Refuse(error(431, "Request Header Fields Too Large", tls))
         }
         Ok(httparse::Status::Partial) => Head::NeedMore,
         Err(httparse::Error::TooManyHeaders) => {
-            Head::Refuse(error(431, "Request Header Fields Too Large", false))
+            Head::Refuse(error(431, "Request Header Fields Too Large", tls))
         }
-        Err(_) => Head::Refuse(error(400, "Bad Request", false)),
+        Err(_) => Head::Refuse(error(400, "Bad Request", tls)),
         Ok(httparse::Status::Complete(len)) => {
             let mut request = Request {
                 method: req.method.unwrap_or_default().to_owned(),
@@ -83,12 +84,13 @@ pub fn parse_head(bytes: &[u8]) -> Head {
                     "sec-websocket-version" => request.ws_version = Some(value.to_owned()),
                     "content-length" => request.has_body |= value != "0",
                     "transfer-encoding" => request.has_body = true,
+                    // The last header's last address is the one our
+                    // proxy added; anything before it the client may have
+                    // written. One that does not parse names nobody (the
+                    // connection keeps the proxy's address), never an
+                    // earlier one.
                     "x-forwarded-for" => {
-                        request.forwarded_for = value
-                            .rsplit(',')
-                            .next()
-                            .and_then(|a| a.trim().parse().ok())
-                            .or(request.forwarded_for);
+                        request.forwarded_for = value.rsplit(',').next().and_then(parse_forwarded);
                     }
                     _ => {}
                 }
@@ -97,6 +99,15 @@ pub fn parse_head(bytes: &[u8]) -> Head {
             Head::Complete { len, request }
         }
     }
+}
+
+/// An address as proxies write it in `X-Forwarded-For`: `203.0.113.7`,
+/// `2001:db8::1`, or with a port, `203.0.113.7:5555`, `[2001:db8::1]:80`.
+fn parse_forwarded(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// How the connection the request came on looks.
@@ -138,7 +149,14 @@ pub fn route(request: &Request, ctx: Context<'_>) -> Reply {
         // to the same URL over TLS.
         return Reply::Respond(match &request.host {
             Some(host) if valid_host(host) => {
-                let location = format!("https://{host}{}", request.path);
+                // Only an origin-form target (`/path?query`) is kept: an
+                // absolute or `@host` form would change where it points.
+                let path = if request.path.starts_with('/') && !request.path.starts_with("//") {
+                    request.path.as_str()
+                } else {
+                    "/"
+                };
+                let location = format!("https://{host}{path}");
                 respond(
                     301,
                     "Moved Permanently",
@@ -311,7 +329,7 @@ mod tests {
     };
 
     fn request(text: &str) -> Request {
-        match parse_head(text.as_bytes()) {
+        match parse_head(text.as_bytes(), true) {
             Head::Complete { request, len } => {
                 assert_eq!(len, text.len());
                 request
@@ -329,18 +347,25 @@ mod tests {
 
     #[test]
     fn heads_are_bounded() {
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n"), Head::NeedMore);
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n", true),
+            Head::NeedMore
+        );
         let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HEAD));
-        assert!(matches!(parse_head(&big), Head::Refuse(r) if r.starts_with(b"HTTP/1.1 431")));
+        assert!(
+            matches!(parse_head(&big, true), Head::Refuse(r) if r.starts_with(b"HTTP/1.1 431"))
+        );
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..100 {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert!(matches!(parse_head(&many), Head::Refuse(r) if r.starts_with(b"HTTP/1.1 431")));
         assert!(
-            matches!(parse_head(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"), Head::Refuse(r) if r.starts_with(b"HTTP/1.1 400"))
+            matches!(parse_head(&many, true), Head::Refuse(r) if r.starts_with(b"HTTP/1.1 431"))
+        );
+        assert!(
+            matches!(parse_head(b"GET / HTTP/1.1\r\nbad header\r\n\r\n", true), Head::Refuse(r) if r.starts_with(b"HTTP/1.1 400"))
         );
     }
 

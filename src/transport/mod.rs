@@ -274,6 +274,26 @@ impl Transport {
                         self.framing = Framing::Done;
                         return Some(Ready(Input::Close("closed before speaking")));
                     }
+                    // A PROXY header from a peer that may not send one (or a
+                    // second one): a proxy missing from `--proxy-from`, or
+                    // a client claiming another address. Not honoured, and
+                    // not taken for chat either.
+                    if !self.proxy_expected && self.tls.is_none() {
+                        match proxy::parse(self.input.bytes()) {
+                            proxy::Proxied::Header { .. } | proxy::Proxied::Invalid => {
+                                self.framing = Framing::Done;
+                                return Some(Ready(Input::Close(
+                                    "PROXY header from an address not in --proxy-from",
+                                )));
+                            }
+                            proxy::Proxied::NeedMore
+                                if !self.eof && !self.wait_over(now, SNIFF_WAIT) =>
+                            {
+                                return None;
+                            }
+                            _ => {}
+                        }
+                    }
                     match sniff::sniff(self.input.bytes(), self.tls.is_none()) {
                         Sniffed::Tls => {
                             let Some(config) = &settings.tls else {
@@ -334,7 +354,7 @@ impl Transport {
                         Framed::End => Ready(Input::End),
                     });
                 }
-                Framing::Http => match http::parse_head(self.input.bytes()) {
+                Framing::Http => match http::parse_head(self.input.bytes(), self.tls.is_some()) {
                     http::Head::NeedMore => {
                         if self.eof {
                             self.framing = Framing::Done;
@@ -392,6 +412,11 @@ impl Transport {
                     }
                 }
                 Framing::Ws(state) => {
+                    // Pongs and close replies are output too: while the peer
+                    // does not read them, its pings are not read either.
+                    if self.wire.pending() >= WIRE_HIGH {
+                        return None;
+                    }
                     let frame =
                         state
                             .ws
@@ -481,6 +506,18 @@ impl Transport {
     /// cleanly (a WebSocket close frame, a TLS close_notify).
     pub fn finish(&mut self) {
         self.finishing = true;
+    }
+
+    /// Output the transport made itself (WebSocket pongs, HTTP answers, TLS
+    /// records) piles up unread: read no more input until it drains, so a
+    /// peer that floods pings and never reads is held back by TCP, not by
+    /// our memory.
+    pub fn input_paused(&self) -> bool {
+        self.wire.pending() >= WIRE_HIGH
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.outgoing_len() >= 2 * WIRE_HIGH)
     }
 
     /// Whether anything is queued below the session's own output.
@@ -666,14 +703,17 @@ mod tests {
             inputs(&mut t, &s, Instant::now(), header),
             ["Client(203.0.113.9:5555)", "Start", "line L"]
         );
+        // From anyone else it is not honoured, nor taken for chat.
         let mut t = Transport::new(true, false);
         assert_eq!(
             inputs(&mut t, &s, Instant::now(), header),
-            [
-                "Start",
-                "line PROXY TCP4 203.0.113.9 127.0.0.1 5555 59000",
-                "line L"
-            ]
+            ["Close(\"PROXY header from an address not in --proxy-from\")"]
+        );
+        // But a line that merely starts like one, after the greeting, is chat.
+        let mut t = Transport::new(true, false);
+        assert_eq!(
+            inputs(&mut t, &s, Instant::now(), b"PRIVMSG x\n"),
+            ["Start", "line PRIVMSG x"]
         );
     }
 

@@ -74,6 +74,11 @@ impl TlsStream {
         !self.outgoing.is_empty()
     }
 
+    /// Bytes of TLS records waiting for the socket.
+    pub fn outgoing_len(&self) -> usize {
+        self.outgoing.pending()
+    }
+
     /// The records waiting for the socket.
     pub fn outgoing(&mut self) -> &mut Outbox {
         &mut self.outgoing

@@ -4,6 +4,7 @@
 //! module per area; helpers live in `util`.
 
 mod abuse;
+mod attacks;
 mod chat;
 mod crash;
 mod framing;
