@@ -70,6 +70,17 @@ use outbox::Outbox;
 
 const WAKER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// Signals whose default action would end the process, caught and ignored.
+const IGNORED_SIGNALS: &[i32] = &[
+    signal_hook::consts::SIGUSR1,
+    signal_hook::consts::SIGUSR2,
+    signal_hook::consts::SIGALRM,
+    signal_hook::consts::SIGQUIT,
+    signal_hook::consts::SIGVTALRM,
+    signal_hook::consts::SIGIO,
+    signal_hook::consts::SIGXCPU,
+    signal_hook::consts::SIGXFSZ,
+];
 /// Listeners take the tokens below these, one each.
 const LISTENER_BASE: usize = usize::MAX - 3;
 const MAX_LISTENERS: usize = 64;
@@ -369,6 +380,11 @@ impl Server {
             signal_hook::consts::SIGTERM,
             signal_hook::consts::SIGHUP,
         ])?;
+        // No other signal stops the server: those whose default is to end
+        // the process are caught and logged (SIGPIPE Rust already ignores).
+        for signal in IGNORED_SIGNALS {
+            signals.add_signal(*signal)?;
+        }
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -600,6 +616,8 @@ impl Server {
         for signal in pending {
             if signal == signal_hook::consts::SIGHUP {
                 self.reload_tls();
+            } else if IGNORED_SIGNALS.contains(&signal) {
+                info!("signal {signal} ignored (SIGINT or SIGTERM stops the server)");
             } else {
                 info!("signal {signal}: shutting down");
                 self.begin_shutdown(now);

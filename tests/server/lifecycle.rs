@@ -33,6 +33,42 @@ fn sigint_shuts_down_cleanly() {
 
 /// "output is flushed for up to 2 s": a client that never reads cannot hold
 /// the shutdown up.
+/// No signal but SIGINT and SIGTERM stops the server: SIGHUP reloads the
+/// certificate, the others whose default would end the process are logged
+/// and ignored, and chat goes on throughout.
+#[test]
+fn only_sigint_and_sigterm_stop_the_server() {
+    let mut s = Server::start(&[]);
+    let mut alice = register(s.addr, "alice", &pw("alice"));
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+        libc::SIGXFSZ,
+    ] {
+        s.signal(sig);
+        alice.send("/who\n");
+        alice.expect("* online (1): alice");
+        assert!(
+            s.wait_exit(Duration::from_millis(50)).is_none(),
+            "signal {sig} stopped the server"
+        );
+    }
+    let mut bob = register(s.addr, "bob", &pw("bob"));
+    alice.expect("* bob joined");
+    bob.send("still here\n");
+    alice.expect("bob: still here");
+    s.sigterm();
+    alice.expect(SHUTTING_DOWN);
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn sigterm_does_not_wait_for_a_client_that_never_reads() {
     let mut s = Server::start(&["--rate", "off"]);
