@@ -50,6 +50,9 @@ pub(super) struct Conn {
     pub(super) job: Option<Arc<AtomicBool>>,
     /// On the `paced` list: its input waits for the pacer.
     pub(super) paced: bool,
+    /// Reading stopped because the transport's own output piled up; the
+    /// flush that drains it reads again.
+    pub(super) input_paused: bool,
     /// What the limits counted for this connection.
     pub(super) admission: Admission,
     /// The job out, for the limits to count its result.

@@ -125,6 +125,7 @@ impl Server {
             dirty: false,
             job: None,
             paced: false,
+            input_paused: false,
             admission,
             attempt: None,
         });
@@ -186,6 +187,9 @@ impl Server {
             // a ClientHello already in the kernel must not be taken for a
             // silent client.
             let mut drained = !conn.wants_bytes();
+            // Remember a pause for our own output, so that the flush that
+            // ends it reads again (no new edge may come).
+            conn.input_paused |= conn.transport.input_paused();
             if !drained {
                 match conn.stream.read(&mut self.scratch) {
                     // The peer finished sending; a last partial line counts.
@@ -288,6 +292,9 @@ impl Server {
                 conn.peer = SocketAddr::new(ip, client.port());
             }
             Err(refusal) => {
+                // Closing: the proxy's own address stops counting now, not
+                // when the connection has lingered out.
+                self.limits.release(&mut conn.admission);
                 conn.transport.refuse(refusal.line());
                 if !conn.dirty {
                     conn.dirty = true;
@@ -322,7 +329,6 @@ impl Server {
         if conn.closing == Some(Closing::Now) {
             return;
         }
-        let paused = conn.transport.input_paused();
         let want = match conn.transport.flush(&mut conn.stream, &mut conn.out) {
             Ok(Flushed::All) => Interest::READABLE,
             Ok(Flushed::Partly) => Interest::READABLE | Interest::WRITABLE,
@@ -338,8 +344,11 @@ impl Server {
         }
         // Reading stopped while its own answers piled up; input may be
         // waiting in the kernel with no new edge to announce it.
-        if paused && !conn.transport.input_paused() && conn.closing.is_none() {
-            self.again.push(conn.id);
+        if conn.input_paused && !conn.transport.input_paused() {
+            conn.input_paused = false;
+            if conn.closing.is_none() {
+                self.again.push(conn.id);
+            }
         }
         if want != conn.interest {
             // `reregister` replaces the set, so pass all of it.

@@ -280,7 +280,9 @@ impl Transport {
                     // not taken for chat either.
                     if !self.proxy_expected && self.tls.is_none() {
                         match proxy::parse(self.input.bytes()) {
-                            proxy::Proxied::Header { .. } | proxy::Proxied::Invalid => {
+                            // Only a real header: text that merely starts
+                            // with `PROXY ` is a line like any other.
+                            proxy::Proxied::Header { .. } => {
                                 self.framing = Framing::Done;
                                 return Some(Ready(Input::Close(
                                     "PROXY header from an address not in --proxy-from",

@@ -56,6 +56,12 @@ pub fn parse(bytes: &[u8]) -> Proxied {
 
 fn parse_v1(bytes: &[u8]) -> Proxied {
     let window = &bytes[..bytes.len().min(V1_MAX)];
+    // A header ends with CRLF: a bare LF first means a line of text.
+    if let Some(lf) = memchr::memchr(b'\n', window)
+        && (lf == 0 || window[lf - 1] != b'\r')
+    {
+        return Proxied::Invalid;
+    }
     let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
         return if bytes.len() >= V1_MAX {
             Proxied::Invalid
@@ -178,6 +184,7 @@ mod tests {
         endless.extend_from_slice(&[b'x'; 200]);
         assert_eq!(parse(&endless), Proxied::Invalid);
         assert_eq!(parse(b"L\n"), Proxied::Absent);
+        assert_eq!(parse(b"PROXY is what I typed\n"), Proxied::Invalid);
         assert_eq!(parse(b"\x16\x03\x01"), Proxied::Absent);
     }
 

@@ -275,3 +275,39 @@ fn the_https_redirect_keeps_the_host() {
         }
     }
 }
+
+/// A CRLF line client (telnet, a script) whose first line,
+/// sent before the greeting, merely starts with "PROXY " is closed
+/// without a word ("PROXY header from an address not in --proxy-from"),
+/// although it is UTF-8 text, not a header, and no proxy is configured.
+/// PROTOCOL.md: "anything else ...: the line protocol below"; only binary
+/// junk is closed at once, and an untrusted PROXY header is "not
+/// honoured", not a reason to drop a client.
+#[test]
+fn crlf_client_whose_first_line_starts_with_proxy_is_served() {
+    let s = Server::start(&[]);
+    let mut c = Client::connect(s.addr).with_label("PROXY-ish CRLF client");
+    c.send("PROXY please\r\n");
+    c.expect_welcome();
+    // The line itself is an answer to the choice prompt like any other.
+    let line = c.line_within(Duration::from_secs(5));
+    assert!(
+        line.starts_with('!'),
+        "expected an error line, got {line:?}"
+    );
+}
+
+/// Same for a LF client whose first bytes begin with "PROXY "
+/// and run past 107 bytes without a CRLF (a pasted block of lines): the
+/// v1 parser calls it Invalid and the connection is closed.
+#[test]
+fn lf_client_pasting_lines_after_proxy_word_is_served() {
+    let s = Server::start(&[]);
+    let mut c = Client::connect(s.addr).with_label("pasting LF client");
+    let mut paste = String::from("PROXY is what I typed\n");
+    while paste.len() < 120 {
+        paste.push_str("more text\n");
+    }
+    c.send(&paste);
+    c.expect_welcome();
+}
