@@ -115,15 +115,6 @@ impl Lines {
         self.eof = true;
     }
 
-    pub fn is_eof(&self) -> bool {
-        self.eof
-    }
-
-    /// Whether the end of input was handed out already.
-    pub fn ended(&self) -> bool {
-        self.ended
-    }
-
     /// The next frame, or `None` until more bytes (or the end) arrive. A
     /// line borrowed from `input` is consumed by this call.
     pub fn next<'a>(&mut self, input: &'a mut InBuf, max_line: usize) -> Option<LineFrame<'a>> {

@@ -166,17 +166,6 @@ impl Transport {
         matches!(self.framing, Framing::Lines(_) | Framing::Ws(_))
     }
 
-    /// The handshake is not finished or the first bytes are not in yet:
-    /// no session has been greeted.
-    pub fn is_undecided(&self) -> bool {
-        matches!(self.framing, Framing::Sniff | Framing::Handshake)
-    }
-
-    /// Bytes received and not yet handed out.
-    pub fn buffered(&self) -> usize {
-        self.input.len()
-    }
-
     /// Raw bytes from the socket.
     pub fn receive(&mut self, data: &[u8]) {
         match &mut self.tls {

@@ -83,10 +83,6 @@ impl WebSocket {
         }
     }
 
-    pub fn ended(&self) -> bool {
-        self.ended
-    }
-
     /// The next message from `input`, or `None` until more bytes arrive.
     /// Control frames are answered into `output` on the way.
     pub fn next(

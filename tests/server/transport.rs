@@ -923,7 +923,6 @@ fn forwarded_request(server: SocketAddr, request: &str) -> Vec<u8> {
 }
 
 #[test]
-
 fn forwarded_http_client_over_the_limit_gets_an_http_answer() {
     let s = Server::start(&[
         "--proxy-from",
@@ -1050,7 +1049,6 @@ fn an_oversized_request_head_is_refused_without_reading_it_all() {
 }
 
 #[test]
-
 fn a_stalled_http_head_is_closed_within_the_http_limit() {
     let s = Server::start(&[]);
     let fp = fp(&s);

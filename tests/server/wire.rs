@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use neochat::transport::tls::Signatures;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use tungstenite::client::IntoClientRequest;
@@ -78,7 +78,7 @@ pub fn logged_fingerprints(log: &str) -> Vec<String> {
 #[derive(Debug)]
 struct Pinned {
     fingerprint: String,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -107,12 +107,7 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -121,28 +116,21 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
 /// A client configuration that trusts only the certificate `fingerprint`,
 /// offering `alpn` (if any) as its only ALPN protocol.
 pub fn client_config(fingerprint: &str, alpn: Option<&[u8]>) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = neochat::transport::tls::provider();
     let verifier = Pinned {
         fingerprint: fingerprint.to_string(),
-        provider: provider.clone(),
+        signatures: Signatures::new(provider.clone()),
     };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
