@@ -304,6 +304,11 @@ impl Session {
         }
     }
 
+    /// Whether the welcome was sent: the client speaks lines now.
+    pub fn is_started(&self) -> bool {
+        !matches!(self.state, State::NotStarted)
+    }
+
     pub fn is_chatting(&self) -> bool {
         matches!(self.state, State::Chatting { .. })
     }

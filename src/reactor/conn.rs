@@ -79,7 +79,8 @@ impl Conn {
 pub(super) enum Attempt {
     /// A login for this name (as typed), started then.
     Login(String, Instant),
-    Register,
+    /// A registration of this name (as typed).
+    Register(String),
 }
 
 /// The connections, by slab key.
@@ -124,6 +125,11 @@ impl Conns {
 
     pub(super) fn iter_mut(&mut self) -> slab::IterMut<'_, Conn> {
         self.slab.iter_mut()
+    }
+
+    /// The key the next connection will get.
+    pub(super) fn vacant_key(&self) -> usize {
+        self.slab.vacant_key()
     }
 
     pub(super) fn vacant_entry(&mut self) -> slab::VacantEntry<'_, Conn> {

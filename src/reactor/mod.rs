@@ -32,6 +32,7 @@
 //! (send, broadcast, auth jobs, closing); `pacer` the broadcast pacer;
 //! `outbox` a connection's bounded output buffer.
 
+mod audit;
 mod conn;
 pub mod outbox;
 mod pacer;

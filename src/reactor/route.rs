@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
+use super::audit::{self, Event};
 use super::conn::{Attempt, Closing, Conn};
 use super::{LINGER, Server};
 use crate::auth::{Done, Job};
@@ -59,12 +60,22 @@ impl Server {
                     (Attempt::Login(name.clone(), now), Some((t.hit, outcome)))
                 }
             },
-            AuthRequest::Register { .. } => {
-                if self.limits.reserve_registration(&admission, now) {
-                    (Attempt::Register, None)
+            AuthRequest::Register { name, .. } => {
+                // An address that guessed (or probed names) too much may
+                // not learn whether one more name is taken.
+                if let Err(t) = self.limits.check_source(&admission, now) {
+                    let outcome = AuthOutcome::TooManyAttempts {
+                        retry_secs: t.secs(),
+                    };
+                    (Attempt::Register(name.clone()), Some((t.hit, outcome)))
+                } else if self.limits.reserve_registration(&admission, now) {
+                    (Attempt::Register(name.clone()), None)
                 } else {
                     let outcome = AuthOutcome::TooManyRegistrations;
-                    (Attempt::Register, Some((Hit::Registrations, outcome)))
+                    (
+                        Attempt::Register(name.clone()),
+                        Some((Hit::Registrations, outcome)),
+                    )
                 }
             }
         };
@@ -88,7 +99,7 @@ impl Server {
         if self.auth.submit(job).is_err() {
             conn.job = None;
             match conn.attempt.take() {
-                Some(Attempt::Register) => self.limits.registration_failed(&admission),
+                Some(Attempt::Register(_)) => self.limits.registration_failed(&admission),
                 Some(Attempt::Login(name, started)) => {
                     self.limits.login_answered(
                         &admission,
@@ -173,6 +184,8 @@ impl Server {
         if conn.closing == Some(Closing::Now) {
             return;
         }
+        // A connection on its way out holds no place in the pending pool.
+        self.limits.not_pending(&conn.admission);
         // Nobody will hear the answer: do not spend a bcrypt on it.
         if let Some(cancel) = conn.job.take() {
             cancel.store(true, Ordering::Relaxed);
@@ -206,30 +219,44 @@ impl Server {
                 continue;
             };
             conn.job = None;
+            let peer = conn.peer;
             match (conn.attempt.take(), &done.outcome) {
                 (Some(Attempt::Login(name, started)), outcome) => {
                     let answer = match outcome {
-                        AuthOutcome::LoggedIn(_) => LoginAnswer::LoggedIn,
-                        AuthOutcome::WrongCredentials if done.known_account => {
-                            LoginAnswer::WrongPassword
+                        AuthOutcome::LoggedIn(shown) => {
+                            audit::record(Event::LoggedIn, peer, shown);
+                            LoginAnswer::LoggedIn
                         }
-                        AuthOutcome::WrongCredentials => LoginAnswer::UnknownAccount,
+                        AuthOutcome::WrongCredentials => {
+                            let known_account = done.known_account;
+                            audit::record(Event::LoginFailed { known_account }, peer, &name);
+                            if known_account {
+                                LoginAnswer::WrongPassword
+                            } else {
+                                LoginAnswer::UnknownAccount
+                            }
+                        }
                         _ => LoginAnswer::NotChecked,
                     };
                     self.limits
                         .login_answered(&conn.admission, &name, answer, started, now);
                 }
-                (Some(Attempt::Register), outcome)
-                    if !matches!(outcome, AuthOutcome::Registered(_)) =>
-                {
+                (Some(Attempt::Register(_)), AuthOutcome::Registered(shown)) => {
+                    audit::record(Event::Registered, peer, shown);
+                }
+                (Some(Attempt::Register(name)), AuthOutcome::NameTaken) => {
+                    audit::record(Event::NameTaken, peer, &name);
+                    self.limits.name_taken(&conn.admission, now);
+                }
+                (Some(Attempt::Register(_)), _) => {
                     self.limits.registration_failed(&conn.admission);
                 }
-                _ => {}
+                (None, _) => {}
             }
             conn.session
                 .handle_auth_result(done.outcome, &mut self.chat.ctx(now));
             if conn.session.is_chatting() {
-                self.limits.chatting(&mut conn.admission);
+                self.limits.not_pending(&conn.admission);
             }
             self.apply(id);
             // Reading paused during the check; bytes may be waiting.

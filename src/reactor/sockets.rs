@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::cmp::Reverse;
@@ -16,7 +16,8 @@ use super::conn::{Attempt, Closing, Conn};
 use super::outbox::{Flushed, Outbox};
 use super::{ACCEPT_RETRY, FULL_LINE, LISTEN_BACKLOG, READS_PER_TURN, Server};
 use crate::chat::session::{ConnId, Session};
-use crate::limits::{Hit, Source};
+use crate::limits::{Hit, Refusal, Source};
+use crate::log_every::PERIOD as LOG_REPEATS_EVERY;
 use crate::transport::{Input, Transport};
 
 impl Server {
@@ -31,7 +32,11 @@ impl Server {
                 Ok((stream, peer)) => {
                     if self.accept_stalled {
                         self.accept_stalled = false;
-                        info!("accepting connections again");
+                        crate::log_every!(
+                            log::Level::Info,
+                            LOG_REPEATS_EVERY,
+                            "accepting connections again"
+                        );
                     }
                     self.admit(stream, peer, now);
                 }
@@ -50,9 +55,12 @@ impl Server {
                 // stay in the backlog and, edge-triggered, bring no new
                 // event, so retry on a timer rather than wait forever.
                 Err(e) => {
+                    // Near the descriptor limit this flaps with every
+                    // close: one line a minute says it goes on.
                     if !self.accept_stalled {
                         self.accept_stalled = true;
-                        warn!(
+                        crate::warn_every!(
+                            LOG_REPEATS_EVERY,
                             "accept failed ({e}); pausing accepts, {} connections open",
                             self.conns.len()
                         );
@@ -72,8 +80,17 @@ impl Server {
             self.warn_limit(Hit::ServerFull, Source::of(peer.ip()), now);
             return;
         }
-        let admission = match self.limits.admit(peer.ip()) {
-            Ok(admission) => admission,
+        let id = ConnId {
+            key: self.conns.vacant_key(),
+            serial: self.next_serial,
+        };
+        let admission = match self.limits.admit(peer.ip(), id) {
+            Ok(admitted) => {
+                if let Some(victim) = admitted.evict {
+                    self.evict(victim, now);
+                }
+                admitted.admission
+            }
             Err(refusal) => {
                 // Refused before any state is kept for it: one line, best
                 // effort, and the socket is closed.
@@ -95,17 +112,14 @@ impl Server {
             debug!("{peer}: keepalive: {e}");
         }
         let entry = self.conns.vacant_entry();
-        let id = ConnId {
-            key: entry.key(),
-            serial: self.next_serial,
-        };
+        debug_assert_eq!(entry.key(), id.key, "nothing was added since");
         self.next_serial += 1;
         if let Err(e) =
             self.poll
                 .registry()
                 .register(&mut stream, Token(id.key), Interest::READABLE)
         {
-            warn!("{peer}: cannot register connection: {e}");
+            crate::warn_every!(LOG_REPEATS_EVERY, "{peer}: cannot register connection: {e}");
             let mut admission = admission;
             self.limits.release(&mut admission);
             return;
@@ -284,17 +298,17 @@ impl Server {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        match self.limits.admit(ip) {
-            Ok(admission) => {
-                let mut old = std::mem::replace(&mut conn.admission, admission);
-                self.limits.release(&mut old);
+        // The proxy's own address stops counting first: whatever happens
+        // next, and so that a full pool cannot evict this very connection.
+        self.limits.release(&mut conn.admission);
+        let evict = match self.limits.admit(ip, id) {
+            Ok(admitted) => {
+                conn.admission = admitted.admission;
                 debug!("conn {}: {} is a proxy for {ip}", id.key, conn.peer);
                 conn.peer = SocketAddr::new(ip, client.port());
+                admitted.evict
             }
             Err(refusal) => {
-                // Closing: the proxy's own address stops counting now, not
-                // when the connection has lingered out.
-                self.limits.release(&mut conn.admission);
                 conn.transport.refuse(refusal.line());
                 if !conn.dirty {
                     conn.dirty = true;
@@ -302,8 +316,37 @@ impl Server {
                 }
                 self.warn_limit(refusal.hit(), Source::of(ip), now);
                 self.mark_closing(id, Closing::AfterFlush, "refused by a limit");
+                return;
             }
+        };
+        if let Some(victim) = evict {
+            self.evict(victim, now);
         }
+    }
+
+    /// The pending pool was full and a newcomer from another address took
+    /// this connection's place: it is told the server is busy and closed.
+    pub(super) fn evict(&mut self, victim: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(victim) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        let source = conn.admission.source;
+        if conn.session.is_started() {
+            self.queue(victim, Refusal::Busy.line());
+            self.mark_closing(
+                victim,
+                Closing::AfterFlush,
+                "evicted from the pending-login pool",
+            );
+        } else {
+            // Nothing was said yet (a TLS handshake, or a silent client):
+            // there is no form to answer it in.
+            self.mark_closing(victim, Closing::Now, "evicted from the pending-login pool");
+        }
+        self.warn_limit(Hit::Evicted, source, now);
     }
 
     /// The socket reports an error (a reset, usually). A session that reads
@@ -395,7 +438,7 @@ impl Server {
         };
         self.limits.release(&mut conn.admission);
         if let Some(Attempt::Login(name, _)) = conn.attempt.take() {
-            self.limits.login_abandoned(&conn.admission, &name);
+            self.limits.login_abandoned(&name);
         }
         deregister(self.poll.registry(), &mut conn.stream);
         debug!("conn {}: closed ({}): {}", id.key, conn.peer, conn.reason);

@@ -4,7 +4,6 @@
 //! port. Loopback is exempt by default, so most tests pass `--exempt none`
 //! and connect from distinct 127.0.0.x addresses (all of 127/8 is local).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,20 +12,6 @@ use crate::util::*;
 const PER_IP: &str = "! too many connections from your address";
 const BUSY: &str = "! server busy, try again";
 const TOO_MANY_REGS: &str = "! too many registrations, try again later";
-
-/// Connects from `127.0.0.<host>`.
-#[track_caller]
-fn connect_from(addr: SocketAddr, host: u8) -> Client {
-    use socket2::{Domain, Socket, Type};
-    let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.bind(&src.into()).expect("bind source address");
-    socket
-        .connect(&addr.into())
-        .unwrap_or_else(|e| panic!("connect {addr} from {src}: {e}"));
-    let stream: TcpStream = socket.into();
-    Client::from_stream(stream).with_label(&format!("127.0.0.{host}"))
-}
 
 /// `! too many attempts, try again in N s`: returns N.
 #[track_caller]
@@ -73,7 +58,9 @@ fn login_throttled(c: &mut Client, name: &str, password: &str) -> u64 {
 
 #[test]
 fn connections_per_address_are_capped() {
-    let server = Server::start(&["--exempt", "none"]);
+    // A pool big enough that one address's share of it (a quarter) is not
+    // what stops it.
+    let server = Server::start(&["--exempt", "none", "--max-pending-logins", "200"]);
     let addr = server.addr;
     let probe = Probe::start(addr);
     let mut held: Vec<Client> = (0..16)
@@ -119,7 +106,15 @@ fn connections_per_address_are_capped() {
 
 #[test]
 fn loopback_is_exempt_by_default_and_off_disables_the_cap() {
-    for flags in [&[][..], &["--exempt", "none", "--max-per-ip", "off"][..]] {
+    let off = [
+        "--exempt",
+        "none",
+        "--max-per-ip",
+        "off",
+        "--max-pending-logins",
+        "off",
+    ];
+    for flags in [&[][..], &off[..]] {
         let server = Server::start(flags);
         let addr = server.addr;
         let mut held = Vec::new();
@@ -149,6 +144,7 @@ fn pending_logins_are_capped_server_wide() {
     let addr = server.addr;
     // Logged-in users do not count against the limit.
     let probe = Probe::start(addr);
+    // 50 waiting from 40 addresses: the first ten hold two places each.
     let mut waiting: Vec<Client> = (0..50)
         .map(|i| {
             let mut c = connect_from(addr, 10 + (i % 40) as u8);
@@ -156,19 +152,30 @@ fn pending_logins_are_capped_server_wide() {
             c
         })
         .collect();
+    // The pool is full. A newcomer from an address holding none takes the
+    // oldest place of an address holding the most (127.0.0.10's first).
+    let mut newcomer = connect_from(addr, 99);
+    newcomer.expect_welcome();
+    waiting[0].expect(BUSY);
+    waiting[0].expect_closed();
+    // And the next one 127.0.0.11's first.
+    let mut second = connect_from(addr, 98);
+    second.expect_welcome();
+    waiting[1].expect(BUSY);
+    waiting[1].expect_closed();
+    // An address already holding a place waits its turn.
     let mut refused = connect_from(addr, 99);
     refused.expect(BUSY);
     refused.expect_closed();
     probe.wait_progress(3);
-    // One of the waiting logs in: a place is free for a newcomer.
-    let first = waiting.first_mut().expect("a waiting connection");
-    first.register_here("pendc", &pw("pendc"));
-    let mut newcomer = connect_from(addr, 99);
-    newcomer.expect_welcome();
-    // The newcomer took the place.
-    let mut refused = connect_from(addr, 98);
-    refused.expect(BUSY);
-    refused.expect_closed();
+    // One of the waiting logs in: a place is free for it.
+    waiting[5].register_here("pendc", &pw("pendc"));
+    let mut again = connect_from(addr, 99);
+    again.expect_welcome();
+    // Nobody else lost a place.
+    for c in &mut waiting[2..] {
+        c.quiet();
+    }
     probe.finish();
 }
 
@@ -187,11 +194,21 @@ fn an_exempt_address_gets_in_when_pending_logins_are_full() {
     a.expect_welcome();
     let mut b = connect_from(addr, 3);
     b.expect_welcome();
+    // A share of a pool of two is one place.
+    let mut again = connect_from(addr, 3);
+    again.expect(PER_IP);
+    again.expect_closed();
+    // Full: a third address takes the oldest place.
     let mut c = connect_from(addr, 4);
-    c.expect(BUSY);
-    c.expect_closed();
-    let mut local = connect_from(addr, 7);
-    local.expect_welcome();
+    c.expect_welcome();
+    a.expect(BUSY);
+    a.expect_closed();
+    for _ in 0..5 {
+        let mut local = connect_from(addr, 7);
+        local.expect_welcome();
+    }
+    b.quiet();
+    c.quiet();
 }
 
 #[test]

@@ -437,8 +437,10 @@ fn abandoned_login_does_not_leak_to_next_connection() {
     }
     // The newcomers wait for checks of their own when the stale results land.
     let mut fresh: Vec<Client> = (0..10).map(|_| Client::connect(s.addr)).collect();
-    for c in &mut fresh {
-        c.send("L\nnobody\nwrong-password\n");
+    // (Names of their own: more than five checks in flight for one account
+    // would be throttled.)
+    for (i, c) in fresh.iter_mut().enumerate() {
+        c.send(&format!("L\nnobody{i}\nwrong-password\n"));
     }
     for c in &mut fresh {
         c.expect_welcome();

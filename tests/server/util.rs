@@ -296,6 +296,11 @@ impl Client {
     }
 
     /// The client's own address, as the server sees it on loopback.
+    /// The socket itself (anything buffered but unread is dropped).
+    pub fn into_stream(self) -> TcpStream {
+        self.writer
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.writer.local_addr().expect("local address")
     }
@@ -1636,4 +1641,19 @@ pub fn connection_log(log: &str, peer: SocketAddr) -> Vec<String> {
         }
     }
     mine
+}
+
+/// Connects from `127.0.0.<host>`.
+#[track_caller]
+pub fn connect_from(addr: SocketAddr, host: u8) -> Client {
+    use socket2::{Domain, Socket, Type};
+    use std::net::{IpAddr, Ipv4Addr};
+    let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.bind(&src.into()).expect("bind source address");
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect {addr} from {src}: {e}"));
+    let stream: TcpStream = socket.into();
+    Client::from_stream(stream).with_label(&format!("127.0.0.{host}"))
 }
