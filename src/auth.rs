@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as channel;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::owner_only;
 use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
 
 /// The schema this build writes. Bump it, and add a step to `migrate`, when
@@ -165,6 +166,7 @@ impl AuthPool {
         config: &AuthConfig,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<AuthPool, Error> {
+        private_files(&config.db);
         let (conn, access) = open(&config.db)?;
         migrate(&conn, access, &config.db)?;
         drop(conn);
@@ -314,6 +316,35 @@ impl AuthPool {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+/// Makes the database and its `-wal` and `-shm` files owner-only: creates
+/// the database mode 0600 before SQLite does (which would make it 0644, and
+/// the `-wal` and `-shm` files like it), and tightens any of them an older
+/// version or an operator left open to others (logged). Failing here stops
+/// nothing: a database that cannot be created is SQLite's to report, with
+/// its clearer message.
+fn private_files(db: &Path) {
+    let shown = db.as_os_str();
+    // Names SQLite reads otherwise: an in-memory or temporary database, or
+    // a `file:` URI.
+    if shown.is_empty() || shown == ":memory:" || shown.as_encoded_bytes().starts_with(b"file:") {
+        return;
+    }
+    match owner_only::create(db) {
+        Ok(true) => log::info!("created database {} (mode 0600)", db.display()),
+        Ok(false) => {}
+        Err(e) => log::debug!("cannot create database {}: {e}", db.display()),
+    }
+    for (suffix, what) in [
+        ("", "database"),
+        ("-wal", "database write-ahead log"),
+        ("-shm", "database shared-memory file"),
+    ] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        owner_only::tighten_logged(Path::new(&path), what);
     }
 }
 

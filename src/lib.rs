@@ -18,6 +18,8 @@
 //!   logins, failed logins, registrations), counted without I/O.
 //! - [`auth`]: the worker pool that runs bcrypt and SQLite off the loop and
 //!   wakes it with results.
+//! - [`owner_only`]: files only their owner may read (the database, the
+//!   certificate's key), whatever the umask.
 //! - [`loadgen`]: the load generator behind `neochat-bench` and the load
 //!   benchmark; a client of the server like any other.
 //!
@@ -28,6 +30,7 @@ pub mod chat;
 pub mod config;
 pub mod limits;
 pub mod loadgen;
+pub mod owner_only;
 pub use reactor::outbox;
 pub mod reactor;
 pub mod transport;

@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod remote;
 mod robustness;
+mod secrets;
 mod transport;
 mod util;
 mod wire;
