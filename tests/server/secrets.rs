@@ -90,7 +90,7 @@ fn files_open_to_others_are_made_owner_only_at_start() {
         .filter(|(_, what)| *what != "TLS certificate")
         .collect();
     for (path, _) in &private {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 
