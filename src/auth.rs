@@ -4,8 +4,8 @@
 //! writes wait for the disk, so neither may run on the event loop. This
 //! module owns a bounded job queue, N worker threads each with its own
 //! `rusqlite::Connection` (a connection is `Send` but not `Sync`) for
-//! reading, one writer thread that stores new accounts, and a result
-//! channel.
+//! reading, one writer thread that stores new accounts (and re-hashed
+//! passwords), and a result channel.
 //!
 //! Workers run at reduced priority, so hashing never takes the CPU from the
 //! event loop; all but the first at idle priority, which gets next to no
@@ -19,6 +19,13 @@
 //! transaction (one fsync for all of them). A worker sends its result first and then wakes the
 //! reactor through the one `mio::Waker`; wakes coalesce, so the reactor
 //! drains every result on each wake.
+//!
+//! When `--bcrypt-cost` has changed since an account was made, its next
+//! successful login hashes the password again at the current cost, after
+//! the user has the answer, and the writer stores it; failing to only
+//! leaves the old hash (logged). An unknown name is checked against a dummy
+//! hash of the cost most stored hashes have (`costs`), so that it takes as
+//! long as a known name's wrong password whatever the flag says.
 //!
 //! It knows nothing of sockets or of the protocol's text. Plaintext
 //! passwords live only in jobs and are never stored or logged.
@@ -34,7 +41,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
@@ -43,7 +50,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as channel;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::owner_only;
 use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
+
+mod costs;
+use costs::{Costs, hash_cost};
 
 /// The schema this build writes. Bump it, and add a step to `migrate`, when
 /// the tables change.
@@ -165,8 +176,10 @@ impl AuthPool {
         config: &AuthConfig,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<AuthPool, Error> {
+        private_files(&config.db);
         let (conn, access) = open(&config.db)?;
         migrate(&conn, access, &config.db)?;
+        let costs = costs::load(&conn, config.bcrypt_cost)?;
         drop(conn);
         match access {
             Access::ReadWrite => {}
@@ -185,7 +198,21 @@ impl AuthPool {
             ),
         }
 
-        let dummy: Arc<str> = dummy_hash(config.bcrypt_cost)?.into();
+        log::info!(
+            "unknown names are checked at bcrypt cost {} ({})",
+            costs.most_common(),
+            costs.why()
+        );
+        if costs.stale() > 0 {
+            log::info!(
+                "{} of {} accounts have a hash of another cost than --bcrypt-cost {}: \
+                 each is re-hashed at its next login",
+                costs.stale(),
+                costs.accounts(),
+                config.bcrypt_cost
+            );
+        }
+        let dummy = Dummy::new(costs.most_common())?;
 
         // Unbounded channel, bounded by `queued`: nothing is allocated for
         // jobs that never come. Every worker receives from it directly (no
@@ -215,9 +242,16 @@ impl AuthPool {
             stores.push(store.clone());
             let done = shared.done.clone();
             let wake = shared.wake.clone();
+            let writer = Writer {
+                store,
+                done,
+                wake,
+                costs,
+                unknown_cost: dummy.cost.clone(),
+            };
             let handle = std::thread::Builder::new()
                 .name("auth-writer".into())
-                .spawn(move || Writer { store, done, wake }.run(&write_rx))
+                .spawn(move || writer.run(&write_rx))
                 .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
             threads.push(handle);
         }
@@ -317,16 +351,79 @@ impl AuthPool {
     }
 }
 
+/// Makes the database and its `-wal` and `-shm` files owner-only: creates
+/// the database mode 0600 before SQLite does (which would make it 0644, and
+/// the `-wal` and `-shm` files like it), and tightens any of them an older
+/// version or an operator left open to others (logged). Failing here stops
+/// nothing: a database that cannot be created is SQLite's to report, with
+/// its clearer message.
+fn private_files(db: &Path) {
+    let shown = db.as_os_str();
+    // Names SQLite reads otherwise: an in-memory or temporary database, or
+    // a `file:` URI.
+    if shown.is_empty() || shown == ":memory:" || shown.as_encoded_bytes().starts_with(b"file:") {
+        return;
+    }
+    match owner_only::create(db) {
+        Ok(true) => log::info!("created database {} (mode 0600)", db.display()),
+        Ok(false) => {}
+        Err(e) => log::debug!("cannot create database {}: {e}", db.display()),
+    }
+    for (suffix, what) in [
+        ("", "database"),
+        ("-wal", "database write-ahead log"),
+        ("-shm", "database shared-memory file"),
+    ] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        owner_only::tighten_logged(Path::new(&path), what);
+    }
+}
+
 /// "Unknown user" is verified against this hash, so it costs what a wrong
-/// password costs and the two cannot be told apart by timing. Hashing at the
-/// real cost here would delay start-up (by days at cost 31); verification
-/// cost depends only on the cost field, so hash cheaply and relabel it.
-fn dummy_hash(cost: u32) -> Result<String, Error> {
+/// password costs and the two cannot be told apart by timing. Its cost is
+/// the one most accounts have (see `costs`), which the writer may change
+/// while the server runs.
+#[derive(Clone)]
+struct Dummy {
+    /// Salt and hash of a cheap hash, without its `$2b$NN$` prefix.
+    rest: Arc<str>,
+    /// The cost to label it with, published by the writer.
+    cost: Arc<AtomicU32>,
+}
+
+impl Dummy {
+    fn new(cost: u32) -> Result<Dummy, Error> {
+        Ok(Dummy {
+            rest: dummy_rest()?.into(),
+            cost: Arc::new(AtomicU32::new(cost)),
+        })
+    }
+
+    /// The dummy hash at the current cost, and that cost.
+    fn hash(&self) -> (String, u32) {
+        let cost = self.cost.load(Ordering::Relaxed);
+        (relabel(&self.rest, cost), cost)
+    }
+}
+
+/// Hashing at the real cost here would delay start-up (by days at cost 31);
+/// verification cost depends only on the cost field, so hash cheaply and
+/// relabel it: this is the part after the cost.
+fn dummy_rest() -> Result<String, Error> {
     let cheap = bcrypt::hash("neochat dummy password", 4)
         .map_err(|e| Error::new(ErrorKind::Thread, format!("bcrypt: {e}")))?;
     // "$2b$04$" then 22 characters of salt and 31 of hash.
-    let rest = cheap.get(7..).unwrap_or_default();
-    Ok(format!("$2b${cost:02}${rest}"))
+    Ok(cheap.get(7..).unwrap_or_default().to_owned())
+}
+
+fn relabel(rest: &str, cost: u32) -> String {
+    format!("$2b${cost:02}${rest}")
+}
+
+#[cfg(test)]
+fn dummy_hash(cost: u32) -> Result<String, Error> {
+    Ok(relabel(&dummy_rest()?, cost))
 }
 
 /// How the account store could be opened.
@@ -511,8 +608,8 @@ struct Worker {
     /// anything is hashed.
     read_only: bool,
     cost: u32,
-    dummy: Arc<str>,
-    /// Where new accounts go to be stored.
+    dummy: Dummy,
+    /// Where new accounts and re-hashed passwords go to be stored.
     writer: Sender<Write>,
 }
 
@@ -734,9 +831,14 @@ impl Worker {
         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(task)))
             .unwrap_or_else(|_| {
                 log::error!("auth worker panicked on a job for connection {}", conn.key);
-                Some((AuthOutcome::Unavailable, false))
+                Some(Answer::new(AuthOutcome::Unavailable, false))
             });
-        let Some((outcome, known_account)) = answer else {
+        let Some(Answer {
+            outcome,
+            known_account,
+            stale,
+        }) = answer
+        else {
             return true;
         };
         if !task.claim(self.index) {
@@ -751,12 +853,44 @@ impl Worker {
             return false;
         }
         (shared.wake)();
+        // The user has their answer; the new hash costs them nothing. Only
+        // the worker that answered gets here, so a login is re-hashed once.
+        if let Some(stale) = stale {
+            let rehashed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.rehash(task, stale)));
+            if rehashed.is_err() {
+                log::error!("auth worker panicked re-hashing a password");
+            }
+        }
         true
     }
 
-    /// The outcome, and whether a failed login named a real account; `None`
-    /// when another worker has answered already.
-    fn handle(&self, task: &Task) -> Option<(AuthOutcome, bool)> {
+    /// Hashes the password of a login that matched a hash of another cost
+    /// at the configured cost, and hands it to the writer. A failure only
+    /// leaves the old hash in place (logged): the login stands.
+    fn rehash(&self, task: &Task, stale: Stale) {
+        let AuthRequest::Login { password, .. } = &task.job.request else {
+            return;
+        };
+        let hash = match bcrypt::hash(password, self.cost) {
+            Ok(hash) => hash,
+            Err(e) => {
+                log::error!("cannot re-hash the password of {}: bcrypt: {e}", stale.name);
+                return;
+            }
+        };
+        let write = Write::Rehash(Rehash {
+            name: stale.name,
+            old: stale.hash,
+            new: hash,
+        });
+        if self.writer.send(write).is_err() {
+            log::debug!("the account writer has stopped: a re-hash is not stored");
+        }
+    }
+
+    /// The answer; `None` when another worker has answered already.
+    fn handle(&self, task: &Task) -> Option<Answer> {
         #[cfg(test)]
         if self.index > 0
             && matches!(&task.job.request,
@@ -768,12 +902,12 @@ impl Worker {
         let result = match &task.job.request {
             AuthRequest::Register { name, password } => self
                 .register(name, password, task)
-                .map(|outcome| outcome.map(|outcome| (outcome, false))),
+                .map(|outcome| outcome.map(|outcome| Answer::new(outcome, false))),
             AuthRequest::Login { name, password } => self.login(name, password).map(Some),
         };
         result.unwrap_or_else(|e| {
             log::error!("account store error: {e}");
-            Some((AuthOutcome::Unavailable, false))
+            Some(Answer::new(AuthOutcome::Unavailable, false))
         })
     }
 
@@ -813,7 +947,7 @@ impl Worker {
         let created_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        let write = Write {
+        let write = Write::Register(NewAccount {
             conn: task.job.conn,
             name: name.to_owned(),
             hash,
@@ -821,7 +955,7 @@ impl Worker {
             cancel: cancel.clone(),
             #[cfg(test)]
             panic: password == tests::PANIC_IN_TRANSACTION,
-        };
+        });
         if self.writer.send(write).is_err() {
             return Err(closed());
         }
@@ -830,19 +964,54 @@ impl Worker {
         Ok(None)
     }
 
-    fn login(&self, name: &str, password: &str) -> Result<(AuthOutcome, bool), Error> {
+    fn login(&self, name: &str, password: &str) -> Result<Answer, Error> {
         let account = self.find(name)?;
-        let hash = account.as_ref().map_or(&*self.dummy, |(_, h)| h.as_str());
+        let dummy;
+        let hash = match &account {
+            Some((_, hash)) => hash.as_str(),
+            None => {
+                let cost;
+                (dummy, cost) = self.dummy.hash();
+                log::debug!("no such account: checked against a dummy hash of cost {cost}");
+                &dummy
+            }
+        };
         // bcrypt would compare only the first 72 bytes of a longer password,
         // and no account has one: verify anyway, for equal timing, and fail.
         let matches = bcrypt::verify(password, hash).unwrap_or(false);
         Ok(match account {
-            Some((shown, _)) if matches && password.len() <= MAX_PASSWORD => {
-                (AuthOutcome::LoggedIn(shown), false)
+            Some((shown, hash)) if matches && password.len() <= MAX_PASSWORD => {
+                let stale = self.is_stale(&hash).then(|| Stale {
+                    name: shown.clone(),
+                    hash,
+                });
+                Answer {
+                    outcome: AuthOutcome::LoggedIn(shown),
+                    known_account: false,
+                    stale,
+                }
             }
-            Some(_) => (AuthOutcome::WrongCredentials, true),
-            None => (AuthOutcome::WrongCredentials, false),
+            Some(_) => Answer::new(AuthOutcome::WrongCredentials, true),
+            None => Answer::new(AuthOutcome::WrongCredentials, false),
         })
+    }
+
+    /// Whether a hash that just matched should be replaced by one at the
+    /// configured cost (not when the database cannot be written).
+    fn is_stale(&self, hash: &str) -> bool {
+        let cost = hash_cost(hash);
+        if cost == Some(self.cost) {
+            return false;
+        }
+        if self.read_only {
+            log::debug!(
+                "a hash of cost {cost:?} is kept: the database is read-only \
+                 (--bcrypt-cost {})",
+                self.cost
+            );
+            return false;
+        }
+        true
     }
 
     /// The account's registered name and hash, matched without regard to case.
@@ -872,8 +1041,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What a worker's job came to, for the connection that asked.
+struct Answer {
+    outcome: AuthOutcome,
+    /// A failed login named an account that exists (see [`Done`]).
+    known_account: bool,
+    /// A login that matched a hash of another cost than the configured one:
+    /// to be re-hashed once the user has the answer.
+    stale: Option<Stale>,
+}
+
+impl Answer {
+    fn new(outcome: AuthOutcome, known_account: bool) -> Answer {
+        Answer {
+            outcome,
+            known_account,
+            stale: None,
+        }
+    }
+}
+
+/// An account whose stored hash has another cost than `--bcrypt-cost`.
+struct Stale {
+    /// As registered.
+    name: String,
+    /// The stored hash, which the new one replaces only if it is still
+    /// there.
+    hash: String,
+}
+
+/// What the writer stores.
+enum Write {
+    Register(NewAccount),
+    Rehash(Rehash),
+}
+
+/// A password hashed again at the configured cost, after a login. Nobody
+/// waits for it.
+struct Rehash {
+    name: String,
+    old: String,
+    new: String,
+}
+
 /// A new account for the writer to store.
-struct Write {
+struct NewAccount {
     /// Who asked: the writer answers them.
     conn: ConnId,
     name: String,
@@ -894,9 +1106,14 @@ enum Stored {
     Cancelled,
     /// Nothing was stored (the error is logged once, by the writer).
     Failed,
+    /// A re-hash replaced the old hash.
+    Rehashed,
+    /// A re-hash found the old hash gone (another login re-hashed it, or
+    /// the account was changed or deleted meanwhile): nothing to do.
+    Superseded,
 }
 
-/// The most registrations committed in one transaction.
+/// The most writes committed in one transaction.
 const MAX_BATCH: usize = 64;
 
 /// The one thread that writes accounts, at normal priority, and answers
@@ -905,10 +1122,15 @@ struct Writer {
     store: Store,
     done: Sender<Done>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    /// The stored hashes by cost: only this thread changes them, so it
+    /// keeps the count, and publishes the most common cost in
+    /// `unknown_cost` for the workers.
+    costs: Costs,
+    unknown_cost: Arc<AtomicU32>,
 }
 
 impl Writer {
-    fn run(self, writes: &Receiver<Write>) {
+    fn run(mut self, writes: &Receiver<Write>) {
         while let Ok(first) = writes.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -921,7 +1143,7 @@ impl Writer {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(&batch)))
                     .unwrap_or_else(|_| {
                         log::error!(
-                            "account writer panicked; {} registrations not stored",
+                            "account writer panicked; nothing of its batch of {} was stored",
                             batch.len()
                         );
                         Ok(vec![Stored::Failed; batch.len()])
@@ -930,15 +1152,30 @@ impl Writer {
                         log::error!("account store error: {e}");
                         vec![Stored::Failed; batch.len()]
                     });
+            let mut answered = false;
             for (write, stored) in batch.into_iter().zip(stored) {
+                let account = match write {
+                    Write::Register(account) => account,
+                    Write::Rehash(rehash) => {
+                        self.rehashed(&rehash, stored);
+                        continue;
+                    }
+                };
                 let outcome = match stored {
-                    Stored::Inserted => AuthOutcome::Registered(write.name),
+                    Stored::Inserted => {
+                        if let Some(cost) = hash_cost(&account.hash) {
+                            self.costs.add(cost, 1);
+                        }
+                        AuthOutcome::Registered(account.name)
+                    }
                     // Another connection registered the name meanwhile.
                     Stored::Taken => AuthOutcome::NameTaken,
-                    Stored::Cancelled | Stored::Failed => AuthOutcome::Unavailable,
+                    Stored::Cancelled | Stored::Failed | Stored::Rehashed | Stored::Superseded => {
+                        AuthOutcome::Unavailable
+                    }
                 };
                 let done = Done {
-                    conn: write.conn,
+                    conn: account.conn,
                     outcome,
                     known_account: false,
                 };
@@ -946,8 +1183,53 @@ impl Writer {
                 if self.done.send(done).is_err() {
                     return;
                 }
+                answered = true;
             }
-            (self.wake)();
+            if answered {
+                (self.wake)();
+            }
+            self.publish_unknown_cost();
+        }
+    }
+
+    /// Counts (or logs) what became of a re-hash.
+    fn rehashed(&mut self, rehash: &Rehash, stored: Stored) {
+        let (from, to) = (hash_cost(&rehash.old), hash_cost(&rehash.new));
+        match stored {
+            Stored::Rehashed => {
+                if let (Some(from), Some(to)) = (from, to) {
+                    self.costs.moved(from, to);
+                }
+                log::info!(
+                    "password of {} re-hashed from bcrypt cost {} to {}",
+                    rehash.name,
+                    from.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+                    to.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+                );
+            }
+            Stored::Superseded => {
+                log::debug!(
+                    "password of {} changed meanwhile: not re-hashed",
+                    rehash.name
+                );
+            }
+            // The batch failed: logged once already. The old hash stays,
+            // and the next login tries again.
+            _ => log::warn!(
+                "password of {} not re-hashed (the old hash stays)",
+                rehash.name
+            ),
+        }
+    }
+
+    /// Tells the workers the cost to check unknown names at, if it changed.
+    fn publish_unknown_cost(&self) {
+        let cost = self.costs.most_common();
+        if self.unknown_cost.swap(cost, Ordering::Relaxed) != cost {
+            log::info!(
+                "unknown names are now checked at bcrypt cost {cost} ({})",
+                self.costs.why()
+            );
         }
     }
 
@@ -967,7 +1249,23 @@ impl Writer {
                 "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO NOTHING",
             )?;
+            // Only over the hash that matched: a hash changed meanwhile
+            // (by another login's re-hash, or by hand) is not overwritten.
+            let mut update =
+                tx.prepare_cached("UPDATE users SET hash = ?1 WHERE name = ?2 AND hash = ?3")?;
             for write in batch {
+                let write = match write {
+                    Write::Register(account) => account,
+                    Write::Rehash(r) => {
+                        let changed = update.execute((&r.new, &r.name, &r.old))?;
+                        stored.push(if changed == 1 {
+                            Stored::Rehashed
+                        } else {
+                            Stored::Superseded
+                        });
+                        continue;
+                    }
+                };
                 // The user gave up (or timed out) while we hashed: store
                 // nothing, or they would find the name taken without ever
                 // being told it is theirs.
@@ -987,7 +1285,10 @@ impl Writer {
                 });
             }
         }
-        if stored.contains(&Stored::Inserted) {
+        if stored
+            .iter()
+            .any(|s| matches!(s, Stored::Inserted | Stored::Rehashed))
+        {
             tx.commit()?;
         }
         Ok(stored)
@@ -1021,6 +1322,10 @@ mod tests {
     }
 
     fn pool_of(dir: &Path, workers: usize) -> (AuthPool, mpsc::Receiver<()>) {
+        pool_at(dir, workers, 4)
+    }
+
+    fn pool_at(dir: &Path, workers: usize, cost: u32) -> (AuthPool, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
         let wake = Arc::new(move || {
@@ -1028,7 +1333,7 @@ mod tests {
         });
         let config = AuthConfig {
             db: dir.join("accounts.db"),
-            bcrypt_cost: 4,
+            bcrypt_cost: cost,
             workers,
             queue: 8,
         };
@@ -1167,6 +1472,133 @@ mod tests {
             run(&pool, &woke, 4, login("alice", &pw)),
             AuthOutcome::LoggedIn("Alice".into())
         );
+    }
+
+    /// The stored hash of `name`.
+    fn stored_hash(db: &Path, name: &str) -> String {
+        let (conn, _) = open(db).unwrap();
+        conn.query_row("SELECT hash FROM users WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    /// After `--bcrypt-cost` changed, a successful login stores the
+    /// password again at the new cost (after answering: the test waits for
+    /// it); a failed one changes nothing. The new hash logs in.
+    #[test]
+    fn a_login_re_hashes_a_password_of_another_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("accounts.db");
+        let (pool, woke) = pool_at(dir.path(), 2, 4);
+        for (key, name) in [(1, "alice"), (2, "bob")] {
+            assert_eq!(
+                run(&pool, &woke, key, register(name, "password-1")),
+                AuthOutcome::Registered(name.into())
+            );
+        }
+        pool.shutdown(Duration::from_secs(5));
+
+        let (pool, woke) = pool_at(dir.path(), 2, 5);
+        assert_eq!(
+            run(&pool, &woke, 1, login("ALICE", "password-1")),
+            AuthOutcome::LoggedIn("alice".into())
+        );
+        assert_eq!(
+            run(&pool, &woke, 2, login("bob", "password-2")),
+            AuthOutcome::WrongCredentials
+        );
+        let deadline = Instant::now() + ANSWER;
+        while !stored_hash(&db, "alice").starts_with("$2b$05$") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(hash_cost(&stored_hash(&db, "alice")), Some(5));
+        assert_eq!(hash_cost(&stored_hash(&db, "bob")), Some(4));
+        assert_eq!(
+            run(&pool, &woke, 3, login("alice", "password-1")),
+            AuthOutcome::LoggedIn("alice".into())
+        );
+        assert_eq!(
+            run(&pool, &woke, 3, login("alice", "password-2")),
+            AuthOutcome::WrongCredentials
+        );
+        pool.shutdown(Duration::from_secs(5));
+    }
+
+    /// The writer counts the hashes by cost as it stores them, and tells
+    /// the workers the most common one; a re-hash whose old hash has gone
+    /// changes nothing.
+    #[test]
+    fn the_writer_keeps_the_cost_of_unknown_names_up_to_date() {
+        let (_dir, path, conn) = migrated();
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut w = writer(&path, done_tx);
+        w.costs = Costs::new(5);
+        let unknown = w.unknown_cost.clone();
+        let hash = |cost: u32, n: char| format!("$2b${cost:02}${}", n.to_string().repeat(53));
+        let (write_tx, write_rx) = mpsc::channel();
+        let handle = std::thread::spawn(move || w.run(&write_rx));
+        let register = |key: usize, name: char, cost: u32| {
+            write_tx
+                .send(Write::Register(NewAccount {
+                    conn: ConnId { key, serial: 1 },
+                    name: name.to_string(),
+                    hash: hash(cost, name),
+                    created_at: 0,
+                    cancel: Arc::new(AtomicBool::new(false)),
+                    panic: false,
+                }))
+                .unwrap();
+            let done = done_rx.recv_timeout(ANSWER).expect("the writer answers");
+            assert_eq!(done.outcome, AuthOutcome::Registered(name.to_string()));
+        };
+        let rehash = |name: char, old: String| {
+            write_tx
+                .send(Write::Rehash(Rehash {
+                    name: name.to_string(),
+                    old,
+                    new: hash(5, name),
+                }))
+                .unwrap();
+        };
+        for (key, name) in [(1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')] {
+            register(key, name, 4);
+        }
+        assert_eq!(unknown.load(Ordering::Relaxed), 4);
+        // 4: b, c, d; 5: a.
+        rehash('a', hash(4, 'a'));
+        // b's hash is not the one the re-hash replaces: it stays.
+        rehash('b', hash(4, 'x'));
+        // 4: b, c, d; 5: a, z. (Counting b as moved would make it a tie,
+        // and a tie goes to the configured cost, 5.)
+        register(5, 'z', 5);
+        assert_eq!(unknown.load(Ordering::Relaxed), 4);
+        // 4: b, d; 5: a, c, z.
+        rehash('c', hash(4, 'c'));
+        let deadline = Instant::now() + ANSWER;
+        while unknown.load(Ordering::Relaxed) != 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(unknown.load(Ordering::Relaxed), 5);
+        let hashes: Vec<String> = conn
+            .prepare("SELECT hash FROM users ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            hashes,
+            [
+                hash(5, 'a'),
+                hash(4, 'b'),
+                hash(5, 'c'),
+                hash(4, 'd'),
+                hash(5, 'z')
+            ]
+        );
+        drop(write_tx);
+        handle.join().unwrap();
     }
 
     #[test]
@@ -1312,18 +1744,20 @@ mod tests {
             store: Arc::new(Mutex::new(Some(conn))),
             done,
             wake: Arc::new(|| {}),
+            costs: Costs::new(4),
+            unknown_cost: Arc::new(AtomicU32::new(4)),
         }
     }
 
     fn write(key: usize, name: &str, cancelled: bool, panic: bool) -> Write {
-        Write {
+        Write::Register(NewAccount {
             conn: ConnId { key, serial: 1 },
             name: name.into(),
             hash: format!("hash of {name}"),
             created_at: 0,
             cancel: Arc::new(AtomicBool::new(cancelled)),
             panic,
-        }
+        })
     }
 
     fn names(conn: &Connection) -> Vec<String> {
@@ -1422,7 +1856,7 @@ mod tests {
             store: Arc::new(Mutex::new(Some(conn))),
             read_only: false,
             cost: 4,
-            dummy: dummy_hash(4).unwrap().into(),
+            dummy: Dummy::new(4).unwrap(),
             writer,
         }
     }

@@ -20,6 +20,8 @@
 //!   wakes it with results.
 //! - [`log_every`]: log lines for events that can repeat fast, throttled
 //!   per call site.
+//! - [`owner_only`]: files only their owner may read (the database, the
+//!   certificate's key), whatever the umask.
 //! - [`loadgen`]: the load generator behind `neochat-bench` and the load
 //!   benchmark; a client of the server like any other.
 //!
@@ -31,6 +33,7 @@ pub mod config;
 pub mod limits;
 pub mod loadgen;
 pub mod log_every;
+pub mod owner_only;
 pub use reactor::outbox;
 pub mod reactor;
 pub mod transport;

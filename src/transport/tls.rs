@@ -17,6 +17,8 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::owner_only;
+
 /// The only ALPN protocol offered: a browser's connection speaks HTTP.
 pub const ALPN_HTTP: &[u8] = b"http/1.1";
 
@@ -86,11 +88,16 @@ pub fn load(source: &CertSource, db: &Path) -> Result<Loaded, TlsError> {
     let (cert_path, key_path) = source.paths(db);
     let (cert_path, key_path) = (&cert_path, &key_path);
     let mut created = false;
-    if let CertSource::SelfSigned { names } = source
-        && !cert_path.exists()
-    {
-        make_self_signed(cert_path, key_path, names)?;
-        created = true;
+    if let CertSource::SelfSigned { names } = source {
+        if cert_path.exists() {
+            // Ours, so ours to keep private, whoever loosened it (an older
+            // version, a copy, a restore from backup). The operator's own
+            // files (`--tls-cert`, `--tls-key`) are left as they are.
+            owner_only::tighten_logged(key_path, "TLS key");
+        } else {
+            make_self_signed(cert_path, key_path, names)?;
+            created = true;
+        }
     }
     let certs = read_certs(cert_path)?;
     let key = PrivateKeyDer::from_pem_file(key_path)
@@ -234,9 +241,13 @@ fn make_self_signed(cert: &Path, key: &Path, extra: &[String]) -> Result<(), Tls
     let made = rcgen::generate_simple_self_signed(names.clone())
         .map_err(|e| err(format!("cannot make a certificate for {names:?}: {e}")))?;
     // The key first, owner-only from its creation: never readable by others,
-    // not even for a moment.
-    write_new(key, made.signing_key.serialize_pem().as_bytes(), 0o600)?;
-    write_new(cert, made.cert.pem().as_bytes(), 0o600)?;
+    // not even for a moment, whatever the umask.
+    write_new(
+        key,
+        made.signing_key.serialize_pem().as_bytes(),
+        owner_only::MODE,
+    )?;
+    write_new(cert, made.cert.pem().as_bytes(), owner_only::MODE)?;
     log::info!(
         "made a self-signed certificate for {} ({})",
         names.join(", "),
@@ -245,7 +256,8 @@ fn make_self_signed(cert: &Path, key: &Path, extra: &[String]) -> Result<(), Tls
     Ok(())
 }
 
-/// Writes a file through a temporary one and a rename, created with `mode`.
+/// Writes a file through a temporary one and a rename, created with `mode`
+/// (and set to it after, so the umask takes nothing away).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -292,6 +304,25 @@ mod tests {
         assert_eq!(file_fingerprint(&cert).expect("read"), first.fingerprint);
         assert!(first.fingerprint.starts_with("SHA256:"));
         assert_eq!(first.fingerprint.len(), "SHA256:".len() + 43);
+    }
+
+    /// A self-signed key found open to others (copied, restored, made by
+    /// an older version) is made owner-only again when it is loaded.
+    #[test]
+    fn an_existing_self_signed_key_open_to_others_is_tightened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("chat.db");
+        let source = CertSource::SelfSigned { names: vec![] };
+        let first = load(&source, &db).expect("made");
+        let (_, key) = self_signed_paths(&db);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let again = load(&source, &db).expect("reused");
+        assert_eq!(first.fingerprint, again.fingerprint);
+        let mode = std::fs::metadata(&key)
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

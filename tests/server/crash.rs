@@ -377,11 +377,12 @@ impl Locked {
             (_, true) => 0o755,
             (_, false) => 0o555,
         };
-        if !is_root() {
-            for entry in std::fs::read_dir(dir.path()).unwrap() {
-                let path = entry.unwrap().path();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
-            }
+        // Readable by everybody, writable by nobody: as root the server
+        // runs as another user, who could not even read the database the
+        // server made (owner-only).
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
         }
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(dir_mode)).unwrap();
         let (bin, bin_dir) = if is_root() && !others_can_run(Path::new(BIN)) {

@@ -15,6 +15,7 @@ mod lifecycle;
 mod limits;
 mod remote;
 mod robustness;
+mod secrets;
 mod strangers;
 mod transport;
 mod util;

@@ -244,6 +244,31 @@ pub fn run_binary(args: &[&str], limit: Duration) -> (Option<ExitStatus>, String
     run_command(cmd, limit)
 }
 
+/// Waits (up to 10 s) for a line containing `needle` in the server's log,
+/// and returns it.
+#[track_caller]
+pub fn wait_for_log(s: &Server, needle: &str) -> String {
+    wait_for_log_count(s, needle, 1)
+}
+
+/// Waits (up to 10 s) for the `n`th line containing `needle` in the
+/// server's log, and returns it.
+#[track_caller]
+pub fn wait_for_log_count(s: &Server, needle: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = s.output();
+        if let Some(line) = log.lines().filter(|l| l.contains(needle)).nth(n - 1) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line {n} with {needle:?} within 10 s:\n{log}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 // ---------------------------------------------------------------- client
 
 /// A blocking line client with a 5 s read timeout.
