@@ -906,7 +906,7 @@ impl Worker {
             AuthRequest::Login { name, password } => self.login(name, password).map(Some),
         };
         result.unwrap_or_else(|e| {
-            log::error!("account store error: {e}");
+            crate::error_every!(crate::log_every::PERIOD, "account store error: {e}");
             Some(Answer::new(AuthOutcome::Unavailable, false))
         })
     }
@@ -929,7 +929,10 @@ impl Worker {
             return Ok(Some(AuthOutcome::NameTaken));
         }
         if self.read_only {
-            log::warn!("registration refused: the database is read-only");
+            crate::warn_every!(
+                crate::log_every::PERIOD,
+                "registration refused: the database is read-only"
+            );
             return Ok(Some(AuthOutcome::Unavailable));
         }
         let hash = bcrypt::hash(password, self.cost)
@@ -1149,7 +1152,7 @@ impl Writer {
                         Ok(vec![Stored::Failed; batch.len()])
                     })
                     .unwrap_or_else(|e| {
-                        log::error!("account store error: {e}");
+                        crate::error_every!(crate::log_every::PERIOD, "account store error: {e}");
                         vec![Stored::Failed; batch.len()]
                     });
             let mut answered = false;
@@ -1215,7 +1218,8 @@ impl Writer {
             }
             // The batch failed: logged once already. The old hash stays,
             // and the next login tries again.
-            _ => log::warn!(
+            _ => crate::warn_every!(
+                crate::log_every::PERIOD,
                 "password of {} not re-hashed (the old hash stays)",
                 rehash.name
             ),

@@ -50,11 +50,15 @@ pub struct Flags {
     /// Most connections at once from one IPv4 address or IPv6 /64, or `off`
     #[arg(long, value_name = "N|off", default_value = "16", value_parser = parse_limit)]
     pub max_per_ip: Limit,
-    /// Most connections not yet logged in, server-wide, or `off`
+    /// Most connections not yet logged in, server-wide, or `off`; one
+    /// address holds at most a quarter of them (and no more than
+    /// --max-per-ip), and a newcomer from an address holding none takes the
+    /// place of the oldest of the address holding the most
     #[arg(long, value_name = "N|off", default_value = "50", value_parser = parse_limit)]
     pub max_pending_logins: Limit,
-    /// Failed logins per account, and per address, in a minute before
-    /// further attempts are refused without a password check, or `off`
+    /// Failed logins per account, and failed logins and taken names per
+    /// address, in a minute before further attempts are refused without a
+    /// password check, or `off`
     #[arg(long, value_name = "N|off", default_value = "5", value_parser = parse_limit)]
     pub login_attempts: Limit,
     /// Registrations per address in ten minutes, or `off`
@@ -63,8 +67,11 @@ pub struct Flags {
     /// Password checks that may wait for a worker, or `off`
     #[arg(long, value_name = "N|off", default_value = "1024", value_parser = parse_limit)]
     pub max_auth_queue: Limit,
-    /// Addresses (CIDR blocks, comma-separated) that skip the per-address
-    /// and pending-login limits, or `none`
+    /// Addresses (CIDR blocks, comma-separated), or `none`, that skip every
+    /// per-address limit: connections per address, the pending-login pool
+    /// and its share, failed logins and taken names per address,
+    /// registrations per address. Never the per-account limit, the
+    /// connection cap, flood control or the output limits
     #[arg(long, value_name = "CIDR,...|none", default_value = "127.0.0.0/8,::1",
           value_parser = parse_exempt)]
     pub exempt: Exempt,
