@@ -176,6 +176,14 @@ pub struct Admission {
     counted_ip: bool,
 }
 
+/// A place in the pending pool.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    id: ConnId,
+    /// Its password check is running: not to be evicted.
+    checking: bool,
+}
+
 /// A connection let in.
 #[derive(Debug)]
 pub struct Admitted {
@@ -218,8 +226,8 @@ pub struct Limits {
     config: LimitConfig,
     per_ip: HashMap<Source, u32>,
     /// Pending connections per address, oldest first (only addresses with
-    /// some; at most `--max-pending-logins` ids in all).
-    pending_by_source: HashMap<Source, VecDeque<ConnId>>,
+    /// some; at most `--max-pending-logins` in all).
+    pending_by_source: HashMap<Source, VecDeque<Pending>>,
     pending: usize,
     account_failures: Windows<String>,
     /// Checks running per account: counted against the limit while they
@@ -299,7 +307,10 @@ impl Limits {
             self.pending_by_source
                 .entry(source)
                 .or_default()
-                .push_back(id);
+                .push_back(Pending {
+                    id,
+                    checking: false,
+                });
             self.pending += 1;
         }
         if self.config.max_per_ip.is_some() {
@@ -310,34 +321,54 @@ impl Limits {
     }
 
     /// Takes the oldest pending connection of the address holding the most
-    /// (on a tie, the one whose oldest is oldest) out of the pool.
+    /// (on a tie, the one whose oldest is oldest) out of the pool. A
+    /// connection whose password check is running is passed over: it leaves
+    /// the pool within a bcrypt anyway, and closing it would waste the
+    /// check and, worse, charge its address a failed login it never made.
     fn evict_one(&mut self) -> Option<ConnId> {
         let (&source, _) = self
             .pending_by_source
             .iter()
-            .filter_map(|(s, ids)| Some((s, (ids.len(), std::cmp::Reverse(ids.front()?.serial)))))
+            .filter_map(|(s, held)| {
+                let oldest = held.iter().find(|p| !p.checking)?;
+                Some((s, (held.len(), std::cmp::Reverse(oldest.id.serial))))
+            })
             .max_by_key(|(_, rank)| *rank)?;
-        let ids = self.pending_by_source.get_mut(&source)?;
-        let victim = ids.pop_front()?;
-        if ids.is_empty() {
+        let held = self.pending_by_source.get_mut(&source)?;
+        let i = held.iter().position(|p| !p.checking)?;
+        let victim = held.remove(i)?;
+        if held.is_empty() {
             self.pending_by_source.remove(&source);
         }
         self.pending = self.pending.saturating_sub(1);
-        Some(victim)
+        Some(victim.id)
     }
 
     /// The connection logged in, or is closing: it no longer holds a place
     /// in the pending pool. (Harmless if it held none, or was evicted.)
     pub fn not_pending(&mut self, adm: &Admission) {
-        let Some(ids) = self.pending_by_source.get_mut(&adm.source) else {
+        let Some(held) = self.pending_by_source.get_mut(&adm.source) else {
             return;
         };
-        if let Some(i) = ids.iter().position(|&id| id == adm.id) {
-            ids.remove(i);
+        if let Some(i) = held.iter().position(|p| p.id == adm.id) {
+            held.remove(i);
             self.pending = self.pending.saturating_sub(1);
         }
-        if ids.is_empty() {
+        if held.is_empty() {
             self.pending_by_source.remove(&adm.source);
+        }
+    }
+
+    /// A password check (login or registration) for this connection is
+    /// running (`true`) or was answered (`false`): while it runs, the
+    /// connection is not evicted from the pending pool.
+    pub fn set_checking(&mut self, adm: &Admission, checking: bool) {
+        if let Some(p) = self
+            .pending_by_source
+            .get_mut(&adm.source)
+            .and_then(|held| held.iter_mut().find(|p| p.id == adm.id))
+        {
+            p.checking = checking;
         }
     }
 
@@ -695,6 +726,41 @@ mod tests {
         assert_eq!(limits.pending(), 8);
         let total: usize = limits.pending_by_source.values().map(VecDeque::len).sum();
         assert_eq!(total, 8);
+    }
+
+    #[test]
+    fn a_connection_whose_check_runs_is_not_evicted() {
+        let mut limits = Limits::new(LimitConfig {
+            max_per_ip: None,
+            max_pending_logins: Some(4),
+            ..strict()
+        });
+        let held: Vec<Admission> = (1..=4)
+            .map(|i| admit(&mut limits, &format!("10.0.0.{i}")).expect("room"))
+            .collect();
+        // The oldest is checking a password: the next oldest goes.
+        limits.set_checking(&held[0], true);
+        let got = limits.admit(ip("10.0.0.5"), next_id()).expect("newcomer");
+        assert_eq!(got.evict, Some(held[1].id));
+        // Its answer makes it evictable again.
+        limits.set_checking(&held[0], false);
+        let got = limits.admit(ip("10.0.0.6"), next_id()).expect("newcomer");
+        assert_eq!(got.evict, Some(held[0].id));
+        // Nobody evictable: the newcomer waits.
+        let mut limits = Limits::new(LimitConfig {
+            max_per_ip: None,
+            max_pending_logins: Some(4),
+            ..strict()
+        });
+        for i in 1..=4 {
+            let adm = admit(&mut limits, &format!("10.0.0.{i}")).expect("room");
+            limits.set_checking(&adm, true);
+        }
+        assert_eq!(
+            limits.admit(ip("10.0.0.5"), next_id()).err(),
+            Some(Refusal::Busy)
+        );
+        assert_eq!(limits.pending(), 4);
     }
 
     #[test]

@@ -117,7 +117,10 @@ impl Server {
                 outcome: AuthOutcome::Busy,
                 known_account: false,
             });
+            return;
         }
+        // A newcomer must not evict it while the check runs.
+        self.limits.set_checking(&admission, true);
     }
 
     /// Logs a limit hit at warn, at most once a minute per source and kind:
@@ -219,6 +222,7 @@ impl Server {
                 continue;
             };
             conn.job = None;
+            self.limits.set_checking(&conn.admission, false);
             let peer = conn.peer;
             match (conn.attempt.take(), &done.outcome) {
                 (Some(Attempt::Login(name, started)), outcome) => {

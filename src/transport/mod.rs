@@ -247,6 +247,10 @@ impl Transport {
                             proxy::Proxied::Header { len, client } => {
                                 self.input.consume(len);
                                 self.proxy_expected = false;
+                                // Every byte after the header is the
+                                // client's own, an X-Forwarded-For too: a
+                                // TCP proxy passes it on unread.
+                                self.proxy_trusted = false;
                                 if let Some(client) = client {
                                     return Some(Ready(Input::Client(client)));
                                 }

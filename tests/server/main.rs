@@ -14,6 +14,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod remote;
+mod review;
 mod robustness;
 mod secrets;
 mod strangers;

@@ -1,0 +1,111 @@
+//! Hostile review of "Hardening, round two": each test is a finding,
+//! over real sockets.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::util::*;
+
+const BUSY: &str = "! server busy, try again";
+
+/// A raw connection from the trusted proxy 127.0.0.9 that sends `bytes`
+/// and returns everything it gets back, up to the close.
+fn through_proxy(addr: SocketAddr, bytes: &str) -> String {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&"127.0.0.9:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind 127.0.0.9");
+    sock.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.write_all(bytes.as_bytes()).expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// High (spoofing, every per-address limit and the audit trail). Behind
+/// the README's own set-up, a TCP proxy (nginx `stream`, HAProxy `mode
+/// tcp`) that sends a PROXY header, every byte after the header is the
+/// client's: its `X-Forwarded-For` is written by the client itself. The
+/// server honoured it anyway and re-homed the connection a second time,
+/// so a client could name 127.0.0.1 (exempt from every per-address limit)
+/// or a victim's address (for fail2ban to ban).
+#[test]
+fn after_a_proxy_header_x_forwarded_for_is_the_clients_own_and_ignored() {
+    let server = Server::start_with_debug_log(&["--proxy-from", "127.0.0.9/32"]);
+    for claimed in ["127.0.0.1", "198.51.100.66"] {
+        let got = through_proxy(
+            server.addr,
+            &format!(
+                "PROXY TCP4 203.0.113.7 127.0.0.1 5555 59000\r\n\
+                 GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {claimed}\r\n\r\n"
+            ),
+        );
+        assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+        let log = server.output();
+        assert!(log.contains("is a proxy for 203.0.113.7"), "{log}");
+        assert!(
+            !log.contains(&format!("is a proxy for {claimed}")),
+            "the client named itself {claimed}:\n{log}"
+        );
+    }
+}
+
+/// Medium (a stranger locks a user's address out of logging in). A user
+/// whose password check was in flight could be evicted from the pending
+/// pool by newcomers from other addresses; the abandoned check then
+/// counted as a failed login for the *user's* address (as if the user had
+/// reset the connection to hash for free). With `--login-attempts 1`, one
+/// eviction was enough: the user, reconnecting at once with the right
+/// password, was told `! too many attempts, try again in 58 s`. Now a
+/// connection whose check runs is passed over: the newcomer takes the
+/// next oldest place, and the user logs in.
+#[test]
+fn a_user_whose_password_check_runs_is_not_evicted_nor_charged() {
+    let server = Server::start(&[
+        "--exempt",
+        "none",
+        "--max-pending-logins",
+        "4",
+        "--login-attempts",
+        "1",
+        "--bcrypt-cost",
+        "13",
+    ]);
+    let addr = server.addr;
+    {
+        let mut c = connect_from(addr, 2);
+        c.expect_welcome();
+        c.register_here("alice", &pw("alice"));
+        c.quit();
+    }
+    let mut user = connect_from(addr, 2).with_label("user");
+    user.expect_welcome();
+    user.send("L\n");
+    user.expect(USERNAME);
+    user.send("alice\n");
+    user.expect(PASSWORD);
+    user.send(&format!("{}\n", pw("alice")));
+    // The check runs (cost 13: most of a second). Three others fill the
+    // pool of four, and a fifth address takes the oldest place that is
+    // not checking a password: 127.0.0.3's.
+    let mut others: Vec<Client> = (3..=5u8).map(|h| connect_from(addr, h)).collect();
+    for o in &mut others {
+        o.expect_welcome();
+    }
+    let mut fifth = connect_from(addr, 6);
+    fifth.expect_welcome();
+    others[0].expect(BUSY);
+    others[0].expect_closed();
+    let line = user.line_within(Duration::from_secs(10));
+    assert_eq!(line, "* logged in as alice", "evicted during its check");
+    user.expect_online();
+    // Nothing was charged to the user's address.
+    user.quit();
+    let mut again = connect_from(addr, 2).with_label("user again");
+    again.expect_welcome();
+    again.login_here("alice", &pw("alice"), "alice");
+}
