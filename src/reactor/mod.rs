@@ -233,7 +233,9 @@ pub struct Server {
     login_deadlines: VecDeque<(Instant, ConnId)>,
     linger_deadlines: VecDeque<(Instant, ConnId)>,
     accept_retry: Option<Instant>,
-    accept_stalled: bool,
+    /// The last accept line logged said accepts are paused (what the
+    /// operator reads as the current state).
+    accept_stall_logged: bool,
     /// Next sweep that frees emptied output buffers.
     next_release: Instant,
     shutdown_deadline: Option<Instant>,
@@ -349,7 +351,7 @@ impl Server {
             login_deadlines: VecDeque::new(),
             linger_deadlines: VecDeque::new(),
             accept_retry: None,
-            accept_stalled: false,
+            accept_stall_logged: false,
             next_release: Instant::now() + RELEASE_EVERY,
             shutdown_deadline: None,
             transport_deadlines: BinaryHeap::new(),

@@ -17,8 +17,12 @@ use super::outbox::{Flushed, Outbox};
 use super::{ACCEPT_RETRY, FULL_LINE, LISTEN_BACKLOG, READS_PER_TURN, Server};
 use crate::chat::session::{ConnId, Session};
 use crate::limits::{Hit, Refusal, Source};
-use crate::log_every::PERIOD as LOG_REPEATS_EVERY;
+use crate::log_every::{Every, PERIOD as LOG_REPEATS_EVERY};
 use crate::transport::{Input, Transport};
+
+/// The throttles of the two accept lines (see `accept`).
+static STALLED: Every = Every::new(LOG_REPEATS_EVERY);
+static RESUMED: Every = Every::new(LOG_REPEATS_EVERY);
 
 impl Server {
     // ---- accepting ----
@@ -30,12 +34,15 @@ impl Server {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.accept_stalled {
-                        self.accept_stalled = false;
-                        crate::log_every!(
-                            log::Level::Info,
-                            LOG_REPEATS_EVERY,
-                            "accepting connections again"
+                    // Said only after the pause was, and at most once a
+                    // minute; a line held back is said at a later accept.
+                    if self.accept_stall_logged
+                        && let Some(left_out) = RESUMED.check()
+                    {
+                        self.accept_stall_logged = false;
+                        log::info!(
+                            "accepting connections again{}",
+                            crate::log_every::suffix(left_out)
                         );
                     }
                     self.admit(stream, peer, now);
@@ -56,13 +63,18 @@ impl Server {
                 // event, so retry on a timer rather than wait forever.
                 Err(e) => {
                     // Near the descriptor limit this flaps with every
-                    // close: one line a minute says it goes on.
-                    if !self.accept_stalled {
-                        self.accept_stalled = true;
-                        crate::warn_every!(
-                            LOG_REPEATS_EVERY,
-                            "accept failed ({e}); pausing accepts, {} connections open",
-                            self.conns.len()
+                    // close: one line a minute says it goes on. A line
+                    // held back is said at a later retry, so the last line
+                    // logged never says "accepting again" for long while
+                    // accepts are paused.
+                    if !self.accept_stall_logged
+                        && let Some(left_out) = STALLED.check()
+                    {
+                        self.accept_stall_logged = true;
+                        log::warn!(
+                            "accept failed ({e}); pausing accepts, {} connections open{}",
+                            self.conns.len(),
+                            crate::log_every::suffix(left_out)
                         );
                     }
                     self.accept_retry = Some(now + ACCEPT_RETRY);

@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::util::*;
 
@@ -108,4 +109,44 @@ fn a_user_whose_password_check_runs_is_not_evicted_nor_charged() {
     let mut again = connect_from(addr, 2).with_label("user again");
     again.expect_welcome();
     again.login_here("alice", &pw("alice"), "alice");
+}
+
+/// Low (the log lies to the operator). Accepts paused at the descriptor
+/// limit, resumed, then paused again within the minute: the second pause
+/// was throttled away, and since the server only logged on the change to
+/// "paused", never again while the pause lasted. The last line said
+/// "accepting connections again" for as long as nobody got in. Now a
+/// pause held back is logged at a later retry, within the minute.
+/// (Takes a minute.)
+#[test]
+fn a_lasting_pause_of_accepts_is_logged_even_after_a_throttled_one() {
+    let server = Server::start_with_nofile(&["--login-timeout", "600"], 64);
+    let addr = server.addr;
+    let mut held: Vec<Client> = Vec::new();
+    while !server.output().contains("accept failed") {
+        assert!(held.len() < 128, "never ran out of descriptors");
+        held.push(Client::connect(addr));
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Freed and taken again until the server said it accepts again.
+    let t0 = Instant::now();
+    while !server.output().contains("accepting connections again") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never resumed");
+        held.remove(0);
+        held.push(Client::connect(addr));
+        thread::sleep(Duration::from_millis(20));
+    }
+    // One more than there are descriptors for: paused, and it lasts.
+    held.push(Client::connect(addr));
+    thread::sleep(Duration::from_secs(62));
+    let log = server.output();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("accept failed") || l.contains("accepting connections again"))
+        .unwrap_or_default();
+    assert!(
+        last.contains("accept failed"),
+        "accepts are paused, the log says otherwise: {last:?}\n{log}"
+    );
 }
