@@ -9,15 +9,17 @@
 //! ```text
 //! login ok from=203.0.113.7 port=50122 user=alice
 //! login failed from=203.0.113.7 port=50122 user=alice reason=wrong-password
-//! login failed from=203.0.113.7 port=50122 user=mallory reason=unknown-user
+//! login failed from=203.0.113.7 port=50122 user=- reason=unknown-user
 //! register ok from=203.0.113.7 port=50122 user=alice
 //! register failed from=203.0.113.7 port=50122 user=alice reason=name-taken
 //! ```
 //!
-//! The address comes before anything the client chose. A name that is not
-//! a valid account name (a login may type anything) is shown quoted, with
-//! control characters escaped and cut to 64 characters, so it can neither
-//! forge a field nor start a new line.
+//! The address comes before anything the client chose. A name that matches
+//! no account is not logged at all (`user=-`): people type their password
+//! at the name prompt, and it must not end up in the log. Any other name is
+//! an account's, so it has the account-name form; one that somehow did not
+//! would be shown quoted, with control characters escaped and cut to 64
+//! characters, so it could neither forge a field nor start a new line.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -34,6 +36,19 @@ pub(super) enum Event {
 }
 
 pub(super) fn record(event: Event, peer: SocketAddr, name: &str) {
+    if event
+        == (Event::LoginFailed {
+            known_account: false,
+        })
+    {
+        log::info!(
+            target: "neochat::audit",
+            "login failed from={} port={} user=- reason=unknown-user",
+            peer.ip(),
+            peer.port()
+        );
+        return;
+    }
     let (what, reason) = match event {
         Event::LoggedIn => ("login ok", ""),
         Event::LoginFailed {
