@@ -207,6 +207,9 @@ impl Transport {
     /// bytes arrive (or a deadline passes).
     pub fn next_input(&mut self, now: Instant, settings: &Settings) -> Option<Input<'_>> {
         let Some(step) = self.step(now, settings) else {
+            // Every whole frame is out: the buffer gives back what a large
+            // read left behind.
+            self.input.settle();
             // Waiting: make sure the reactor calls back at the deadline.
             let over = matches!(self.framing, Framing::Done | Framing::Failed);
             return match self.deadline {
@@ -461,6 +464,8 @@ impl Transport {
             self.framing = Framing::Done;
             return Input::Close("plain text from another host");
         }
+        // A partial line costs at most the limit (and a CR) of memory.
+        self.input.set_limit(settings.max_line + 1);
         self.framing = Framing::Lines(Lines::new());
         Input::Start
     }
