@@ -40,6 +40,11 @@ pub struct Flags {
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
     pub max_output: u64,
+    /// Unsent output (bytes) of all connections together past which the
+    /// connections with the most unsent output are cut off
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20,
+          value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
+    pub max_total_output: u64,
     /// Longest line accepted, in bytes (LF and one CR before it not counted)
     #[arg(long, value_name = "BYTES", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
@@ -190,6 +195,7 @@ impl Flags {
             login_timeout: Duration::from_secs(self.login_timeout),
             max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),
             max_output: usize::try_from(self.max_output).unwrap_or(usize::MAX),
+            max_total_output: usize::try_from(self.max_total_output).unwrap_or(usize::MAX),
             max_line: usize::try_from(self.max_line).unwrap_or(usize::MAX),
             workers: self.workers.map_or_else(
                 || std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -26,13 +26,20 @@
 //!   many senders at once is thus delivered in slices, and readers that keep
 //!   reading are never cut off as slow consumers because of it.
 //!
+//! - The unsent output of all connections together is counted as it grows
+//!   (each push) and shrinks (each flush and close), in the [`Ledger`];
+//!   past `--max-total-output` the connections holding the most are cut
+//!   off, each first handed what its socket takes at that moment.
+//!
 //! Files: this one has the server, its loop, timers, signals and shutdown;
 //! `conn` the connection and the slab of them; `sockets` accepting, reading,
 //! writing and closing sockets; `route` carrying out what sessions ask
-//! (send, broadcast, auth jobs, closing); `pacer` the broadcast pacer;
-//! `outbox` a connection's bounded output buffer.
+//! (send, broadcast, auth jobs, closing) and the output bounds; `pacer` the
+//! broadcast pacer; `ledger` the count of unsent output; `outbox` a
+//! connection's bounded output buffer.
 
 mod conn;
+mod ledger;
 pub mod outbox;
 mod pacer;
 mod route;
@@ -57,6 +64,7 @@ use crate::limits::{Cidr, LimitConfig, Limits};
 use crate::transport::tls::{self, CertSource};
 use crate::transport::{self as tp};
 use conn::{Closing, Conns};
+use ledger::Ledger;
 use pacer::Pacer;
 pub use sockets::raise_fd_limit;
 use sockets::{deregister, listen};
@@ -132,6 +140,9 @@ pub struct Config {
     pub login_timeout: Duration,
     pub max_clients: usize,
     pub max_output: usize,
+    /// Unsent output of all connections together past which those holding
+    /// the most are cut off (`--max-total-output`).
+    pub max_total_output: usize,
     pub max_line: usize,
     pub workers: usize,
     /// Password checks that may wait for a worker; `None` is off (bounded
@@ -213,6 +224,8 @@ pub struct Server {
     /// What sessions share: the one context every handler gets.
     chat: Chat,
     conns: Conns,
+    /// Unsent output per connection and in all (`--max-total-output`).
+    ledger: Ledger,
     next_serial: u64,
     /// Connections with output appended this turn.
     dirty: Vec<usize>,
@@ -336,6 +349,7 @@ impl Server {
             limits: Limits::new(config.limits.clone()),
             chat,
             conns: Conns::with_capacity(config.max_clients.min(1024)),
+            ledger: Ledger::default(),
             config,
             next_serial: 0,
             dirty: Vec::new(),

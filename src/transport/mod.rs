@@ -516,6 +516,12 @@ impl Transport {
                 .is_some_and(|t| t.outgoing_len() >= 2 * WIRE_HIGH)
     }
 
+    /// Bytes encoded for the socket and not yet taken by it (WebSocket
+    /// frames, HTTP answers, TLS records).
+    pub fn unsent(&self) -> usize {
+        self.wire.pending() + self.tls.as_ref().map_or(0, TlsStream::outgoing_len)
+    }
+
     /// Whether anything is queued below the session's own output.
     pub fn has_pending(&self) -> bool {
         !self.wire.is_empty() || self.tls.as_ref().is_some_and(TlsStream::wants_write)
