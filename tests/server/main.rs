@@ -12,6 +12,7 @@ mod handshake;
 mod harness;
 mod hostile;
 mod lifecycle;
+mod output;
 mod limits;
 mod remote;
 mod robustness;
