@@ -28,6 +28,11 @@ pub struct Flags {
     /// Lines per second per user while chatting (burst twice that), or `off`
     #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
     pub rate: Rate,
+    /// Bytes per second of lines per user while chatting (burst four
+    /// seconds' worth, and at least one --max-line), or `off`; `--rate off`
+    /// turns this off too
+    #[arg(long, value_name = "N|off", default_value = "4096", value_parser = parse_rate_bytes)]
+    pub rate_bytes: Rate,
     /// Seconds a connection may take to log in (at most a day)
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -141,6 +146,18 @@ fn parse_rate(s: &str) -> Result<Rate, String> {
     }
 }
 
+fn parse_rate_bytes(s: &str) -> Result<Rate, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Rate(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Rate(Some(n))),
+        _ => Err(format!(
+            "expected a number of bytes per second (1 or more) or `off`, got `{s}`"
+        )),
+    }
+}
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "on" => Ok(true),
@@ -192,6 +209,7 @@ impl Flags {
             db: self.db.clone(),
             bcrypt_cost: self.bcrypt_cost,
             rate: self.rate.0,
+            rate_bytes: self.rate_bytes.0,
             login_timeout: Duration::from_secs(self.login_timeout),
             max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),
             max_output: usize::try_from(self.max_output).unwrap_or(usize::MAX),

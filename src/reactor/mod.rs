@@ -135,8 +135,11 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub db: PathBuf,
     pub bcrypt_cost: u32,
-    /// Lines per second per connection (burst twice that); `None` is off.
+    /// Lines per second per connection (burst twice that); `None` is off,
+    /// for both buckets.
     pub rate: Option<u32>,
+    /// Bytes of lines per second per connection; `None` is off.
+    pub rate_bytes: Option<u32>,
     pub login_timeout: Duration,
     pub max_clients: usize,
     pub max_output: usize,
@@ -326,6 +329,7 @@ impl Server {
             config: SessionConfig {
                 max_line: config.max_line,
                 rate: config.rate,
+                rate_bytes: config.rate_bytes,
             },
             roster: Roster::new(),
             actions: Vec::new(),

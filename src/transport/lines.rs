@@ -344,7 +344,10 @@ mod tests {
         assert!(input.capacity() <= MAX + 1, "{}", input.capacity());
         // The rest of that line, then an empty buffer keeps nothing.
         input.push(b"\n");
-        assert_eq!(lines.next(&mut input, MAX), Some(LineFrame::Line(&[b'p'; 3999][..])));
+        assert_eq!(
+            lines.next(&mut input, MAX),
+            Some(LineFrame::Line(&[b'p'; 3999][..]))
+        );
         settle(&mut input, &mut lines);
         assert_eq!(input.capacity(), 0);
     }

@@ -1,8 +1,14 @@
-//! What the server holds for readers: the bound on the unsent output of
-//! all connections together (`--max-total-output`).
+//! What the server holds for readers, and for how long: the bound on the
+//! unsent output of all connections together (`--max-total-output`), and
+//! the byte rate of flood control (`--rate-bytes`) that keeps a few
+//! senders from cutting off a reader on a slow link.
 
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::util::*;
 
@@ -123,4 +129,139 @@ fn the_total_of_unsent_output_is_bounded() {
         let left = format!("* {} left", long_name("hog", i));
         assert!(report.rx_heard.contains(&left), "the probe missed {left:?}");
     }
+}
+
+// ------------------------------------------------------------ slow links
+
+/// Reads at about `rate` bytes a second, in small pieces, until told to
+/// stop or the connection ends; returns the bytes read.
+fn paced_reader(
+    mut stream: TcpStream,
+    rate: usize,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        const TICK: Duration = Duration::from_millis(10);
+        let per_tick = (rate / 100).max(1);
+        let mut buf = vec![0u8; per_tick];
+        let start = Instant::now();
+        let mut total = 0;
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("read timeout");
+        while !stop.load(Ordering::SeqCst) {
+            let due = start + TICK * (total / per_tick) as u32;
+            thread::sleep(due.saturating_duration_since(Instant::now()));
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        total
+    })
+}
+
+/// Reads and drops everything, so that a sender is never a slow consumer
+/// itself; counts the `! slow down` warnings it gets, and notes when it
+/// hears `gone` (the first time anyone does).
+fn drain(
+    stream: TcpStream,
+    gone: &'static str,
+    heard: Arc<Mutex<Option<Instant>>>,
+) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        let mut warned = 0;
+        let mut reader = BufReader::new(stream);
+        let mut line = Vec::new();
+        while let Ok(n) = reader.read_until(b'\n', &mut line) {
+            if n == 0 {
+                break;
+            }
+            if line.starts_with(SLOW_DOWN.as_bytes()) {
+                warned += 1;
+            } else if line.strip_suffix(b"\n") == Some(gone.as_bytes()) {
+                heard.lock().unwrap().get_or_insert_with(Instant::now);
+            }
+            line.clear();
+        }
+        warned
+    })
+}
+
+/// Sixteen users each send 4,000-byte lines at the full line rate (10 a
+/// second: 640 KB/s together) to a reader on a 100 KB/s link (a small
+/// receive window, reads paced). Without a byte rate the reader's backlog
+/// grows by 540 KB a second and it is cut off as a slow consumer within
+/// seconds (with `--max-output 64 KiB` here; the kernel's buffers hold a
+/// few MB first). With the default `--rate-bytes 4096` the senders get
+/// `! slow down` and together send 64 KiB/s, which the link carries: the
+/// reader stays connected for the whole test.
+#[test]
+fn a_few_senders_do_not_cut_off_a_slow_link() {
+    const SENDERS: usize = 16;
+    const LINK: usize = 100_000;
+    const RUN: Duration = Duration::from_secs(12);
+    let s = Server::start(&["--max-output", "65536"]);
+    let mut reader = small_window_client(s.addr, "mobile");
+    reader.expect_welcome();
+    reader.register_here("mobile", &pw("mobile"));
+    let mut senders: Vec<Client> = (0..SENDERS)
+        .map(|i| {
+            let name = format!("sender{i:02}");
+            let c = register(s.addr, &name, &pw(&name));
+            reader.expect(&format!("* {name} joined"));
+            c
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let link = paced_reader(reader.writer_clone(), LINK, stop.clone());
+    // The server closes a slow consumer at once, but the few MB already in
+    // its socket buffers still trickle to the reader; the others hear of
+    // it at once.
+    let left = Arc::new(Mutex::new(None));
+    let drains: Vec<_> = senders
+        .iter()
+        .map(|c| drain(c.writer_clone(), "* mobile left", left.clone()))
+        .collect();
+
+    let line = format!("{}\n", "s".repeat(4000));
+    let start = Instant::now();
+    let mut tick = 0u32;
+    while start.elapsed() < RUN && left.lock().unwrap().is_none() {
+        for c in &mut senders {
+            let _ = c.try_send_bytes(line.as_bytes());
+        }
+        tick += 1;
+        let next = start + Duration::from_millis(100) * tick;
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let cut = left.lock().unwrap().map(|at| at - start);
+    stop.store(true, Ordering::SeqCst);
+    let read = link.join().expect("reader thread");
+    println!(
+        "the reader read {} KB in {:?}; {}",
+        read / 1000,
+        start.elapsed(),
+        match cut {
+            Some(at) => format!("it was cut off after {at:?}"),
+            None => "it is still connected".to_string(),
+        }
+    );
+    assert!(
+        cut.is_none(),
+        "the reader on a {LINK} B/s link was cut off after {cut:?} ({read} bytes read)"
+    );
+    assert!(read > 100_000, "the reader got only {read} bytes");
+    for c in &senders {
+        c.shutdown_write();
+    }
+    drop(senders);
+    s.sigterm();
+    let warned: usize = drains.into_iter().map(|d| d.join().expect("drain")).sum();
+    assert!(
+        warned >= SENDERS,
+        "only {warned} `! slow down` for {SENDERS} senders"
+    );
 }
