@@ -24,7 +24,9 @@
 //!   grow. Over the rate, reading input waits (senders are held back by TCP
 //!   flow control) until the turn's output has been written. A burst from
 //!   many senders at once is thus delivered in slices, and readers that keep
-//!   reading are never cut off as slow consumers because of it.
+//!   reading are never cut off as slow consumers because of it. With many
+//!   readers the room is smaller: together they may gain at most a quarter
+//!   of `--max-total-output` at once.
 //!
 //! - The unsent output of all connections together is counted as it grows
 //!   (each push) and shrinks (each flush and close), in the [`Ledger`];
@@ -334,10 +336,14 @@ impl Server {
             roster: Roster::new(),
             actions: Vec::new(),
         };
-        // Room for a quarter of the output limit at once, and for two of the
+        // Room for a quarter of the output limit at once, and for all
+        // readers together a quarter of the total bound, but for two of the
         // longest lines whatever the limits.
+        let least = 2 * config.max_line + 64;
         let pacer = Pacer::new(
-            (config.max_output / 4).max(2 * config.max_line + 64),
+            (config.max_output / 4).max(least),
+            least,
+            config.max_total_output / 4,
             config.max_output.max(64 * 1024) as f64 * BROADCAST_LIMITS_PER_SEC,
         );
         Ok(Server {

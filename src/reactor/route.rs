@@ -148,6 +148,7 @@ impl Server {
     /// bytes were formatted once by the session; this is only copies (and
     /// one addition each to the ledger).
     pub(super) fn broadcast(&mut self, except: usize, bytes: &[u8]) {
+        self.pacer.set_readers(self.chat.roster.len());
         self.pacer.spend(bytes.len());
         let limit = self.config.max_output;
         // Rare, so no allocation unless someone is over the limit.

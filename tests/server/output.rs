@@ -131,6 +131,71 @@ fn the_total_of_unsent_output_is_bounded() {
     }
 }
 
+/// A burst the readers keep up with is never cut off by the total bound:
+/// twenty users send twenty 4,000-byte lines each at the same instant (the
+/// server is stopped while they write), 1.6 MB for each of 22 readers, 35 MB
+/// in all, through `--max-total-output 4 MiB`. Every reader reads (the
+/// senders too), so the server paces the burst into slices small enough
+/// for all of them together, and nobody is cut off.
+#[test]
+fn a_burst_that_readers_keep_up_with_is_not_cut_off_by_the_total_bound() {
+    const SENDERS: usize = 20;
+    let s = Server::start(&["--rate-bytes", "off", "--max-total-output", "4194304"]);
+    let probe = Probe::start(s.addr);
+    let mut senders: Vec<Client> = (0..SENDERS)
+        .map(|i| {
+            let name = format!("burst{i}");
+            let c = register(s.addr, &name, &pw(&name));
+            probe.wait_heard(&format!("* {name} joined"));
+            c
+        })
+        .collect();
+    let nobody = Arc::new(Mutex::new(None));
+    let drains: Vec<_> = senders
+        .iter()
+        .map(|c| drain(c.writer_clone(), "", nobody.clone()))
+        .collect();
+    probe.wait_progress(2);
+    let line = "b".repeat(4000);
+    let burst: String = (0..20).map(|_| format!("{line}\n")).collect();
+    s.signal(libc::SIGSTOP);
+    for c in &mut senders {
+        let _ = c.try_send_bytes(burst.as_bytes());
+    }
+    s.signal(libc::SIGCONT);
+    probe.wait_progress(3);
+    let report = probe.finish();
+    let bursts = report
+        .rx_heard
+        .iter()
+        .filter(|l| l.starts_with("burst") && l.ends_with(&line))
+        .count();
+    let left: Vec<&String> = report
+        .rx_heard
+        .iter()
+        .filter(|l| l.ends_with(" left"))
+        .collect();
+    println!(
+        "probe heard {bursts} burst lines of {}; left: {left:?}",
+        SENDERS * 20
+    );
+    assert!(left.is_empty(), "readers were cut off: {left:?}");
+    assert_eq!(bursts, SENDERS * 20, "every burst line reached the reader");
+    assert!(
+        !s.output().contains("(--max-total-output)"),
+        "{}",
+        s.output()
+    );
+    for c in &senders {
+        c.shutdown_write();
+    }
+    drop(senders);
+    s.sigterm();
+    for d in drains {
+        let _ = d.join();
+    }
+}
+
 // ------------------------------------------------------------ slow links
 
 /// Reads at about `rate` bytes a second, in small pieces, until told to
