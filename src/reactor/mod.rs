@@ -173,6 +173,23 @@ impl Default for Config {
     }
 }
 
+/// Keeps large allocations (the output of readers that fell behind, from
+/// 128 KiB up) mapped on their own, so that freeing one, when its reader
+/// catches up or is cut off, gives the memory back at once. glibc would
+/// otherwise raise its mmap threshold after the first such free and serve
+/// those sizes from the heap, where freed memory stays resident until a
+/// trim: measured under a `/who` flood of 1,500 users that never read,
+/// that is a peak of 427 MiB instead of 336 under the default
+/// `--max-total-output` of 256 MiB. Growing a mapped buffer is an
+/// `mremap`, without a copy.
+fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tuning parameter of the allocator.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) } != 1 {
+        debug!("mallopt(M_MMAP_THRESHOLD) failed");
+    }
+}
+
 /// Asks a running server to shut down as if it got SIGTERM.
 #[derive(Clone)]
 pub struct ShutdownHandle {
@@ -264,6 +281,7 @@ pub struct Server {
 impl Server {
     /// Opens the database, starts the auth workers and binds the listener.
     pub fn bind(config: Config) -> io::Result<Server> {
+        pin_mmap_threshold();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake = {
