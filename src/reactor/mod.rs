@@ -179,7 +179,7 @@ impl Default for Config {
 /// otherwise raise its mmap threshold after the first such free and serve
 /// those sizes from the heap, where freed memory stays resident until a
 /// trim: measured under a `/who` flood of 1,500 users that never read,
-/// that is a peak of 427 MiB instead of 336 under the default
+/// that is a peak of about 430 MiB instead of 300-350 under the default
 /// `--max-total-output` of 256 MiB. Growing a mapped buffer is an
 /// `mremap`, without a copy.
 fn pin_mmap_threshold() {
