@@ -23,6 +23,7 @@ import argparse
 import os
 import re
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def start(binary, extra=()):
     for _ in range(100):
         log.seek(0)
         if "listening on" in log.read():
-            return proc, log
+            return proc, log, work
         time.sleep(0.1)
     sys.exit(f"{binary} did not start")
 
@@ -99,7 +100,7 @@ def register_all(names, rcvbuf=None, batch=100):
 
 
 def who_flood(args):
-    proc, log = start(args.binary)
+    proc, log, work = start(args.binary)
     try:
         names = [f"user{i:04d}" for i in range(args.users)]
         t0 = time.time()
@@ -138,10 +139,11 @@ def who_flood(args):
     finally:
         proc.kill()
         proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def slow_link(args):
-    proc, log = start(args.binary)
+    proc, log, work = start(args.binary)
     try:
         reader = connect(0, rcvbuf=4096)
         reader.sendall(b"R\nmobile\nmobile-secret-pw\n")
@@ -208,6 +210,7 @@ def slow_link(args):
     finally:
         proc.kill()
         proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
