@@ -53,6 +53,7 @@ fn framing(c: &mut Criterion) {
     let config = SessionConfig {
         max_line: 4096,
         rate: None,
+        rate_bytes: None,
     };
     let mut roster = Roster::new();
     let mut session = chatting(&config, &mut roster);

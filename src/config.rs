@@ -28,6 +28,11 @@ pub struct Flags {
     /// Lines per second per user while chatting (burst twice that), or `off`
     #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
     pub rate: Rate,
+    /// Bytes per second of lines per user while chatting (burst four
+    /// seconds' worth, and at least one --max-line), or `off`; `--rate off`
+    /// turns this off too
+    #[arg(long, value_name = "N|off", default_value = "4096", value_parser = parse_rate_bytes)]
+    pub rate_bytes: Rate,
     /// Seconds a connection may take to log in (at most a day)
     #[arg(long, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -40,6 +45,11 @@ pub struct Flags {
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
     pub max_output: u64,
+    /// Unsent output (bytes) of all connections together past which the
+    /// connections with the most unsent output are cut off
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20,
+          value_parser = clap::value_parser!(u64).range(64..=1 << 40))]
+    pub max_total_output: u64,
     /// Longest line accepted, in bytes (LF and one CR before it not counted)
     #[arg(long, value_name = "BYTES", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
@@ -143,6 +153,18 @@ fn parse_rate(s: &str) -> Result<Rate, String> {
     }
 }
 
+fn parse_rate_bytes(s: &str) -> Result<Rate, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Rate(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Rate(Some(n))),
+        _ => Err(format!(
+            "expected a number of bytes per second (1 or more) or `off`, got `{s}`"
+        )),
+    }
+}
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "on" => Ok(true),
@@ -194,9 +216,11 @@ impl Flags {
             db: self.db.clone(),
             bcrypt_cost: self.bcrypt_cost,
             rate: self.rate.0,
+            rate_bytes: self.rate_bytes.0,
             login_timeout: Duration::from_secs(self.login_timeout),
             max_clients: usize::try_from(self.max_clients).unwrap_or(usize::MAX),
             max_output: usize::try_from(self.max_output).unwrap_or(usize::MAX),
+            max_total_output: usize::try_from(self.max_total_output).unwrap_or(usize::MAX),
             max_line: usize::try_from(self.max_line).unwrap_or(usize::MAX),
             workers: self.workers.map_or_else(
                 || std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -39,15 +39,34 @@ pub struct SessionConfig {
     /// Longest accepted line in bytes, not counting LF and one CR before it.
     pub max_line: usize,
     /// Sustained lines per second while Chatting (burst twice that); `None`
-    /// turns flood control off.
+    /// turns flood control off, the byte bucket included.
     pub rate: Option<u32>,
+    /// Sustained bytes per second of lines while Chatting (burst
+    /// [`SessionConfig::byte_burst`]); `None` turns this bucket off.
+    pub rate_bytes: Option<u32>,
+}
+
+/// Seconds of `rate_bytes` the byte bucket holds when full.
+const BYTE_BURST_SECS: f64 = 4.0;
+
+impl SessionConfig {
+    /// What the byte bucket holds when full: four seconds' worth, and never
+    /// less than one line of the longest length, so that every line the
+    /// framing lets through can pass the bucket too.
+    pub fn byte_burst(&self) -> Option<f64> {
+        let rate = self.rate_bytes?;
+        Some((f64::from(rate) * BYTE_BURST_SECS).max(self.max_line as f64))
+    }
 }
 
 impl Default for SessionConfig {
+    /// The flags' defaults (see `config`).
     fn default() -> Self {
+        let config = crate::reactor::Config::default();
         SessionConfig {
-            max_line: 4096,
-            rate: Some(10),
+            max_line: config.max_line,
+            rate: config.rate,
+            rate_bytes: config.rate_bytes,
         }
     }
 }
@@ -243,8 +262,24 @@ enum State {
 /// Flood control: a token bucket refilled continuously.
 #[derive(Debug)]
 struct Bucket {
-    tokens: f32,
+    tokens: f64,
     last: Instant,
+}
+
+impl Bucket {
+    fn full(capacity: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: capacity,
+            last: now,
+        }
+    }
+
+    /// Adds what `rate` a second gave since the last call, up to `capacity`.
+    fn refill(&mut self, now: Instant, rate: f64, capacity: f64) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+    }
 }
 
 /// One connection's protocol state. See the module documentation.
@@ -255,7 +290,10 @@ pub struct Session {
     /// This session asked to be closed: it reads nothing more.
     closed: bool,
     failures: u8,
+    /// Lines (`--rate`).
     bucket: Bucket,
+    /// Bytes of lines (`--rate-bytes`).
+    byte_bucket: Bucket,
     last_slow_down: Option<Instant>,
     /// Lines in a row discarded as unreadable (invalid UTF-8, control
     /// characters, too long) before Chatting: a binary stream is cut short.
@@ -265,16 +303,14 @@ pub struct Session {
 impl Session {
     /// A new connection, silent until [`Session::start`].
     pub fn new(id: ConnId, now: Instant, config: &SessionConfig) -> Session {
-        let burst = config.rate.map_or(0.0, |r| 2.0 * r as f32);
+        let burst = config.rate.map_or(0.0, |r| 2.0 * f64::from(r));
         Session {
             id,
             state: State::NotStarted,
             closed: false,
             failures: 0,
-            bucket: Bucket {
-                tokens: burst,
-                last: now,
-            },
+            bucket: Bucket::full(burst, now),
+            byte_bucket: Bucket::full(config.byte_burst().unwrap_or(0.0), now),
             last_slow_down: None,
             junk_lines: 0,
         }
@@ -565,17 +601,28 @@ impl Session {
         self.state = State::Chatting { name };
     }
 
-    /// Takes a flood-control token; false if the line must be dropped.
-    fn take_token(&mut self, ctx: &mut Ctx<'_>) -> bool {
+    /// Takes flood-control tokens for a line of `bytes` bytes (as
+    /// received, without its LF): one from the line bucket and `bytes` from
+    /// the byte bucket. False if the line must be dropped; then neither
+    /// bucket is charged.
+    fn take_token(&mut self, bytes: usize, ctx: &mut Ctx<'_>) -> bool {
         let Some(rate) = ctx.config.rate else {
             return true;
         };
-        let rate = rate as f32;
-        let elapsed = ctx.now.saturating_duration_since(self.bucket.last);
-        self.bucket.last = ctx.now;
-        self.bucket.tokens = (self.bucket.tokens + elapsed.as_secs_f32() * rate).min(2.0 * rate);
-        if self.bucket.tokens >= 1.0 {
+        let rate = f64::from(rate);
+        self.bucket.refill(ctx.now, rate, 2.0 * rate);
+        let byte_limit = ctx.config.rate_bytes.zip(ctx.config.byte_burst());
+        if let Some((rate_bytes, burst)) = byte_limit {
+            self.byte_bucket
+                .refill(ctx.now, f64::from(rate_bytes), burst);
+        }
+        let bytes = bytes as f64;
+        let bytes_ok = byte_limit.is_none() || self.byte_bucket.tokens >= bytes;
+        if self.bucket.tokens >= 1.0 && bytes_ok {
             self.bucket.tokens -= 1.0;
+            if byte_limit.is_some() {
+                self.byte_bucket.tokens -= bytes;
+            }
             return true;
         }
         let due = self
@@ -602,7 +649,7 @@ impl Session {
         let command = command.map(|c| (c, c.to_ascii_lowercase()));
         // `/quit` always works, even for a flooder: leaving is never dropped.
         let quitting = matches!(&command, Some((_, c)) if c == "quit");
-        if !quitting && !self.take_token(ctx) {
+        if !quitting && !self.take_token(line.len(), ctx) {
             return;
         }
         let Some(name) = self.name().map(str::to_owned) else {
@@ -711,6 +758,7 @@ mod tests {
             World::with(SessionConfig {
                 max_line: 4096,
                 rate: None,
+                rate_bytes: None,
             })
         }
 
@@ -1123,6 +1171,7 @@ mod tests {
         let config = SessionConfig {
             max_line: 12,
             rate: None,
+            rate_bytes: None,
         };
         let whole = {
             let mut w = World::with(config.clone());
@@ -1175,6 +1224,7 @@ mod tests {
         let config = SessionConfig {
             max_line: 16,
             rate: None,
+            rate_bytes: None,
         };
         let mut w = World::with(config);
         let a = w.chatter("alice");
@@ -1428,6 +1478,7 @@ mod tests {
         let config = SessionConfig {
             max_line: 16,
             rate: None,
+            rate_bytes: None,
         };
         // Over-long and unterminated: one error, not two.
         let mut w = World::with(config.clone());
@@ -1510,6 +1561,7 @@ mod tests {
         let mut w = World::with(SessionConfig {
             max_line: 4096,
             rate: Some(10),
+            rate_bytes: None,
         });
         let a = w.chatter("alice");
         let b = w.chatter("bob");
@@ -1535,6 +1587,97 @@ mod tests {
         // /quit is never dropped.
         w.send(b, b"/quit\n");
         assert_eq!(w.take(b), "* bye\n");
+    }
+
+    /// The byte bucket: `rate_bytes` a second, four seconds' worth (and at
+    /// least one longest line) at once; a line over it is dropped with the
+    /// same `! slow down`, at most once a second, and charges neither
+    /// bucket.
+    #[test]
+    fn flood_control_counts_bytes_too() {
+        let mut w = World::with(SessionConfig {
+            max_line: 100,
+            rate: Some(10),
+            rate_bytes: Some(50),
+        });
+        assert_eq!(w.config.byte_burst(), Some(200.0));
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        let long = "x".repeat(60);
+        let four = format!("{long}\n{long}\n{long}\n{long}\n");
+        w.send(b, four.as_bytes());
+        assert_eq!(
+            w.take(a).lines().count(),
+            3,
+            "200 bytes hold three lines of 60"
+        );
+        assert_eq!(w.take(b), "! slow down\n");
+        // The dropped line took no line token: 17 of the 20 are left, and
+        // 20 bytes pay for 17 short lines.
+        let short: String = (0..18).map(|_| "y\n").collect();
+        w.send(b, short.as_bytes());
+        assert_eq!(w.take(a).lines().count(), 17);
+        assert_eq!(w.take(b), "", "warned less than a second ago");
+        // Two seconds later 3 + 100 bytes are there (and 20 lines): one long
+        // line passes, the next is dropped, and warned about again.
+        w.now += Duration::from_secs(2);
+        w.send(b, format!("{long}\n{long}\n").as_bytes());
+        assert_eq!(w.take(a), format!("bob: {long}\n"));
+        assert_eq!(w.take(b), "! slow down\n");
+        // /quit is never dropped.
+        w.send(b, b"/quit\n");
+        assert_eq!(w.take(b), "* bye\n");
+    }
+
+    #[test]
+    fn the_byte_burst_always_lets_one_longest_line_through() {
+        let config = SessionConfig {
+            max_line: 100,
+            rate: Some(10),
+            rate_bytes: Some(1),
+        };
+        assert_eq!(config.byte_burst(), Some(100.0));
+        let mut w = World::with(config);
+        let a = w.chatter("alice");
+        let b = w.chatter("bob");
+        w.take(a);
+        let longest = "z".repeat(100);
+        w.send(b, format!("{longest}\n{longest}\n").as_bytes());
+        assert_eq!(w.take(a), format!("bob: {longest}\n"));
+        assert_eq!(w.take(b), "! slow down\n");
+        // After 100 s at 1 byte a second, the next one.
+        w.now += Duration::from_secs(100);
+        w.send(b, format!("{longest}\n").as_bytes());
+        assert_eq!(w.take(a), format!("bob: {longest}\n"));
+    }
+
+    #[test]
+    fn rate_off_turns_off_both_buckets_and_rate_bytes_off_only_its_own() {
+        let lines = |config: SessionConfig, n: usize, len: usize| {
+            let mut w = World::with(config);
+            let a = w.chatter("alice");
+            let b = w.chatter("bob");
+            w.take(a);
+            let text: String = (0..n).map(|_| format!("{}\n", "q".repeat(len))).collect();
+            w.send(b, text.as_bytes());
+            w.take(a).lines().count()
+        };
+        let config = |rate, rate_bytes| SessionConfig {
+            max_line: 4096,
+            rate,
+            rate_bytes,
+        };
+        assert_eq!(lines(config(None, Some(10)), 50, 4000), 50);
+        assert_eq!(lines(config(Some(10), None), 50, 4000), 20);
+        assert_eq!(lines(config(Some(10), Some(4096)), 50, 4000), 4);
+        // Ordinary chat never meets the default byte bucket.
+        let defaults = SessionConfig::default();
+        assert_eq!(
+            (defaults.rate, defaults.rate_bytes, defaults.byte_burst()),
+            (Some(10), Some(4096), Some(16384.0))
+        );
+        assert_eq!(lines(defaults, 20, 200), 20);
     }
 
     #[test]
@@ -1691,6 +1834,7 @@ mod tests {
             let mut w = World::with(SessionConfig {
                 max_line: 512,
                 rate: Some(10),
+                rate_bytes: None,
             });
             w.account("alice", "password-alice");
             let bob = w.chatter("bob");

@@ -109,6 +109,7 @@ pub enum Hit {
     AuthQueue,
     ServerFull,
     SlowConsumer,
+    TotalOutput,
 }
 
 impl fmt::Display for Hit {
@@ -132,6 +133,10 @@ impl fmt::Display for Hit {
             Hit::AuthQueue => "password-check queue full (--max-auth-queue)",
             Hit::ServerFull => "server full (--max-clients)",
             Hit::SlowConsumer => "output not read, slow consumer cut off (--max-output)",
+            Hit::TotalOutput => {
+                "unsent output of all connections over the bound, the connection holding \
+                 the most cut off (--max-total-output)"
+            }
         })
     }
 }

@@ -73,6 +73,13 @@ impl Conn {
     pub(super) fn all_written(&self) -> bool {
         self.out.is_empty() && !self.transport.has_pending()
     }
+
+    /// Bytes not yet taken by the socket, at every layer: the session's
+    /// lines and what the transport encoded (TLS records, WebSocket frames,
+    /// HTTP answers).
+    pub(super) fn unsent(&self) -> usize {
+        self.out.pending() + self.transport.unsent()
+    }
 }
 
 /// An auth job in flight, as the limits see it.

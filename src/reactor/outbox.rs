@@ -1,8 +1,10 @@
 //! A connection's unsent output: a byte buffer with a write cursor.
 //!
 //! Owns the bound (a consumer that stops reading is refused, not buffered
-//! without limit) and the memory policy (an idle connection keeps no large
-//! allocation). Knows nothing about sockets beyond `std::io::Write`.
+//! without limit) and the memory policy: an idle connection keeps no large
+//! allocation, and a buffer that grew for a backlog shrinks back as the
+//! backlog drains, so its allocation stays within a small factor of what
+//! is unsent. Knows nothing about sockets beyond `std::io::Write`.
 
 use std::io::{self, Write};
 
@@ -12,6 +14,11 @@ use std::io::{self, Write};
 const KEEP_CAPACITY: usize = 16 * 1024;
 /// Written bytes at the front are dropped once they pass this size.
 const COMPACT_AT: usize = 64 * 1024;
+/// A buffer above [`KEEP_CAPACITY`] whose unsent bytes fill at most this
+/// fraction of it (1/4) is moved to an allocation twice their size. The
+/// bytes copied are at most those written since the buffer last grew, so
+/// this costs at most about one copy per byte sent.
+const SPARSE: usize = 4;
 
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -76,6 +83,20 @@ impl Outbox {
             } else {
                 self.buf.clear();
             }
+        } else {
+            self.shrink_if_sparse();
+        }
+    }
+
+    /// A backlog has mostly drained: hands the allocation back instead of
+    /// keeping it at its high-water mark until the last byte is written.
+    fn shrink_if_sparse(&mut self) {
+        let cap = self.buf.capacity();
+        if cap > KEEP_CAPACITY && self.pending() * SPARSE <= cap {
+            let mut fresh = Vec::with_capacity((self.pending() * 2).max(KEEP_CAPACITY));
+            fresh.extend_from_slice(&self.buf[self.pos..]);
+            self.buf = fresh;
+            self.pos = 0;
         }
     }
 
@@ -111,7 +132,10 @@ impl Outbox {
             match w.write(&self.buf[self.pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Partly),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.shrink_if_sparse();
+                    return Ok(Flushed::Partly);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -229,6 +253,44 @@ mod tests {
         };
         out.write_to(&mut w).unwrap();
         assert_eq!(out.capacity(), 0);
+    }
+
+    #[test]
+    fn a_drained_backlog_gives_its_allocation_back() {
+        let mut out = Outbox::default();
+        for _ in 0..100 {
+            out.push(&[b'q'; 10_000], 1 << 20);
+        }
+        let high = out.capacity();
+        assert!(high >= 1_000_000);
+        // A reader that takes 100 KB per turn: the allocation follows the
+        // backlog down instead of staying at its high-water mark.
+        let mut w = Trickle {
+            got: Vec::new(),
+            room: 100_000,
+            calls: 1,
+        };
+        let mut turns = 0;
+        while out.pending() > 0 {
+            w.calls = 1;
+            out.write_to(&mut w).unwrap();
+            assert!(
+                out.capacity() <= (4 * out.pending()).max(KEEP_CAPACITY),
+                "{} bytes held for {} unsent",
+                out.capacity(),
+                out.pending()
+            );
+            turns += 1;
+        }
+        assert_eq!(turns, 10);
+        assert_eq!(w.got.len(), 1_000_000);
+        assert!(w.got.iter().all(|&b| b == b'q'));
+        // The same through `consume` (TLS and WebSocket take bytes so).
+        let mut out = Outbox::default();
+        out.push(&vec![b'r'; 1_000_000], 1 << 20);
+        out.consume(900_000);
+        assert_eq!(out.unsent(), &[b'r'; 100_000][..]);
+        assert!(out.capacity() <= 200_000, "{}", out.capacity());
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! Carrying out what sessions ask: sending, broadcasting (with the output
-//! limit and the pacer), auth jobs through the limits, auth results back
+//! limits and the pacer), auth jobs through the limits, auth results back
 //! into sessions, and marking connections closing.
+//!
+//! Two bounds hold output: `--max-output` per connection (a reader that
+//! stopped is cut off) and `--max-total-output` for all of them together
+//! (the connections holding the most are cut off first, like Redis's
+//! `maxmemory-clients`). Every push adds to the [`Ledger`](super::ledger)
+//! and every flush and close corrects it, so the total is always known
+//! without a walk over the connections.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,28 +148,84 @@ impl Server {
         if conn.closing.is_some() {
             return;
         }
-        if let Err(refused) = push_output(conn, bytes, self.config.max_output, &mut self.dirty) {
-            self.cut_off(id, refused);
+        match push_output(conn, bytes, self.config.max_output, &mut self.dirty) {
+            Ok(Pushed::Appended) => self.ledger.add(id.key, bytes.len()),
+            Ok(Pushed::AfterFlush) => self.ledger.set(id.key, conn.unsent()),
+            Err(refused) => self.cut_off(id, refused),
+        }
+        if self.ledger.total() > self.config.max_total_output {
+            self.shed_output();
         }
     }
 
     /// Appends one line to every Chatting connection but `except`: the
-    /// bytes were formatted once by the session; this is only copies.
+    /// bytes were formatted once by the session; this is only copies (and
+    /// one addition each to the ledger).
     pub(super) fn broadcast(&mut self, except: usize, bytes: &[u8]) {
+        self.pacer.set_readers(self.chat.roster.len());
         self.pacer.spend(bytes.len());
         let limit = self.config.max_output;
         // Rare, so no allocation unless someone is over the limit.
         let mut over = Vec::new();
+        let ledger = &mut self.ledger;
         for (key, conn) in self.conns.iter_mut() {
             if key == except || conn.closing.is_some() || !conn.session.is_chatting() {
                 continue;
             }
-            if let Err(refused) = push_output(conn, bytes, limit, &mut self.dirty) {
-                over.push((conn.id, refused));
+            match push_output(conn, bytes, limit, &mut self.dirty) {
+                Ok(Pushed::Appended) => ledger.add(key, bytes.len()),
+                Ok(Pushed::AfterFlush) => ledger.set(key, conn.unsent()),
+                Err(refused) => over.push((conn.id, refused)),
             }
         }
         for (id, refused) in over {
             self.cut_off(id, refused);
+        }
+        // Checked once the line is everywhere: the total may pass the bound
+        // by this one line per reader, as each reader's own limit may.
+        if self.ledger.total() > self.config.max_total_output {
+            self.shed_output();
+        }
+    }
+
+    /// The unsent output of all connections passed `--max-total-output`:
+    /// cuts off the connections holding the most until it is back under.
+    ///
+    /// The biggest holder is first handed what its socket takes now, as
+    /// before a reader is cut off for its own limit: output is written at
+    /// the end of a turn, so a reader that reads may hold a burst for a
+    /// moment. If it took something it is spared for now, and the search
+    /// starts again; if it still holds the most when found again in this
+    /// pass, or took nothing (it stopped reading), it is cut off.
+    ///
+    /// Each step of the search reads one array ([`Ledger::largest`]), and
+    /// runs only past the bound: in the common case of an attack, once per
+    /// push that crosses it, freeing the biggest backlog there is.
+    pub(super) fn shed_output(&mut self) {
+        let bound = self.config.max_total_output;
+        self.ledger.begin_pass();
+        while self.ledger.total() > bound {
+            let Some(key) = self.ledger.largest() else {
+                return;
+            };
+            let before = self.ledger.held(key);
+            if !self.ledger.mark(key) {
+                self.flush(key);
+                if self.ledger.held(key) < before {
+                    continue;
+                }
+            }
+            if let Some(conn) = self.conns.at(key) {
+                let (id, source) = (conn.id, conn.admission.source);
+                debug!(
+                    "conn {key}: {before} bytes unsent, {} in all: cut off",
+                    self.ledger.total()
+                );
+                self.warn_limit(Hit::TotalOutput, source, Instant::now());
+                self.mark_closing(id, Closing::Now, "total output limit");
+            }
+            // Whatever happened above, this key no longer counts.
+            self.ledger.set(key, 0);
         }
     }
 
@@ -195,6 +258,8 @@ impl Server {
         }
         if how == Closing::Now {
             conn.out.discard();
+            // Its buffers go with it at the end of the turn.
+            self.ledger.set(id.key, 0);
         } else if conn.closing.is_none() {
             conn.transport.finish();
             if !conn.dirty {
@@ -269,8 +334,8 @@ impl Server {
     }
 }
 
-/// Appends to a connection's output and puts it on the dirty list; false if
-/// that would pass the output limit.
+/// Appends to a connection's output and puts it on the dirty list; refused
+/// if that would pass the output limit.
 ///
 /// The limit is on output the peer has not taken. Output is normally
 /// written once at the end of a turn, so a burst within one turn (many
@@ -283,7 +348,8 @@ pub(super) fn push_output(
     bytes: &[u8],
     limit: usize,
     dirty: &mut Vec<usize>,
-) -> Result<(), Refused> {
+) -> Result<Pushed, Refused> {
+    let mut pushed = Pushed::Appended;
     if !conn.out.push(bytes, limit) {
         if conn
             .transport
@@ -295,12 +361,22 @@ pub(super) fn push_output(
         if !conn.out.push(bytes, limit) {
             return Err(Refused::OverLimit);
         }
+        pushed = Pushed::AfterFlush;
     }
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(conn.id.key);
     }
-    Ok(())
+    Ok(pushed)
+}
+
+/// How output was queued, for the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// The bytes were appended: the connection holds that many more.
+    Appended,
+    /// Some output was written first to make room: count again.
+    AfterFlush,
 }
 
 /// Why output could not be queued.

@@ -136,6 +136,7 @@ impl Server {
             self.limits.release(&mut admission);
             return;
         }
+        self.ledger.open(id.key);
         let local = peer.ip().is_loopback() || is_mapped_loopback(peer.ip());
         let proxied = self.config.proxy_from.iter().any(|c| c.contains(peer.ip()));
         entry.insert(Conn {
@@ -247,7 +248,10 @@ impl Server {
 
     /// Hands what the transport has to the session (lines, while it wants
     /// them) or to the reactor (a deadline, a proxied address, a close),
-    /// then carries out the session's actions.
+    /// then carries out the session's actions, at least every
+    /// [`PUMP_BATCH`] lines: a read of 64 KiB of `/who` is thousands of
+    /// answers, which must meet the output limits as they are made, not
+    /// all pile up first.
     pub(super) fn pump(&mut self, key: usize, now: Instant) {
         loop {
             let Some(conn) = self.conns.at_mut(key) else {
@@ -259,7 +263,13 @@ impl Server {
             let id = conn.id;
             let mut ctx = self.chat.ctx(now);
             let mut next = None;
+            let mut batch = 0;
             while !conn.transport.is_chat() || conn.session.wants_input() {
+                if batch == PUMP_BATCH {
+                    next = Some(Next::Batch);
+                    break;
+                }
+                batch += 1;
                 let Some(input) = conn.transport.next_input(now, &self.transport) else {
                     break;
                 };
@@ -272,11 +282,11 @@ impl Server {
                         self.transport_deadlines.push(Reverse((at, id)));
                     }
                     Input::Client(addr) => {
-                        next = Some(Ok(addr));
+                        next = Some(Next::Client(addr));
                         break;
                     }
                     Input::Close(reason) => {
-                        next = Some(Err(reason));
+                        next = Some(Next::Close(reason));
                         break;
                     }
                 }
@@ -290,8 +300,10 @@ impl Server {
             self.apply(id);
             match next {
                 None => return,
-                Some(Ok(client)) => self.rehome(id, client, now),
-                Some(Err(reason)) => {
+                // Carried out; the session's next lines come now.
+                Some(Next::Batch) => {}
+                Some(Next::Client(client)) => self.rehome(id, client, now),
+                Some(Next::Close(reason)) => {
                     debug!("conn {key}: {reason}");
                     self.mark_closing(id, Closing::AfterFlush, reason);
                     return;
@@ -384,7 +396,9 @@ impl Server {
         if conn.closing == Some(Closing::Now) {
             return;
         }
-        let want = match conn.transport.flush(&mut conn.stream, &mut conn.out) {
+        let flushed = conn.transport.flush(&mut conn.stream, &mut conn.out);
+        self.ledger.set(key, conn.unsent());
+        let want = match flushed {
             Ok(Flushed::All) => Interest::READABLE,
             Ok(Flushed::Partly) => Interest::READABLE | Interest::WRITABLE,
             Err(e) => {
@@ -448,6 +462,7 @@ impl Server {
         let Some(mut conn) = self.conns.remove(id) else {
             return;
         };
+        self.ledger.set(id.key, 0);
         self.limits.release(&mut conn.admission);
         if let Some(Attempt::Login(name, _)) = conn.attempt.take() {
             self.limits.login_abandoned(&name);
@@ -481,6 +496,19 @@ impl Server {
         conn.closing = Some(Closing::Now);
         self.doomed.push(conn.id);
     }
+}
+
+/// Lines handed to a session before its actions are carried out.
+const PUMP_BATCH: usize = 64;
+
+/// Why [`Server::pump`] stopped taking input before the transport ran dry.
+enum Next {
+    /// [`PUMP_BATCH`] inputs were handled.
+    Batch,
+    /// A trusted proxy named the real client.
+    Client(SocketAddr),
+    /// The transport closes the connection.
+    Close(&'static str),
 }
 
 /// `::ffff:127.0.0.1` and the like: an IPv4 loopback peer on a dual-stack

@@ -8,17 +8,36 @@
 
 /// Bytes received and not yet framed. A cursor instead of draining from the
 /// front, so taking a line costs nothing; the buffer is compacted when it
-/// is empty, and freed by [`InBuf::release`] when idle.
+/// is empty.
+///
+/// Its memory follows what it holds: [`InBuf::settle`], called whenever
+/// the framing waits for more bytes, gives back an allocation that a large
+/// read left behind, and with a [limit](InBuf::set_limit) (the line
+/// framing's `--max-line`, plus one byte for a CR) the buffer never grows
+/// past that limit while a partial frame fits in it. A partial line
+/// therefore costs at most about `--max-line` of memory, not the twice that
+/// doubling a vector would give, however its bytes arrive.
 #[derive(Debug, Default)]
 pub struct InBuf {
     buf: Vec<u8>,
     pos: usize,
+    /// The most a partial frame can hold before the framing drops it; 0
+    /// for none.
+    limit: usize,
 }
 
 /// Largest allocation an idle connection keeps for input.
 const KEEP_CAPACITY: usize = 4096;
+/// Smallest allocation made for input.
+const MIN_CAPACITY: usize = 64;
 
 impl InBuf {
+    /// Caps the growth of a partial frame at `limit` bytes: the framing
+    /// drops anything longer, so room beyond it would never be used.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     pub fn push(&mut self, data: &[u8]) {
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -26,6 +45,16 @@ impl InBuf {
         } else if self.pos > 0 && self.pos >= self.buf.len() / 2 {
             self.buf.drain(..self.pos);
             self.pos = 0;
+        }
+        let need = self.buf.len() + data.len();
+        if need > self.buf.capacity() {
+            // Doubling, as a vector grows, except that a partial frame
+            // that fits the limit gets no room beyond it.
+            let mut target = (self.buf.capacity() * 2).max(need).max(MIN_CAPACITY);
+            if self.limit > 0 && need <= self.limit {
+                target = target.min(self.limit);
+            }
+            self.buf.reserve_exact(target - self.buf.len());
         }
         self.buf.extend_from_slice(data);
     }
@@ -65,21 +94,44 @@ impl InBuf {
         rest
     }
 
-    /// Frees the allocation of an empty buffer, or a large one; true if it
-    /// freed something.
+    /// Every whole frame has been taken and the framing waits for more:
+    /// frees a large allocation that is empty, and moves a partial frame
+    /// out of one much larger than it (a 64 KiB read that ended in the
+    /// middle of a line, say) into one of its own size. The bytes copied
+    /// are never more than those received since the buffer last grew.
+    pub fn settle(&mut self) {
+        let cap = self.buf.capacity();
+        if cap <= KEEP_CAPACITY {
+            return;
+        }
+        let len = self.len();
+        if len == 0 {
+            self.buf = Vec::new();
+            self.pos = 0;
+        } else if cap > 2 * len || (self.limit > 0 && cap > self.limit) {
+            self.buf = self.take_all();
+        }
+    }
+
+    /// Frees the allocation of an empty buffer, or the room a partial
+    /// frame does not use; true if it freed something.
     pub fn release(&mut self) -> bool {
         if self.is_empty() && self.buf.capacity() > 0 {
             self.buf = Vec::new();
             self.pos = 0;
             return true;
         }
-        if self.buf.capacity() > KEEP_CAPACITY && self.len() <= KEEP_CAPACITY {
-            let rest = self.take_all();
-            self.buf = rest;
-            self.buf.shrink_to_fit();
+        if self.buf.capacity() > KEEP_CAPACITY.max(self.len()) {
+            // `split_off` allocates exactly what is left.
+            self.buf = self.take_all();
             return true;
         }
         false
+    }
+
+    /// Bytes allocated for this buffer.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 }
 
@@ -252,6 +304,70 @@ mod tests {
             frames(&[b"0123456789ab"], true, 10),
             ["<too long>", "<end>"]
         );
+    }
+
+    /// A partial line costs about `--max-line` at rest, however its bytes
+    /// come: one at a time, or at the end of a large read.
+    #[test]
+    fn a_partial_line_costs_about_the_line_limit() {
+        const MAX: usize = 4096;
+        let settle = |input: &mut InBuf, lines: &mut Lines| {
+            while lines.next(input, MAX).is_some() {}
+            input.settle();
+        };
+        // One byte at a time up to the limit (4096 and a CR).
+        let mut input = InBuf::default();
+        input.set_limit(MAX + 1);
+        let mut lines = Lines::new();
+        for _ in 0..MAX + 1 {
+            input.push(b"z");
+            settle(&mut input, &mut lines);
+            assert!(input.capacity() <= MAX + 1, "{}", input.capacity());
+        }
+        assert_eq!(input.len(), MAX + 1);
+        // One more byte: the line is over the limit and dropped.
+        input.push(b"z");
+        settle(&mut input, &mut lines);
+        assert_eq!((input.len(), input.capacity()), (0, 0));
+
+        // A 64 KiB read of whole lines ending in a long partial one.
+        let mut input = InBuf::default();
+        input.set_limit(MAX + 1);
+        let mut lines = Lines::new();
+        let mut read = b"short line\n".repeat(6000);
+        read.truncate(65536 - 4000 - 1);
+        read.extend_from_slice(b"\n");
+        read.extend(std::iter::repeat_n(b'p', 3999));
+        input.push(&read);
+        settle(&mut input, &mut lines);
+        assert_eq!(input.len(), 3999);
+        assert!(input.capacity() <= MAX + 1, "{}", input.capacity());
+        // The rest of that line, then an empty buffer keeps nothing.
+        input.push(b"\n");
+        assert_eq!(
+            lines.next(&mut input, MAX),
+            Some(LineFrame::Line(&[b'p'; 3999][..]))
+        );
+        settle(&mut input, &mut lines);
+        assert_eq!(input.capacity(), 0);
+    }
+
+    /// Without a limit (WebSocket frames, an HTTP head) the buffer still
+    /// gives back what a large read left behind.
+    #[test]
+    fn settle_without_a_limit_keeps_at_most_twice_the_rest() {
+        let mut input = InBuf::default();
+        input.push(&[b'w'; 65536]);
+        input.consume(65536 - 100);
+        input.settle();
+        assert_eq!(input.bytes(), &[b'w'; 100][..]);
+        assert!(input.capacity() <= KEEP_CAPACITY);
+        let mut input = InBuf::default();
+        for _ in 0..40_000 {
+            input.push(b"t");
+            input.settle();
+            assert!(input.capacity() <= (2 * input.len()).max(KEEP_CAPACITY));
+        }
     }
 
     #[test]

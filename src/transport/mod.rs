@@ -207,6 +207,9 @@ impl Transport {
     /// bytes arrive (or a deadline passes).
     pub fn next_input(&mut self, now: Instant, settings: &Settings) -> Option<Input<'_>> {
         let Some(step) = self.step(now, settings) else {
+            // Every whole frame is out: the buffer gives back what a large
+            // read left behind.
+            self.input.settle();
             // Waiting: make sure the reactor calls back at the deadline.
             let over = matches!(self.framing, Framing::Done | Framing::Failed);
             return match self.deadline {
@@ -465,6 +468,8 @@ impl Transport {
             self.framing = Framing::Done;
             return Input::Close("plain text from another host");
         }
+        // A partial line costs at most the limit (and a CR) of memory.
+        self.input.set_limit(settings.max_line + 1);
         self.framing = Framing::Lines(Lines::new());
         Input::Start
     }
@@ -513,6 +518,12 @@ impl Transport {
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.outgoing_len() >= 2 * WIRE_HIGH)
+    }
+
+    /// Bytes encoded for the socket and not yet taken by it (WebSocket
+    /// frames, HTTP answers, TLS records).
+    pub fn unsent(&self) -> usize {
+        self.wire.pending() + self.tls.as_ref().map_or(0, TlsStream::outgoing_len)
     }
 
     /// Whether anything is queued below the session's own output.

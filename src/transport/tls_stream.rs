@@ -92,6 +92,9 @@ impl TlsStream {
         let result = self.drive(plain, None, false);
         if self.incoming.is_empty() {
             self.incoming = Vec::new();
+        } else if self.incoming.capacity() > (2 * self.incoming.len()).max(4096) {
+            // A partial record left at the end of a large read.
+            self.incoming.shrink_to_fit();
         }
         result
     }

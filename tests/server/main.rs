@@ -13,6 +13,7 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod output;
 mod remote;
 mod review;
 mod robustness;
