@@ -39,8 +39,7 @@
 //! batch and then its own: twice that). Logins do not wait for it: workers
 //! hand new accounts to the writer and go on.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -48,76 +47,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as channel;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use crate::owner_only;
 use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
+use crate::store::{Access, migrate, open, private_files};
+pub use crate::store::{Error, ErrorKind, SCHEMA_VERSION};
 
 mod costs;
 use costs::{Costs, hash_cost};
-
-/// The schema this build writes. Bump it, and add a step to `migrate`, when
-/// the tables change.
-pub const SCHEMA_VERSION: i64 = 1;
-
-/// How long a statement waits for another connection's lock before it gives
-/// up with SQLITE_BUSY, and the user gets `! service temporarily
-/// unavailable, try again`. Our own writes are one-row inserts that hold the
-/// write lock for an fsync or two, so workers never wait anywhere near this
-/// for each other; only something outside holding the lock for long (an
-/// admin's open transaction, a VACUUM) does, and then waiting longer does
-/// not help the person at the prompt, who has already waited for bcrypt.
-/// Meanwhile a waiting worker serves nobody: with two workers, two stuck
-/// registrations would hold up every login for the whole timeout. Hence 2 s,
-/// not the 5 s this used to be.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What went wrong opening the account store.
-#[derive(Debug)]
-pub struct Error {
-    kind: ErrorKind,
-    message: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The database could not be opened, read or written.
-    Database,
-    /// The database was written by a newer NeoChat.
-    SchemaTooNew,
-    /// The database is read-only, and this build has to write to it first
-    /// (its schema needs migrating).
-    ReadOnly,
-    /// A worker thread could not be started.
-    Thread,
-}
-
-impl Error {
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Error {
-        Error::new(ErrorKind::Database, e.to_string())
-    }
-}
 
 /// One account operation for a connection.
 pub struct Job {
@@ -351,35 +288,6 @@ impl AuthPool {
     }
 }
 
-/// Makes the database and its `-wal` and `-shm` files owner-only: creates
-/// the database mode 0600 before SQLite does (which would make it 0644, and
-/// the `-wal` and `-shm` files like it), and tightens any of them an older
-/// version or an operator left open to others (logged). Failing here stops
-/// nothing: a database that cannot be created is SQLite's to report, with
-/// its clearer message.
-fn private_files(db: &Path) {
-    let shown = db.as_os_str();
-    // Names SQLite reads otherwise: an in-memory or temporary database, or
-    // a `file:` URI.
-    if shown.is_empty() || shown == ":memory:" || shown.as_encoded_bytes().starts_with(b"file:") {
-        return;
-    }
-    match owner_only::create(db) {
-        Ok(true) => log::info!("created database {} (mode 0600)", db.display()),
-        Ok(false) => {}
-        Err(e) => log::debug!("cannot create database {}: {e}", db.display()),
-    }
-    for (suffix, what) in [
-        ("", "database"),
-        ("-wal", "database write-ahead log"),
-        ("-shm", "database shared-memory file"),
-    ] {
-        let mut path = db.as_os_str().to_owned();
-        path.push(suffix);
-        owner_only::tighten_logged(Path::new(&path), what);
-    }
-}
-
 /// "Unknown user" is verified against this hash, so it costs what a wrong
 /// password costs and the two cannot be told apart by timing. Its cost is
 /// the one most accounts have (see `costs`), which the writer may change
@@ -424,142 +332,6 @@ fn relabel(rest: &str, cost: u32) -> String {
 #[cfg(test)]
 fn dummy_hash(cost: u32) -> Result<String, Error> {
     Ok(relabel(&dummy_rest()?, cost))
-}
-
-/// How the account store could be opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
-    /// Reads and writes: the normal case.
-    ReadWrite,
-    /// The file is write-protected, so SQLite opened it read-only. Logins
-    /// work; registrations cannot.
-    ReadOnly,
-    /// Read-only, in a directory we cannot write either, with no `-wal`
-    /// file: SQLite refuses to read a WAL database then (it must open the
-    /// `-wal` file, and cannot create it), unless the database is opened as
-    /// `immutable`, which takes no locks and assumes nobody else changes the
-    /// file. With no `-wal` file, every commit is in the main file, so the
-    /// snapshot is complete when we open it.
-    Immutable,
-}
-
-fn open(path: &Path) -> Result<(Connection, Access), Error> {
-    let cannot = |e: rusqlite::Error| {
-        let hint = if extended_code(&e) == Some(rusqlite::ffi::SQLITE_READONLY_DIRECTORY) {
-            " (SQLite must create the -wal and -shm files next to it, and \
-             cannot write to that directory)"
-        } else {
-            ""
-        };
-        Error::new(
-            ErrorKind::Database,
-            format!("cannot open database {}: {e}{hint}", path.display()),
-        )
-    };
-    // Opened read-write, SQLite falls back to read-only by itself when the
-    // file is write-protected.
-    let conn = Connection::open(path).map_err(cannot)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    if conn.is_readonly(rusqlite::MAIN_DB)? {
-        // Nothing to set up on a database we cannot write; the first read
-        // tells whether SQLite can read it at all.
-        return match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
-            Ok(_) => Ok((conn, Access::ReadOnly)),
-            Err(e) if extended_code(&e) == Some(rusqlite::ffi::SQLITE_READONLY_DIRECTORY) => {
-                drop(conn);
-                let conn = Connection::open_with_flags(
-                    immutable_uri(path),
-                    OpenFlags::SQLITE_OPEN_READ_ONLY
-                        | OpenFlags::SQLITE_OPEN_URI
-                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(cannot)?;
-                conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
-                    .map_err(cannot)?;
-                Ok((conn, Access::Immutable))
-            }
-            Err(e) => Err(cannot(e)),
-        };
-    }
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(cannot)?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        log::warn!("database journal mode is {mode}, not wal");
-    }
-    // FULL: an acknowledged registration survives a power loss, not only a
-    // crash. Builds differ in what they accept, so read it back.
-    conn.execute_batch("PRAGMA synchronous=FULL")?;
-    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
-    if sync < 2 {
-        return Err(Error::new(
-            ErrorKind::Database,
-            format!("database refused synchronous=FULL (got {sync})"),
-        ));
-    }
-    Ok((conn, Access::ReadWrite))
-}
-
-/// SQLite's extended result code of an error, if it came from SQLite.
-fn extended_code(e: &rusqlite::Error) -> Option<std::ffi::c_int> {
-    e.sqlite_error().map(|e| e.extended_code)
-}
-
-/// `file:PATH?immutable=1`, with every byte of the path that is not plainly
-/// safe in a URI percent-encoded (`?`, `#` and `%` would change its meaning).
-fn immutable_uri(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut uri = String::from("file:");
-    for &b in path.as_os_str().as_bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-            uri.push(char::from(b));
-        } else {
-            uri.push_str(&format!("%{b:02X}"));
-        }
-    }
-    uri.push_str("?immutable=1");
-    uri
-}
-
-/// Brings the schema to [`SCHEMA_VERSION`], in one immediate transaction.
-/// A read-only database must already be there: it is used as it is, or
-/// refused with a message that says why.
-fn migrate(conn: &Connection, access: Access, path: &Path) -> Result<(), Error> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version > SCHEMA_VERSION {
-        return Err(Error::new(
-            ErrorKind::SchemaTooNew,
-            format!(
-                "database schema version {version} is newer than this server's ({SCHEMA_VERSION})"
-            ),
-        ));
-    }
-    if version == SCHEMA_VERSION {
-        return Ok(());
-    }
-    if access != Access::ReadWrite {
-        return Err(Error::new(
-            ErrorKind::ReadOnly,
-            format!(
-                "database {} is read-only and needs migrating from schema version \
-                 {version} to {SCHEMA_VERSION}: start once with write access to it \
-                 and its directory",
-                path.display()
-            ),
-        ));
-    }
-    conn.execute_batch(
-        "BEGIN IMMEDIATE;
-         CREATE TABLE IF NOT EXISTS users (
-             id         INTEGER PRIMARY KEY,
-             name       TEXT NOT NULL UNIQUE COLLATE NOCASE,
-             hash       TEXT NOT NULL,
-             created_at INTEGER NOT NULL
-         );
-         PRAGMA user_version = 1;
-         COMMIT;",
-    )?;
-    Ok(())
 }
 
 /// Workers yield the processor to the event loop. bcrypt is pure CPU and a
@@ -1307,6 +1079,9 @@ fn closed() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::immutable_uri;
+    use rusqlite::OpenFlags;
+    use std::path::Path;
     use std::sync::mpsc;
 
     /// A registration with this password panics inside its write

@@ -16,6 +16,8 @@
 //! - [`outbox`]: a connection's bounded output buffer.
 //! - [`limits`]: per-source abuse limits (connections per address, pending
 //!   logins, failed logins, registrations), counted without I/O.
+//! - [`store`]: the SQLite database: opening it, its file modes, errors and
+//!   numbered schema migrations.
 //! - [`auth`]: the worker pool that runs bcrypt and SQLite off the loop and
 //!   wakes it with results.
 //! - [`log_every`]: log lines for events that can repeat fast, throttled
@@ -36,6 +38,7 @@ pub mod log_every;
 pub mod owner_only;
 pub use reactor::outbox;
 pub mod reactor;
+pub mod store;
 pub mod transport;
 
 /// The chat session, under its version-1 path.
