@@ -1,6 +1,9 @@
 //! The chat itself, with no I/O: what lines mean. Sessions (login and chat
-//! states), the roster of who is online. It sees only lines and time, and
+//! states), the roster of who is online, the table of chat commands, and
+//! the rules of text. It sees only lines and time, and
 //! answers with actions; which transport carried a line is not its
 //! business.
 
+pub mod commands;
 pub mod session;
+pub mod text;

@@ -16,6 +16,9 @@
 //! the `handle_*` methods; [`Session::handle_closed`] exactly once at the
 //! end.
 //!
+//! Commands of the Chatting state are a table in [`super::commands`]; the
+//! rules of text (forbidden characters, names) are in [`super::text`].
+//!
 //! The only shared state a session sees is the [`Roster`] of online users,
 //! which it reads for `/who` and `/msg` and updates when it enters or leaves
 //! the room. Delivering what it asks for (broadcast, private message, closing
@@ -23,6 +26,10 @@
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+use super::commands::{self, Call, Then};
+use super::text::{first_word, is_blank};
+pub use super::text::{is_forbidden, valid_name};
 
 /// Identifies one connection for its whole life: the slab key it occupies and
 /// a serial that is never reused, so a late message for a closed connection
@@ -203,7 +210,8 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn send(&mut self, line: &str) {
+    /// Queues `line` (without its LF) for this connection.
+    pub fn send(&mut self, line: &str) {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
@@ -216,7 +224,6 @@ const MAX_LOGIN_FAILURES: u8 = 3;
 const MIN_PASSWORD: usize = 8;
 /// bcrypt uses at most 72 bytes; longer passwords are refused, never cut.
 pub const MAX_PASSWORD: usize = 72;
-const MAX_NAME: usize = 32;
 const SLOW_DOWN_EVERY: Duration = Duration::from_secs(1);
 /// Unreadable lines (invalid UTF-8, control characters, too long) in a row
 /// a connection may send before it is Chatting. Each gets its error and the
@@ -225,17 +232,6 @@ const SLOW_DOWN_EVERY: Duration = Duration::from_secs(1);
 /// instead of being answered line by line until the login timeout. High
 /// enough for any person, and for a test walking every forbidden character.
 const MAX_JUNK_LINES: u16 = 100;
-
-pub const HELP: &[&str] = &[
-    "* commands:",
-    "*   <text>              say <text> to everybody",
-    "*   /msg <user> <text>  send <text> to <user> only",
-    "*   /me <action>        show '* <you> <action>' to everybody",
-    "*   /who                list who is online",
-    "*   /help               show this help",
-    "*   /quit               leave the chat",
-    "*   //text              say a line that starts with '/'",
-];
 
 #[derive(Debug)]
 enum State {
@@ -641,21 +637,20 @@ impl Session {
         }
         let (command, args) = match line.strip_prefix('/') {
             Some(rest) if !rest.starts_with('/') => {
-                let end = rest.find(is_blank).unwrap_or(rest.len());
-                (Some(&rest[..end]), rest[end..].trim_start_matches(is_blank))
+                let (command, args) = first_word(rest);
+                (Some(command), args)
             }
             _ => (None, ""),
         };
-        let command = command.map(|c| (c, c.to_ascii_lowercase()));
         // `/quit` always works, even for a flooder: leaving is never dropped.
-        let quitting = matches!(&command, Some((_, c)) if c == "quit");
+        let quitting = command.is_some_and(|c| c.eq_ignore_ascii_case("quit"));
         if !quitting && !self.take_token(line.len(), ctx) {
             return;
         }
         let Some(name) = self.name().map(str::to_owned) else {
             return;
         };
-        let Some((typed, command)) = command else {
+        let Some(typed) = command else {
             // `//text` says `/text`.
             let text = line.strip_prefix('/').unwrap_or(line);
             let mut out = Vec::with_capacity(name.len() + text.len() + 3);
@@ -666,68 +661,15 @@ impl Session {
             ctx.actions.push(Action::Broadcast(out));
             return;
         };
-        match command.as_str() {
-            "msg" => {
-                let (to, text) = match args.find(is_blank) {
-                    Some(i) => (&args[..i], args[i..].trim_start_matches(is_blank)),
-                    None => (args, ""),
-                };
-                if to.is_empty() || text.trim_matches(is_blank).is_empty() {
-                    ctx.send("! usage: /msg <user> <text>");
-                } else if let Some((id, _)) = ctx.roster.lookup(to) {
-                    let line = format!("@{name}: {text}\n");
-                    ctx.actions.push(Action::SendTo(id, line.into_bytes()));
-                } else {
-                    ctx.send(&format!("! {to} is not online"));
-                }
-            }
-            "me" => {
-                if args.trim_matches(is_blank).is_empty() {
-                    ctx.send("! usage: /me <action>");
-                } else {
-                    let line = format!("* {name} {args}\n");
-                    ctx.actions.push(Action::Broadcast(line.into_bytes()));
-                }
-            }
-            "who" => ctx.actions.push(Action::Send(ctx.roster.who_line())),
-            "help" => {
-                for line in HELP {
-                    ctx.send(line);
-                }
-            }
-            "quit" => {
-                ctx.send("* bye");
-                self.end("quit", ctx);
-            }
-            _ => ctx.send(&format!("! unknown command /{typed}; try /help")),
+        let Some(command) = commands::find(typed) else {
+            ctx.send(&format!("! unknown command /{typed}; try /help"));
+            return;
+        };
+        let call = Call { user: &name, args };
+        if (command.run)(&call, ctx) == Then::Quit {
+            self.end("quit", ctx);
         }
     }
-}
-
-fn is_blank(c: char) -> bool {
-    c == ' ' || c == '\t'
-}
-
-/// Characters no line may carry: C0 controls but TAB, DEL, C1 controls, and
-/// the bidirectional overrides and isolates.
-pub fn is_forbidden(c: char) -> bool {
-    matches!(c,
-        '\u{0}'..='\u{8}'
-        | '\u{a}'..='\u{1f}'
-        | '\u{7f}'..='\u{9f}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2066}'..='\u{2069}')
-}
-
-/// 1-32 of `A-Z a-z 0-9 _ - .`, starting with a letter or a digit.
-pub fn valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_NAME
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 #[cfg(test)]

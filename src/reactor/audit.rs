@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
-use crate::chat::session::valid_name;
+use crate::chat::text::valid_name;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
