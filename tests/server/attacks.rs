@@ -197,19 +197,6 @@ fn fill_per_ip(addr: SocketAddr, client: &str) -> Vec<TcpStream> {
         .collect()
 }
 
-fn from_proxy(addr: SocketAddr, request: &str) -> String {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.9:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    sock.connect(&addr.into()).unwrap();
-    let mut s: TcpStream = sock.into();
-    s.write_all(request.as_bytes()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 /// Wrong answer. An HTTP (or HTTPS, or WebSocket upgrade) request whose
 /// X-Forwarded-For names an address over a per-address limit gets the
 /// chat line `! too many connections from your address` as its whole
@@ -220,8 +207,9 @@ fn an_http_client_over_a_limit_gets_an_http_answer() {
     let server = Server::start(&["--proxy-from", "127.0.0.9/32"]);
     let _held = fill_per_ip(server.addr, "203.0.113.7");
     std::thread::sleep(Duration::from_millis(500));
-    let got = from_proxy(
+    let got = exchange_from(
         server.addr,
+        9,
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n",
     );
     assert!(got.starts_with("HTTP/1.1 "), "{got:?}");
@@ -238,8 +226,9 @@ fn x_forwarded_for_does_not_fall_back_to_a_client_supplied_header() {
     let server = Server::start(&["--proxy-from", "127.0.0.9/32"]);
     let _held = fill_per_ip(server.addr, "203.0.113.7");
     std::thread::sleep(Duration::from_millis(500));
-    let got = from_proxy(
+    let got = exchange_from(
         server.addr,
+        9,
         "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7\r\n\
          X-Forwarded-For: 198.51.100.2:5555\r\n\r\n",
     );

@@ -766,30 +766,8 @@ fn coordinated_bursts_do_not_cut_off_readers() {
     const SENDERS: usize = 20;
     let s = Server::start(&["--rate-bytes", "off"]);
     let probe = Probe::start(s.addr);
-    let mut senders: Vec<Client> = (0..SENDERS)
-        .map(|i| {
-            let name = format!("burst{i}");
-            let c = register(s.addr, &name, &pw(&name));
-            probe.wait_heard(&format!("* {name} joined"));
-            c
-        })
-        .collect();
-    probe.wait_progress(2);
-    let line = "b".repeat(4000);
-    let burst: String = (0..20).map(|_| format!("{line}\n")).collect();
-    s.signal(libc::SIGSTOP);
-    for c in &mut senders {
-        // The server is stopped: the bursts wait in its receive buffers.
-        let _ = c.try_send_bytes(burst.as_bytes());
-    }
-    s.signal(libc::SIGCONT);
-    probe.wait_progress(3);
-    let report = probe.finish();
-    let bursts = report
-        .rx_heard
-        .iter()
-        .filter(|l| l.starts_with("burst") && l.ends_with(&line))
-        .count();
+    let mut senders = burst_senders(s.addr, &probe, SENDERS);
+    let (_, bursts) = send_bursts_at_once(&s, probe, &mut senders);
     println!("probe heard {bursts} burst lines of {}", SENDERS * 20);
     assert_eq!(bursts, SENDERS * 20, "every burst line reached the reader");
 }

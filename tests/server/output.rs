@@ -142,34 +142,13 @@ fn a_burst_that_readers_keep_up_with_is_not_cut_off_by_the_total_bound() {
     const SENDERS: usize = 20;
     let s = Server::start(&["--rate-bytes", "off", "--max-total-output", "4194304"]);
     let probe = Probe::start(s.addr);
-    let mut senders: Vec<Client> = (0..SENDERS)
-        .map(|i| {
-            let name = format!("burst{i}");
-            let c = register(s.addr, &name, &pw(&name));
-            probe.wait_heard(&format!("* {name} joined"));
-            c
-        })
-        .collect();
+    let mut senders = burst_senders(s.addr, &probe, SENDERS);
     let nobody = Arc::new(Mutex::new(None));
     let drains: Vec<_> = senders
         .iter()
         .map(|c| drain(c.writer_clone(), "", nobody.clone()))
         .collect();
-    probe.wait_progress(2);
-    let line = "b".repeat(4000);
-    let burst: String = (0..20).map(|_| format!("{line}\n")).collect();
-    s.signal(libc::SIGSTOP);
-    for c in &mut senders {
-        let _ = c.try_send_bytes(burst.as_bytes());
-    }
-    s.signal(libc::SIGCONT);
-    probe.wait_progress(3);
-    let report = probe.finish();
-    let bursts = report
-        .rx_heard
-        .iter()
-        .filter(|l| l.starts_with("burst") && l.ends_with(&line))
-        .count();
+    let (report, bursts) = send_bursts_at_once(&s, probe, &mut senders);
     let left: Vec<&String> = report
         .rx_heard
         .iter()

@@ -1,31 +1,12 @@
 //! Hostile review of "Hardening, round two": each test is a finding,
 //! over real sockets.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
 
 const BUSY: &str = "! server busy, try again";
-
-/// A raw connection from the trusted proxy 127.0.0.9 that sends `bytes`
-/// and returns everything it gets back, up to the close.
-fn through_proxy(addr: SocketAddr, bytes: &str) -> String {
-    let sock =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.bind(&"127.0.0.9:0".parse::<SocketAddr>().expect("addr").into())
-        .expect("bind 127.0.0.9");
-    sock.connect(&addr.into()).expect("connect");
-    let mut s: TcpStream = sock.into();
-    s.write_all(bytes.as_bytes()).expect("send");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    String::from_utf8_lossy(&got).into_owned()
-}
 
 /// High (spoofing, every per-address limit and the audit trail). Behind
 /// the README's own set-up, a TCP proxy (nginx `stream`, HAProxy `mode
@@ -38,8 +19,9 @@ fn through_proxy(addr: SocketAddr, bytes: &str) -> String {
 fn after_a_proxy_header_x_forwarded_for_is_the_clients_own_and_ignored() {
     let server = Server::start_with_debug_log(&["--proxy-from", "127.0.0.9/32"]);
     for claimed in ["127.0.0.1", "198.51.100.66"] {
-        let got = through_proxy(
+        let got = exchange_from(
             server.addr,
+            9,
             &format!(
                 "PROXY TCP4 203.0.113.7 127.0.0.1 5555 59000\r\n\
                  GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {claimed}\r\n\r\n"

@@ -7,7 +7,7 @@
 //! `wire`, expecting the very lines the plain tests expect.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -34,13 +34,6 @@ fn fp(s: &Server) -> String {
 /// Whether the server process is still running.
 fn alive(s: &mut Server) -> bool {
     s.wait_exit(Duration::from_millis(50)).is_none()
-}
-
-/// A TCP connection from `127.0.0.<host>`.
-#[track_caller]
-fn tcp_from(server: SocketAddr, host: u8) -> TcpStream {
-    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, host));
-    tcp_connect(server, Some(ip)).unwrap_or_else(|e| panic!("connect {server} from {ip}: {e}"))
 }
 
 /// A PEM certificate and key made with rcgen for `localhost`, written to

@@ -3,7 +3,7 @@
 //! that assert exact lines. Every helper is `#[track_caller]`, so a failure
 //! points at the test line that expected something, not at this file.
 
-use std::io::{self, BufRead, BufReader, ErrorKind, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -1668,17 +1668,70 @@ pub fn connection_log(log: &str, peer: SocketAddr) -> Vec<String> {
     mine
 }
 
+/// A TCP connection from `127.0.0.<host>` (all of 127/8 is this machine;
+/// the server sees distinct peer addresses), with the suite's timeouts.
+#[track_caller]
+pub fn tcp_from(server: SocketAddr, host: u8) -> TcpStream {
+    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, host));
+    crate::wire::tcp_connect(server, Some(ip))
+        .unwrap_or_else(|e| panic!("connect {server} from {ip}: {e}"))
+}
+
 /// Connects from `127.0.0.<host>`.
 #[track_caller]
 pub fn connect_from(addr: SocketAddr, host: u8) -> Client {
-    use socket2::{Domain, Socket, Type};
-    use std::net::{IpAddr, Ipv4Addr};
-    let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.bind(&src.into()).expect("bind source address");
-    socket
-        .connect(&addr.into())
-        .unwrap_or_else(|e| panic!("connect {addr} from {src}: {e}"));
-    let stream: TcpStream = socket.into();
-    Client::from_stream(stream).with_label(&format!("127.0.0.{host}"))
+    Client::from_stream(tcp_from(addr, host)).with_label(&format!("127.0.0.{host}"))
+}
+
+/// Sends `bytes` from `127.0.0.<host>` (a proxy's address, say) and returns
+/// everything the server answers until it closes (or the read times out).
+#[track_caller]
+pub fn exchange_from(addr: SocketAddr, host: u8, bytes: &str) -> String {
+    let mut s = tcp_from(addr, host);
+    s.write_all(bytes.as_bytes()).expect("send");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Registers `n` users `burst0`, `burst1`, ... and waits until the probe
+/// heard each join.
+#[track_caller]
+pub fn burst_senders(addr: SocketAddr, probe: &Probe, n: usize) -> Vec<Client> {
+    (0..n)
+        .map(|i| {
+            let name = format!("burst{i}");
+            let c = register(addr, &name, &pw(&name));
+            probe.wait_heard(&format!("* {name} joined"));
+            c
+        })
+        .collect()
+}
+
+/// Has every sender send one full flood-control burst (20 lines of 4,000
+/// bytes) at the same instant: the server is stopped (SIGSTOP) while they
+/// write, so all of it waits in its receive buffers for one loop turn.
+/// Returns the line sent, and once the probe chatted on, its report with
+/// how many burst lines it heard.
+pub fn send_bursts_at_once(
+    s: &Server,
+    probe: Probe,
+    senders: &mut [Client],
+) -> (ProbeReport, usize) {
+    probe.wait_progress(2);
+    let line = "b".repeat(4000);
+    let burst: String = (0..20).map(|_| format!("{line}\n")).collect();
+    s.signal(libc::SIGSTOP);
+    for c in senders.iter_mut() {
+        let _ = c.try_send_bytes(burst.as_bytes());
+    }
+    s.signal(libc::SIGCONT);
+    probe.wait_progress(3);
+    let report = probe.finish();
+    let heard = report
+        .rx_heard
+        .iter()
+        .filter(|l| l.starts_with("burst") && l.ends_with(&line))
+        .count();
+    (report, heard)
 }
