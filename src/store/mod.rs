@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::owner_only;
 
+pub mod ops;
 pub mod schema;
 
 pub use schema::SCHEMA_VERSION;

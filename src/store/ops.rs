@@ -1,0 +1,162 @@
+//! What the event loop asks of the store thread, and what it answers: the
+//! one seam between the chat (on the loop) and SQLite (off it).
+//!
+//! Every [`Op`] goes down one channel to the one store thread, which
+//! carries them out in the order they were sent, committing whatever is
+//! waiting in one transaction (group commit: one fsync for a batch). Reads
+//! that must see every earlier write ([`Op::Load`], [`Op::History`]) go
+//! down the same channel, so they are answered after every write the loop
+//! sent before them: a login never misses a private message stored a
+//! moment earlier, and `/history` never misses a line still in the queue.
+//! Answers come back as [`Answer`]s, after which the thread wakes the loop.
+//!
+//! Names here are as the chat uses them: accounts as registered (matched
+//! without regard to case), rooms in lowercase without their `#`, the lobby
+//! as [`LOBBY`].
+
+use crate::chat::session::ConnId;
+
+/// The lobby's name in the tables (no room can be called `lobby`: `#lobby`
+/// always means the lobby).
+pub const LOBBY: &str = "lobby";
+
+/// One stored message: a public line in a room (the lobby too), a `/me`,
+/// or a private message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Global, assigned by the loop, strictly increasing in the order sent.
+    pub id: u64,
+    /// The room (or [`LOBBY`]); `None` for a private message.
+    pub room: Option<String>,
+    /// The message's number in its room, from 1, assigned by the loop;
+    /// 0 for a private message.
+    pub n: u64,
+    /// As registered.
+    pub sender: String,
+    /// A private message's recipient, as registered.
+    pub recipient: Option<String>,
+    /// Unix time, seconds, UTC.
+    pub at: i64,
+    /// A `/me` action.
+    pub me: bool,
+    pub text: String,
+}
+
+/// What an account had when its last connection closed, read at login.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountState {
+    /// The lobby message number the account had seen; `None` if it has
+    /// never been online.
+    pub lobby_seen: Option<u64>,
+    /// Rooms it is a member of (sorted by name), each with the message
+    /// number it had seen there.
+    pub rooms: Vec<(String, u64)>,
+    /// Private messages received while it was offline, the newest 200 at
+    /// most, oldest first. Reading them marks every one delivered.
+    pub offline: Vec<Message>,
+    /// How many older offline messages there were besides `offline`.
+    pub offline_older: u64,
+}
+
+/// Whose history [`Op::History`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryOf {
+    /// A room (or [`LOBBY`]).
+    Room(String),
+    /// The private conversation between the asking account and this one.
+    Private(String),
+}
+
+/// What the loop asks the store thread to do, in order.
+#[derive(Debug)]
+pub enum Op {
+    /// Store a message. `pending`: a private message for an offline
+    /// recipient, to hand over at its next [`Op::Load`].
+    Message { message: Message, pending: bool },
+    /// A new room and its owner (who also becomes its first member).
+    CreateRoom {
+        name: String,
+        owner: String,
+        at: i64,
+    },
+    /// A room with no members left: delete it, its members and its
+    /// messages.
+    DeleteRoom { name: String },
+    /// Set (or with `None` clear) a room's topic.
+    Topic {
+        room: String,
+        topic: Option<String>,
+        by: String,
+    },
+    /// `account` became a member of `room`, having seen up to message `seen`.
+    Join {
+        room: String,
+        account: String,
+        seen: u64,
+    },
+    /// `account` left `room`.
+    Part { room: String, account: String },
+    /// The account's last connection closed: what it had seen, per room
+    /// (the lobby included, as [`LOBBY`]).
+    Seen {
+        account: String,
+        seen: Vec<(String, u64)>,
+    },
+    /// Read `account`'s [`AccountState`] and answer [`Reply::Loaded`].
+    Load { conn: ConnId, account: String },
+    /// Private messages handed to a connection that then failed to log
+    /// in: pending again.
+    Undeliver { ids: Vec<u64> },
+    /// Read up to `limit` messages, newest last, and answer
+    /// [`Reply::History`]. `before`: only messages with an id below it
+    /// (those the loop already has in memory are not read again).
+    History {
+        conn: ConnId,
+        account: String,
+        of: HistoryOf,
+        limit: usize,
+        before: Option<u64>,
+    },
+}
+
+/// An answer of the store thread to the connection that asked.
+#[derive(Debug)]
+pub struct Answer {
+    pub conn: ConnId,
+    pub reply: Reply,
+}
+
+#[derive(Debug)]
+pub enum Reply {
+    Loaded(Result<AccountState, super::Error>),
+    History(Result<Vec<Message>, super::Error>),
+}
+
+/// What the loop needs at start, read once before it accepts anybody.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The highest message id stored (0 if none): the loop goes on from it.
+    pub last_id: u64,
+    /// The lobby first, then every room sorted by name.
+    pub rooms: Vec<RoomRow>,
+    /// Every account name, as registered.
+    pub accounts: Vec<String>,
+}
+
+/// A room as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoomRow {
+    /// [`LOBBY`] for the lobby.
+    pub name: String,
+    /// `None` for the lobby.
+    pub owner: Option<String>,
+    /// The topic and who set it.
+    pub topic: Option<(String, String)>,
+    /// The highest message number the room ever had (kept when old
+    /// messages expire, so numbers never go back).
+    pub count: u64,
+    /// How many accounts are members (0 for the lobby: everyone is).
+    pub members: u64,
+    /// The newest messages, oldest first, at most the ring's size.
+    pub recent: Vec<Message>,
+}
