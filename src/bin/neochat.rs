@@ -20,9 +20,15 @@
 //! `--password-file` or `NEOCHAT_PASSWORD` logs in by itself and stdin is
 //! piped to the chat.
 //!
+//! The prompt shows the current room (`> ` in the lobby, `#rust> ` in a
+//! room), followed from the server's answers to `/join` and `/part`; lines
+//! of other rooms are marked `[#room]`, history lines carry the time they
+//! were delivered.
+//!
 //! Modules (in `src/bin/neochat/`): `display` (sanitizing, line kinds,
-//! colours, time: pure), `wire` (bounded line reading, error phrases,
-//! address checks), `tls` (handshake, certificate verifier), `known` (the
+//! colours, time: pure), `rooms` (room names, history times, the current
+//! room), `wire` (bounded line reading, error phrases, address checks),
+//! `tls` (handshake, certificate verifier), `known` (the
 //! pin file, fingerprints), `trust` (the trust decision and its questions),
 //! `conn` (plain or TLS stream split for the reader thread and the
 //! writer), `term` (terminal mode, hidden password, screen width), `prompt`
@@ -40,6 +46,8 @@ mod display;
 mod known;
 #[path = "neochat/prompt.rs"]
 mod prompt;
+#[path = "neochat/rooms.rs"]
+mod rooms;
 #[path = "neochat/term.rs"]
 mod term;
 #[path = "neochat/tls.rs"]
@@ -65,15 +73,25 @@ use conn::{Conn, Reader, Writer};
 use display::{Input, Line, Style, classify, classify_input, clock, logged_in_as, sanitize};
 use known::Fingerprint;
 
+/// How long the prompt waits for the server's answer to `/join` or `/part`.
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
+
 const ABOUT: &str = "The NeoChat terminal client: log in, chat, send private messages.";
 
 const AFTER_HELP: &str = "\
 Interactive use: run `neochat` and answer the questions; the password is never shown.
-In the chat, type a line to say it to everybody, or a command:
+In the chat, type a line to say it to everybody in the current room, or a command:
   /msg USER TEXT   private message     /me ACTION   action
-  /who             who is online       /help        server's help
+  /who [#ROOM]     who is online       /help        server's help
+  /join #ROOM      join a room and talk there (/join #lobby: back to the lobby)
+  /part [#ROOM]    leave a room        /to #ROOM TEXT  say TEXT in another room
+  /rooms           list the rooms      /topic [#ROOM] [TEXT]  show or set a topic
+  /history [#ROOM|@USER] [N]   the last N messages (default 20)
   /quit or Ctrl-D  leave               //text       say a line starting with '/'
   /passwd          change your password (the client asks for both, hidden)
+The prompt shows the current room (`#rust> `; `> ` is the lobby). Lines of
+another room start with [#room]; history lines with the UTC date and time they
+were delivered (`12-01 10:38`).
 
 Scripts and bots (no terminal): give --user and the password in a file or in
 NEOCHAT_PASSWORD; every line of stdin is then sent, and the client quits at
@@ -201,7 +219,11 @@ fn main() -> ExitCode {
     };
     let mut reader = BufReader::new(reader);
 
-    let mut session = Session { style, last: None };
+    let mut session = Session {
+        style,
+        last: None,
+        rooms: Arc::new(rooms::Rooms::default()),
+    };
     let name = session.login(&mut reader, &writer, auto.as_ref(), editor.as_mut());
     match editor {
         Some(editor) => session.chat_interactive(reader, writer, editor, &name, stdout_tty, saved),
@@ -376,6 +398,9 @@ struct Session {
     style: Style,
     /// The last `!` or `*` line: why the server closed, when it does.
     last: Option<String>,
+    /// The current room, followed by the reader thread, read by the main
+    /// thread for the prompt and the echo of typed lines.
+    rooms: Arc<rooms::Rooms>,
 }
 
 impl Session {
@@ -383,7 +408,10 @@ impl Session {
         if matches!(classify(line), Line::Error(_) | Line::Notice(_)) {
             self.last = Some(line.to_owned());
         }
-        say(&self.style.incoming(&clock(SystemTime::now()), line));
+        let here = self.rooms.current();
+        say(&self
+            .style
+            .incoming(&clock(SystemTime::now()), here.as_deref(), line));
     }
 
     /// Follows the server's prompts until logged in; returns the name.
@@ -485,6 +513,7 @@ impl Session {
         saved: Arc<term::SavedMode>,
     ) -> ExitCode {
         let style = self.style;
+        let rooms = self.rooms.clone();
         let printer: chat::Printer = match editor.create_external_printer() {
             Ok(p) => chat::Printer::Editor(Box::new(p)),
             Err(_) => chat::Printer::Stdout,
@@ -507,7 +536,8 @@ impl Session {
 
         say("Type a message and press Enter; /help lists commands, /quit or Ctrl-D leaves.");
         let code = loop {
-            match editor.readline("> ") {
+            let prompt = rooms.prompt();
+            match editor.readline(&prompt) {
                 Ok(line) => {
                     let input = classify_input(&line);
                     if input == Input::Quit {
@@ -527,6 +557,9 @@ impl Session {
                         let _ = writer.send_line(b"/passwd");
                         let _ = editor.add_history_entry("/passwd");
                     } else if input != Input::Blank {
+                        // Noted before sending, so the answer cannot come
+                        // first.
+                        rooms.typed(&line);
                         // A failed send means the server is gone: the reader
                         // thread says why and exits.
                         let _ = writer.send_line(line.as_bytes());
@@ -534,9 +567,16 @@ impl Session {
                         let _ = editor.add_history_entry(line.as_str());
                     }
                     if stdout_tty {
-                        let echo = style.echo(&clock(SystemTime::now()), name, &line);
-                        chat::redraw_typed(&lock, &line, echo.as_deref(), input == Input::Blank);
+                        let here = rooms.current();
+                        let now = clock(SystemTime::now());
+                        let echo = style.echo(&now, name, here.as_deref(), &line);
+                        let blank = input == Input::Blank;
+                        chat::redraw_typed(&lock, &prompt, &line, echo.as_deref(), blank);
                     }
+                    // After `/join` or `/part`, the next prompt should show
+                    // the room the server put us in; a server that does not
+                    // answer within a second leaves it as it was.
+                    rooms.wait_answer(ANSWER_WAIT);
                     if input == Input::Quit {
                         break ExitCode::SUCCESS;
                     }
@@ -568,6 +608,7 @@ impl Session {
     ) -> ExitCode {
         let quitting = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(()));
+        let rooms = self.rooms.clone();
         let done = chat::spawn_reader(
             self,
             reader,
@@ -587,6 +628,7 @@ impl Session {
             if quit {
                 quitting.store(true, Ordering::SeqCst);
             }
+            rooms.typed(&String::from_utf8_lossy(&buf));
             if writer.send_line(&buf).is_err() || quit {
                 break;
             }

@@ -933,6 +933,12 @@ fn usage_errors_exit_2_and_help_and_version_exit_0() {
         "--fingerprint",
         "known_servers",
         "XDG_CONFIG_HOME",
+        "/join #ROOM",
+        "/part",
+        "/to #ROOM",
+        "/rooms",
+        "/topic",
+        "/history",
     ] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
@@ -1615,4 +1621,85 @@ fn the_real_server_over_tls_with_a_plain_user_beside() {
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("* logged in as carol"), "{out}");
     assert_eq!(bob.expect_prefix("carol:"), "carol: scripted over tls");
+}
+
+#[test]
+fn rooms_history_and_the_prompt_follow_the_server() {
+    // A fake server speaking version 2's room lines (the real one does not
+    // have rooms yet).
+    let fake = Fake::start(None, |c| {
+        c.welcome();
+        for prompt in ["? username\n", "? password\n"] {
+            if c.line().is_none() {
+                return;
+            }
+            c.send(prompt);
+        }
+        if c.line().is_none() {
+            return;
+        }
+        c.send(
+            "* logged in as alice\n* online (2): alice, bob\n\
+             * 60 messages since you left; the last 50 follow (/history for more)\n\
+             ~2026-12-01T10:38:05Z bob: missed you\n\
+             #go * online (1): alice\n\
+             ~2026-12-01T09:00:00Z #go alice: \x1b[2Jstill here\n\
+             ~2026-12-01T09:01:00Z @bob: psst\n",
+        );
+        while let Some(line) = c.line() {
+            match line.as_str() {
+                "/join #rust" => c.send("#rust * online (2): alice, bob\n"),
+                "/part" => c.send("#rust * bye\n"),
+                "/to #go hi go" => {}
+                "hello rust" => c.send("#rust bob: hi alice\n#go bob: elsewhere\nbob: lobby\n"),
+                "/quit" => {
+                    c.send("* bye\n");
+                    return;
+                }
+                _ => {}
+            }
+        }
+    });
+    let addr = fake.addr.to_string();
+    let env = [("NEOCHAT_PASSWORD", "alice-password"), ("NO_COLOR", "1")];
+    let mut t = Pty::spawn(&[&addr, "--user", "alice"], &env);
+    t.expect("* 60 messages since you left; the last 50 follow (/history for more)");
+    t.expect("12-01 10:38 bob: missed you");
+    t.expect("[#go] * online (1): alice");
+    // The escape arrives replaced, never raw.
+    t.expect("12-01 09:00 [#go] alice: \u{FFFD}[2Jstill here");
+    t.expect("12-01 09:01 @bob: psst");
+    // Membership shown at login does not make #go current.
+    t.expect("> ");
+    t.type_keys("/join #rust\r");
+    t.expect("* online (2): alice, bob");
+    t.expect("#rust> ");
+    t.type_keys("hello rust\r");
+    t.expect("alice: hello rust");
+    t.expect("bob: hi alice");
+    t.expect("[#go] bob: elsewhere");
+    t.expect("[#lobby] bob: lobby");
+    t.type_keys("/to #go hi go\r");
+    t.expect("[#go] alice: hi go");
+    t.type_keys("/part\r");
+    t.expect("[#rust] * bye");
+    t.expect("\n> ");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    assert!(!contains(&t.raw(), b"\x1b[2J"), "{}", t.plain());
+    // The current room's lines carry no mark.
+    for marked in ["[#rust] * online", "[#rust] bob", "[#rust] alice"] {
+        assert!(!t.plain().contains(marked), "{}", t.plain());
+    }
+    assert_eq!(
+        fake.record().lines()[3..],
+        [
+            "/join #rust",
+            "hello rust",
+            "/to #go hi go",
+            "/part",
+            "/quit"
+        ]
+    );
 }

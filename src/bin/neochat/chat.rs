@@ -1,8 +1,9 @@
 //! The chat phase's plumbing: the thread that prints what the server sends
-//! (and answers the server's `/passwd` questions with the passwords the main
-//! thread asked for hidden), and keeping rustyline's screen tidy around it
-//! (drawing messages above the line being typed, rewriting one's own lines,
-//! leaving cleanly when the server goes away).
+//! (and answers the server's `/passwd` questions with the passwords the
+//! main thread asked for hidden, and tells `rooms::Rooms` what the server
+//! said, so the prompt follows the current room), and keeping rustyline's
+//! screen tidy around it (drawing messages above the line being typed,
+//! rewriting one's own lines, leaving cleanly when the server goes away).
 
 use std::io::{self, BufReader, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,7 +73,14 @@ pub fn spawn_reader(
                 Err(e) => break Some(e),
             }
             let line = sanitize(&buf);
-            let mut shown = session.style.incoming(&clock(SystemTime::now()), &line);
+            // Follow the current room first: the answer to a `/join` is
+            // already shown as a line of the room one is in.
+            session.rooms.heard(&classify(&line));
+            let here = session.rooms.current();
+            let mut shown =
+                session
+                    .style
+                    .incoming(&clock(SystemTime::now()), here.as_deref(), &line);
             match classify(&line) {
                 Line::Prompt { field, hint } => {
                     if let Some(answer) = prepared(&answers.secrets, field, hint) {
@@ -156,15 +164,17 @@ fn drain_printer(printer: &mut (dyn ExternalPrinter + Send)) {
     }
 }
 
-/// Replaces the line just typed (still on screen with its `> ` prompt) by
-/// how it reads in the chat, `HH:MM alice: hello`, so one's own lines look
-/// like everybody else's. Lines without an echo (commands) stay as typed.
-pub fn redraw_typed(lock: &Mutex<()>, typed: &str, echo: Option<&str>, blank: bool) {
+/// Replaces the line just typed (still on screen after its `prompt`, `> `
+/// or `#room> `) by how it reads in the chat, `HH:MM alice: hello`, so
+/// one's own lines look like everybody else's. Lines without an echo
+/// (commands) stay as typed.
+pub fn redraw_typed(lock: &Mutex<()>, prompt: &str, typed: &str, echo: Option<&str>, blank: bool) {
     if echo.is_none() && !blank {
         return;
     }
     let Some(cols) = term::columns() else { return };
-    let width = 2 + unicode_width::UnicodeWidthStr::width(typed);
+    let width = unicode_width::UnicodeWidthStr::width(prompt)
+        + unicode_width::UnicodeWidthStr::width(typed);
     let rows = term::rows_used(width, cols);
     // The reader thread prints under the same lock, so nothing lands
     // between moving up and rewriting. Do not wait long for it: rustyline
