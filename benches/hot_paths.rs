@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use neochat::outbox::Outbox;
-use neochat::session::{Action, AuthOutcome, ConnId, Ctx, Roster, Session, SessionConfig};
+use neochat::chat::hub::{Hub, HubConfig};
+use neochat::session::{Action, AuthOutcome, ConnId, Ctx, Session, SessionConfig};
 use neochat::transport::lines::{InBuf, LineFrame, Lines};
 
 /// Frames `bytes` into lines and hands them to the session, as the reactor
@@ -25,14 +26,15 @@ fn feed(session: &mut Session, framing: &mut (InBuf, Lines), bytes: &[u8], ctx: 
 }
 
 /// A session that has registered and is chatting, with flood control off.
-fn chatting(config: &SessionConfig, roster: &mut Roster) -> Session {
+fn chatting(config: &SessionConfig, hub: &mut Hub) -> Session {
     let mut actions = Vec::new();
     let now = Instant::now();
     let id = ConnId { key: 0, serial: 0 };
     let mut ctx = Ctx {
         now,
+        wall: 0,
         config,
-        roster,
+        hub,
         actions: &mut actions,
     };
     let mut s = Session::new(id, now, config);
@@ -55,8 +57,8 @@ fn framing(c: &mut Criterion) {
         rate: None,
         rate_bytes: None,
     };
-    let mut roster = Roster::new();
-    let mut session = chatting(&config, &mut roster);
+    let mut hub = Hub::new(HubConfig::default());
+    let mut session = chatting(&config, &mut hub);
     let line = format!("{}\n", "x".repeat(63));
     let chunk = line.repeat(100);
     let mut actions = Vec::with_capacity(128);
@@ -67,8 +69,9 @@ fn framing(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = Ctx {
                 now: Instant::now(),
+                wall: 0,
                 config: &config,
-                roster: &mut roster,
+                hub: &mut hub,
                 actions: &mut actions,
             };
             feed(
@@ -85,8 +88,9 @@ fn framing(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = Ctx {
                 now: Instant::now(),
+                wall: 0,
                 config: &config,
-                roster: &mut roster,
+                hub: &mut hub,
                 actions: &mut actions,
             };
             feed(
@@ -95,7 +99,7 @@ fn framing(c: &mut Criterion) {
                 black_box(line.as_bytes()),
                 &mut ctx,
             );
-            assert!(matches!(actions.first(), Some(Action::Broadcast(_))));
+            assert!(matches!(actions.first(), Some(Action::ToRoom { .. })));
             actions.clear();
         })
     });
@@ -105,8 +109,9 @@ fn framing(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = Ctx {
                 now: Instant::now(),
+                wall: 0,
                 config: &config,
-                roster: &mut roster,
+                hub: &mut hub,
                 actions: &mut actions,
             };
             feed(&mut session, &mut framing, black_box(split.0), &mut ctx);

@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::chat::hub::HubConfig;
 use crate::limits::LimitConfig;
+
+/// Rooms one account may own (the protocol's figure, not a flag).
+pub const MAX_OWNED_ROOMS: usize = 10;
 use crate::reactor::Config;
 use crate::transport::tls::CertSource;
 
@@ -113,6 +117,44 @@ pub struct Flags {
     /// (`https://chat.example.org`); may be given several times
     #[arg(long, value_name = "ORIGIN")]
     pub allowed_origin: Vec<String>,
+    /// Store every message (`on`), so that users see what they missed and
+    /// `/history` works; `off` stores none (offline private messages
+    /// included) and shows none
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    pub history: bool,
+    /// Days messages are kept (1 to 36500), or `forever`
+    #[arg(long, value_name = "N|forever", default_value = "90", value_parser = parse_days)]
+    pub history_days: Days,
+    /// Most rooms at once, the lobby not counted (1 to 100000)
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_rooms: u64,
+    /// Past this many users online in a room (the lobby too), nobody is
+    /// told who joined or left it; `off` always tells
+    #[arg(long, value_name = "N|off", default_value = "500", value_parser = parse_limit)]
+    pub quiet_presence: Limit,
+    /// Connections one account may have online at once; one more takes over
+    /// the oldest (1 to 100)
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub sessions_per_account: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Days(Option<u32>);
+
+/// `--history-days`: 1 to 36500, or `forever`.
+fn parse_days(s: &str) -> Result<Days, String> {
+    if s.eq_ignore_ascii_case("forever") || s.eq_ignore_ascii_case("off") {
+        return Ok(Days(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=36_500).contains(&n) => Ok(Days(Some(n))),
+        _ => Err(format!(
+            "expected a number of days from 1 to 36500 or `forever`, got `{s}`"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -238,6 +280,14 @@ impl Flags {
             plaintext_any: self.plaintext,
             proxy_from: self.proxy_from.0.clone(),
             allowed_origins: self.allowed_origin.clone(),
+            hub: HubConfig {
+                history: self.history,
+                history_days: self.history_days.0,
+                max_rooms: usize::try_from(self.max_rooms).unwrap_or(usize::MAX),
+                max_owned: MAX_OWNED_ROOMS,
+                quiet_presence: self.quiet_presence.0.map(|n| n as usize),
+                sessions_per_account: self.sessions_per_account as usize,
+            },
         }
     }
 }

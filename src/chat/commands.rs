@@ -4,13 +4,17 @@
 //! `irc/commands.go`.) The rooms and moderation commands to come add rows
 //! here, with the role they need.
 
-use super::session::{Action, Ctx};
-use super::text::{first_word, is_blank};
+use super::hub::{LOBBY_ID, RoomId, Sent};
+use super::session::{Action, ConnId, Ctx};
+use super::text::{first_word, is_blank, room_name};
+use crate::store::ops::{HistoryOf, Op};
 
 /// What a handler asks of its session afterwards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Then {
     Stay,
+    /// A read went to the store: take no more input until it is answered.
+    Wait,
     /// Say goodbye and close (the session does it: it owns its state).
     Quit,
 }
@@ -29,6 +33,8 @@ pub struct Command {
 pub struct Call<'a> {
     /// Who sent it (the name as registered).
     pub user: &'a str,
+    /// The connection it came from.
+    pub conn: ConnId,
     /// Everything after the command and its blanks.
     pub args: &'a str,
 }
@@ -43,13 +49,49 @@ pub const COMMANDS: &[Command] = &[
     Command {
         name: "me",
         usage: "/me <action>",
-        help: "show '* <you> <action>' to everybody",
+        help: "show '* <you> <action>' to the room",
         run: me,
     },
     Command {
+        name: "join",
+        usage: "/join #room",
+        help: "join (or create) #room and talk there",
+        run: join,
+    },
+    Command {
+        name: "part",
+        usage: "/part [#room]",
+        help: "leave #room (default: the current one)",
+        run: part,
+    },
+    Command {
+        name: "to",
+        usage: "/to #room <text>",
+        help: "say <text> in #room without switching to it",
+        run: to,
+    },
+    Command {
+        name: "rooms",
+        usage: "/rooms",
+        help: "list the rooms",
+        run: rooms,
+    },
+    Command {
+        name: "topic",
+        usage: "/topic [#room] [text]",
+        help: "show or set a room's topic",
+        run: topic,
+    },
+    Command {
+        name: "history",
+        usage: "/history [#room|@user] [N]",
+        help: "show the last N messages (default 20, at most 200)",
+        run: history,
+    },
+    Command {
         name: "who",
-        usage: "/who",
-        help: "list who is online",
+        usage: "/who [#room]",
+        help: "list who is online (in the room)",
         run: who,
     },
     Command {
@@ -66,6 +108,11 @@ pub const COMMANDS: &[Command] = &[
     },
 ];
 
+/// `/history` without a count.
+pub const HISTORY_DEFAULT: usize = 20;
+/// The most `/history` shows at once.
+pub const HISTORY_MAX: usize = 200;
+
 /// The command named `name` (any case).
 pub fn find(name: &str) -> Option<&'static Command> {
     COMMANDS.iter().find(|c| c.name.eq_ignore_ascii_case(name))
@@ -73,10 +120,10 @@ pub fn find(name: &str) -> Option<&'static Command> {
 
 /// The `/help` answer, one line per entry, columns as the protocol shows.
 pub fn help_lines() -> Vec<String> {
-    let row = |usage: &str, help: &str| format!("*   {usage:<20}{help}");
+    let row = |usage: &str, help: &str| format!("*   {usage:<28}{help}");
     let mut lines = vec![
         "* commands:".to_owned(),
-        row("<text>", "say <text> to everybody"),
+        row("<text>", "say <text> in the current room"),
     ];
     lines.extend(COMMANDS.iter().map(|c| row(c.usage, c.help)));
     lines.push(row("//text", "say a line that starts with '/'"));
@@ -87,11 +134,20 @@ fn msg(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
     let (to, text) = first_word(call.args);
     if to.is_empty() || text.trim_matches(is_blank).is_empty() {
         ctx.send("! usage: /msg <user> <text>");
-    } else if let Some((id, _)) = ctx.roster.lookup(to) {
-        let line = format!("@{}: {text}\n", call.user);
-        ctx.actions.push(Action::SendTo(id, line.into_bytes()));
-    } else {
-        ctx.send(&format!("! {to} is not online"));
+        return Then::Stay;
+    }
+    match ctx
+        .hub
+        .private(call.conn, call.user, to, text, ctx.wall, ctx.actions)
+    {
+        Sent::Delivered => {}
+        Sent::Stored(name) => {
+            ctx.send(&format!(
+                "* {name} is offline; they will get it when they log in"
+            ));
+        }
+        Sent::NotOnline => ctx.send(&format!("! {to} is not online")),
+        Sent::NoSuchUser => ctx.send(&format!("! no such user {to}")),
     }
     Then::Stay
 }
@@ -100,14 +156,255 @@ fn me(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
     if call.args.trim_matches(is_blank).is_empty() {
         ctx.send("! usage: /me <action>");
     } else {
-        let line = format!("* {} {}\n", call.user, call.args);
-        ctx.actions.push(Action::Broadcast(line.into_bytes()));
+        let room = ctx.hub.current(call.user, call.conn);
+        ctx.hub.say(
+            (call.conn, call.user),
+            room,
+            true,
+            call.args,
+            ctx.wall,
+            ctx.actions,
+        );
     }
     Then::Stay
 }
 
-fn who(_: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
-    ctx.actions.push(Action::Send(ctx.roster.who_line()));
+/// The room named by `typed` (`#rust`, `#lobby`), or the line that says
+/// why there is none.
+fn named_room(typed: &str, ctx: &Ctx<'_>) -> Result<RoomId, String> {
+    let Some(name) = room_name(typed) else {
+        return Err(BAD_ROOM.to_owned());
+    };
+    ctx.hub
+        .find_room(&name)
+        .ok_or_else(|| format!("! no such room #{name}"))
+}
+
+const BAD_ROOM: &str = "! invalid room name: '#' and 1-32 letters, digits, '_', '-' or '.'";
+
+/// A room the user is a member of (or the lobby), by name.
+fn own_room(typed: &str, call: &Call<'_>, ctx: &Ctx<'_>) -> Result<RoomId, String> {
+    let not_in = || format!("! you are not in #{}", room_name(typed).unwrap_or_default());
+    match named_room(typed, ctx) {
+        Ok(room) if ctx.hub.is_member(call.user, room) => Ok(room),
+        Ok(_) => Err(not_in()),
+        Err(e) if e == BAD_ROOM => Err(e),
+        Err(_) => Err(not_in()),
+    }
+}
+
+fn join(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    let (typed, rest) = first_word(call.args);
+    if typed.is_empty() || !rest.is_empty() {
+        ctx.send("! usage: /join #room");
+        return Then::Stay;
+    }
+    let Some(name) = room_name(typed) else {
+        ctx.send(BAD_ROOM);
+        return Then::Stay;
+    };
+    let already = ctx
+        .hub
+        .find_room(&name)
+        .filter(|r| ctx.hub.is_member(call.user, *r));
+    if let Some(room) = already {
+        ctx.hub.set_current(call.user, call.conn, room);
+        ctx.send(&format!("* talking in #{name}"));
+        return Then::Stay;
+    }
+    if let Err(line) = ctx
+        .hub
+        .join(call.conn, call.user, &name, ctx.wall, ctx.actions)
+    {
+        ctx.send(&line);
+    }
+    Then::Stay
+}
+
+fn part(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    let (typed, rest) = first_word(call.args);
+    if !rest.is_empty() {
+        ctx.send("! usage: /part [#room]");
+        return Then::Stay;
+    }
+    let room = if typed.is_empty() {
+        ctx.hub.current(call.user, call.conn)
+    } else {
+        match own_room(typed, call, ctx) {
+            Ok(room) => room,
+            Err(line) => {
+                ctx.send(&line);
+                return Then::Stay;
+            }
+        }
+    };
+    if room == LOBBY_ID {
+        ctx.send("! you cannot leave the lobby");
+        return Then::Stay;
+    }
+    if let Err(line) = ctx.hub.part(call.conn, call.user, room, ctx.actions) {
+        ctx.send(&line);
+    }
+    Then::Stay
+}
+
+fn to(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    let (typed, text) = first_word(call.args);
+    if typed.is_empty() || text.trim_matches(is_blank).is_empty() {
+        ctx.send("! usage: /to #room <text>");
+        return Then::Stay;
+    }
+    match own_room(typed, call, ctx) {
+        Ok(room) => ctx.hub.say(
+            (call.conn, call.user),
+            room,
+            false,
+            text,
+            ctx.wall,
+            ctx.actions,
+        ),
+        Err(line) => ctx.send(&line),
+    }
+    Then::Stay
+}
+
+fn rooms(_: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    ctx.actions.push(Action::Send(ctx.hub.rooms_line()));
+    Then::Stay
+}
+
+fn topic(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    let (first, rest) = first_word(call.args);
+    let (room, text) = if first.starts_with('#') {
+        match named_room(first, ctx) {
+            Ok(room) => (room, rest),
+            Err(line) => {
+                ctx.send(&line);
+                return Then::Stay;
+            }
+        }
+    } else {
+        (ctx.hub.current(call.user, call.conn), call.args)
+    };
+    let text = text.trim_matches(is_blank);
+    if text.is_empty() {
+        ctx.actions.push(Action::Send(ctx.hub.topic_of(room)));
+        return Then::Stay;
+    }
+    if room == LOBBY_ID {
+        ctx.send("! only server operators can do that");
+    } else if !ctx.hub.may_set_topic(room, call.user) {
+        let tag = ctx.hub.room(room).map(|r| r.tag()).unwrap_or_default();
+        ctx.send(&format!("! you are not an operator of {tag}"));
+    } else if !ctx.hub.is_member(call.user, room) {
+        let tag = ctx.hub.room(room).map(|r| r.tag()).unwrap_or_default();
+        ctx.send(&format!("! you are not in {tag}"));
+    } else {
+        ctx.hub.set_topic(room, call.user, text, ctx.actions);
+    }
+    Then::Stay
+}
+
+const HISTORY_USAGE: &str = "! usage: /history [#room|@user] [N] (N from 1 to 200)";
+
+fn history(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    let (first, rest) = first_word(call.args);
+    let (target, count) = if first.starts_with(['#', '@']) {
+        (Some(first), rest)
+    } else {
+        (None, call.args)
+    };
+    let count = count.trim_matches(is_blank);
+    let n = if count.is_empty() {
+        HISTORY_DEFAULT
+    } else if count.bytes().all(|b| b.is_ascii_digit()) {
+        // Past the most, the most: `/history 100000` shows 200.
+        match count.parse::<u64>() {
+            Ok(0) => {
+                ctx.send(HISTORY_USAGE);
+                return Then::Stay;
+            }
+            Ok(n) => (n.min(HISTORY_MAX as u64)) as usize,
+            Err(_) => HISTORY_MAX,
+        }
+    } else {
+        ctx.send(HISTORY_USAGE);
+        return Then::Stay;
+    };
+    if !ctx.hub.config().history {
+        ctx.send("! history is off on this server");
+        return Then::Stay;
+    }
+    let of = match target {
+        Some(user) if user.starts_with('@') => {
+            let user = &user[1..];
+            let Some(shown) = ctx.hub.account(user).map(str::to_owned) else {
+                ctx.send(&format!("! no such user {user}"));
+                return Then::Stay;
+            };
+            HistoryOf::Private(shown)
+        }
+        Some(typed) => match own_room(typed, call, ctx) {
+            Ok(room) => return room_history(call, room, n, ctx),
+            Err(line) => {
+                ctx.send(&line);
+                return Then::Stay;
+            }
+        },
+        None => {
+            let room = ctx.hub.current(call.user, call.conn);
+            return room_history(call, room, n, ctx);
+        }
+    };
+    ctx.actions.push(Action::Store(Op::History {
+        conn: call.conn,
+        account: call.user.to_owned(),
+        of,
+        limit: n,
+        before: None,
+    }));
+    Then::Wait
+}
+
+/// A room's last `n` messages: from the ring when it holds them, else
+/// read by the store thread (which has every message sent before).
+fn room_history(call: &Call<'_>, room: RoomId, n: usize, ctx: &mut Ctx<'_>) -> Then {
+    if let Some(lines) = ctx.hub.recent(room, n, ctx.wall) {
+        for line in lines {
+            ctx.actions.push(Action::Send(line));
+        }
+        ctx.send("* end of history");
+        return Then::Stay;
+    }
+    let name = ctx
+        .hub
+        .room(room)
+        .map(|r| r.tag()[1..].to_owned())
+        .unwrap_or_default();
+    ctx.actions.push(Action::Store(Op::History {
+        conn: call.conn,
+        account: call.user.to_owned(),
+        of: HistoryOf::Room(name),
+        limit: n,
+        before: None,
+    }));
+    Then::Wait
+}
+
+fn who(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    let (typed, _) = first_word(call.args);
+    let room = if typed.is_empty() {
+        ctx.hub.current(call.user, call.conn)
+    } else {
+        match named_room(typed, ctx) {
+            Ok(room) => room,
+            Err(line) => {
+                ctx.send(&line);
+                return Then::Stay;
+            }
+        }
+    };
+    ctx.actions.push(Action::Send(ctx.hub.who_line(room)));
     Then::Stay
 }
 
@@ -133,13 +430,19 @@ mod tests {
             help_lines(),
             [
                 "* commands:",
-                "*   <text>              say <text> to everybody",
-                "*   /msg <user> <text>  send <text> to <user> only",
-                "*   /me <action>        show '* <you> <action>' to everybody",
-                "*   /who                list who is online",
-                "*   /help               show this help",
-                "*   /quit               leave the chat",
-                "*   //text              say a line that starts with '/'",
+                "*   <text>                      say <text> in the current room",
+                "*   /msg <user> <text>          send <text> to <user> only",
+                "*   /me <action>                show '* <you> <action>' to the room",
+                "*   /join #room                 join (or create) #room and talk there",
+                "*   /part [#room]               leave #room (default: the current one)",
+                "*   /to #room <text>            say <text> in #room without switching to it",
+                "*   /rooms                      list the rooms",
+                "*   /topic [#room] [text]       show or set a room's topic",
+                "*   /history [#room|@user] [N]  show the last N messages (default 20, at most 200)",
+                "*   /who [#room]                list who is online (in the room)",
+                "*   /help                       show this help",
+                "*   /quit                       leave the chat",
+                "*   //text                      say a line that starts with '/'",
             ]
         );
     }

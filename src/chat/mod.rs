@@ -5,5 +5,10 @@
 //! business.
 
 pub mod commands;
+pub mod history;
+pub mod hub;
 pub mod session;
 pub mod text;
+
+#[cfg(test)]
+mod tests;

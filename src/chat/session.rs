@@ -19,17 +19,18 @@
 //! Commands of the Chatting state are a table in [`super::commands`]; the
 //! rules of text (forbidden characters, names) are in [`super::text`].
 //!
-//! The only shared state a session sees is the [`Roster`] of online users,
-//! which it reads for `/who` and `/msg` and updates when it enters or leaves
-//! the room. Delivering what it asks for (broadcast, private message, closing
-//! a taken-over connection) is the reactor's job.
+//! The only shared state a session sees is the [`Hub`]: who is online,
+//! the rooms and their history. Delivering what it asks for (a line to a
+//! room, a private message, closing a taken-over connection) is the
+//! reactor's job, and storing it the store thread's.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::commands::{self, Call, Then};
+use super::hub::{Hub, RoomId, stored_line};
 use super::text::{first_word, is_blank};
 pub use super::text::{is_forbidden, valid_name};
+use crate::store::ops::{Op, Reply};
 
 /// Identifies one connection for its whole life: the slab key it occupies and
 /// a serial that is never reused, so a late message for a closed connection
@@ -83,8 +84,13 @@ impl Default for SessionConfig {
 pub enum Action {
     /// Send bytes to this connection.
     Send(Vec<u8>),
-    /// Send a line to every Chatting connection except this one.
-    Broadcast(Vec<u8>),
+    /// Send a line to every connection in a room (the lobby is every
+    /// Chatting connection) but `except`.
+    ToRoom {
+        room: RoomId,
+        except: Option<ConnId>,
+        line: Vec<u8>,
+    },
     /// Send a line to one other connection (a private message).
     SendTo(ConnId, Vec<u8>),
     /// Send a last line to another connection and close it without a left
@@ -93,6 +99,10 @@ pub enum Action {
     /// Check or create an account. The session reads no more input until
     /// [`Session::handle_auth_result`] is called.
     Auth(AuthRequest),
+    /// Hand this to the store thread. For [`Op::Load`] and
+    /// [`Op::History`], the session reads no more input until
+    /// [`Session::handle_store_reply`] is called.
+    Store(Op),
     /// Close this connection once its pending output is written; the
     /// reason is for the log.
     Close(&'static str),
@@ -137,75 +147,13 @@ pub enum AuthOutcome {
     TooManyRegistrations,
 }
 
-/// Who is online: Chatting connections by case-folded name.
-///
-/// A `BTreeMap` keeps `/who` sorted by lowercase form for free, and the
-/// entry's `ConnId` tells a leaving connection whether the name is still its
-/// own (after a takeover it is not, and it leaves silently).
-#[derive(Default, Debug)]
-pub struct Roster {
-    by_name: BTreeMap<String, (ConnId, String)>,
-}
-
-impl Roster {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Number of users online.
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
-    /// The connection using `name` (any case), if online.
-    pub fn lookup(&self, name: &str) -> Option<(ConnId, &str)> {
-        self.by_name
-            .get(&name.to_ascii_lowercase())
-            .map(|(id, shown)| (*id, shown.as_str()))
-    }
-
-    /// `* online (N): a, b, c` with names sorted by lowercase form.
-    pub fn who_line(&self) -> Vec<u8> {
-        let mut line = format!("* online ({}): ", self.by_name.len());
-        for (i, (_, shown)) in self.by_name.values().enumerate() {
-            if i > 0 {
-                line.push_str(", ");
-            }
-            line.push_str(shown);
-        }
-        line.push('\n');
-        line.into_bytes()
-    }
-
-    /// Puts `name` online for `id`, returning the connection it replaces.
-    fn enter(&mut self, name: &str, id: ConnId) -> Option<ConnId> {
-        self.by_name
-            .insert(name.to_ascii_lowercase(), (id, name.to_owned()))
-            .map(|(old, _)| old)
-    }
-
-    /// Takes `name` offline if `id` still holds it; says whether it did.
-    fn leave(&mut self, name: &str, id: ConnId) -> bool {
-        let key = name.to_ascii_lowercase();
-        match self.by_name.get(&key) {
-            Some((holder, _)) if *holder == id => {
-                self.by_name.remove(&key);
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
 /// Everything a session handler needs besides the session itself.
 pub struct Ctx<'a> {
     pub now: Instant,
+    /// Unix seconds (for the times of messages).
+    pub wall: i64,
     pub config: &'a SessionConfig,
-    pub roster: &'a mut Roster,
+    pub hub: &'a mut Hub,
     pub actions: &'a mut Vec<Action>,
 }
 
@@ -248,6 +196,11 @@ enum State {
     },
     /// An auth job is out; input waits in the transport.
     Authenticating,
+    /// The password matched; the store is reading the account's rooms,
+    /// what it had seen and its offline messages.
+    Loading {
+        name: String,
+    },
     Chatting {
         name: String,
     },
@@ -294,6 +247,8 @@ pub struct Session {
     /// Lines in a row discarded as unreadable (invalid UTF-8, control
     /// characters, too long) before Chatting: a binary stream is cut short.
     junk_lines: u16,
+    /// A `/history` read is out: input waits until it is answered.
+    waiting: bool,
 }
 
 impl Session {
@@ -309,6 +264,7 @@ impl Session {
             byte_bucket: Bucket::full(config.byte_burst().unwrap_or(0.0), now),
             last_slow_down: None,
             junk_lines: 0,
+            waiting: false,
         }
     }
 
@@ -319,7 +275,7 @@ impl Session {
             return;
         }
         self.state = State::AwaitingChoice;
-        let welcome = format!("* welcome to NeoChat ({} online)", ctx.roster.len());
+        let welcome = format!("* welcome to NeoChat ({} online)", ctx.hub.len());
         ctx.send(&welcome);
         ctx.send(CHOICE_PROMPT);
     }
@@ -351,8 +307,9 @@ impl Session {
     pub fn wants_input(&self) -> bool {
         !matches!(
             self.state,
-            State::NotStarted | State::Authenticating | State::Done
+            State::NotStarted | State::Authenticating | State::Loading { .. } | State::Done
         ) && !self.closed
+            && !self.waiting
     }
 
     /// Counts a line discarded as unreadable before Chatting; after too
@@ -387,12 +344,21 @@ impl Session {
         }
         match outcome {
             AuthOutcome::Registered(name) => {
+                ctx.hub.registered(&name);
                 ctx.send(&format!("* registered and logged in as {name}"));
-                self.enter_chat(name, ctx);
+                self.enter_chat(name, None, ctx);
             }
             AuthOutcome::LoggedIn(name) => {
-                ctx.send(&format!("* logged in as {name}"));
-                self.enter_chat(name, ctx);
+                if ctx.hub.needs_load(&name) {
+                    ctx.actions.push(Action::Store(Op::Load {
+                        conn: self.id,
+                        account: name.clone(),
+                    }));
+                    self.state = State::Loading { name };
+                } else {
+                    ctx.send(&format!("* logged in as {name}"));
+                    self.enter_chat(name, None, ctx);
+                }
             }
             AuthOutcome::NameTaken => {
                 ctx.send("! username taken");
@@ -418,6 +384,45 @@ impl Session {
                 ctx.send(&format!("! too many attempts, try again in {retry_secs} s"));
                 self.login_failed(ctx);
             }
+        }
+    }
+
+    /// The answer to an [`Action::Store`] read this session asked for.
+    pub fn handle_store_reply(&mut self, reply: Reply, ctx: &mut Ctx<'_>) {
+        match (reply, std::mem::replace(&mut self.state, State::Done)) {
+            (Reply::Loaded(loaded), State::Loading { name }) => match loaded {
+                Ok(state) => {
+                    ctx.send(&format!("* logged in as {name}"));
+                    self.enter_chat(name, Some(state), ctx);
+                }
+                Err(e) => {
+                    log::warn!("conn {}: reading the state of {name}: {e}", self.id.key);
+                    ctx.hub.load_abandoned(&name);
+                    ctx.send("! service temporarily unavailable, try again");
+                    self.ask_choice(ctx);
+                }
+            },
+            (Reply::History(found), state @ State::Chatting { .. }) => {
+                self.state = state;
+                if !self.waiting {
+                    return;
+                }
+                self.waiting = false;
+                let viewer = self.name().unwrap_or_default().to_owned();
+                match found {
+                    Ok(messages) => {
+                        for m in &messages {
+                            ctx.actions.push(Action::Send(stored_line(m, &viewer)));
+                        }
+                        ctx.send("* end of history");
+                    }
+                    Err(e) => {
+                        log::warn!("conn {}: reading history: {e}", self.id.key);
+                        ctx.send("! history is unavailable right now, try again");
+                    }
+                }
+            }
+            (_, state) => self.state = state,
         }
     }
 
@@ -453,21 +458,20 @@ impl Session {
     /// exactly once, just before dropping the session). Others hear that the
     /// user left, unless the name now belongs to a newer connection.
     pub fn handle_closed(&mut self, ctx: &mut Ctx<'_>) {
-        if let State::Chatting { name } = &self.state
-            && ctx.roster.leave(name, self.id)
-        {
-            let line = format!("* {name} left\n");
-            ctx.actions.push(Action::Broadcast(line.into_bytes()));
-        }
-        self.state = State::Done;
+        self.leave(false, ctx);
     }
 
-    /// Leaves the room without telling anyone: the server is shutting down.
+    /// Goes offline without telling anyone: the server is shutting down.
     pub fn handle_shutdown(&mut self, ctx: &mut Ctx<'_>) {
-        if let State::Chatting { name } = &self.state {
-            ctx.roster.leave(name, self.id);
+        self.leave(true, ctx);
+    }
+
+    fn leave(&mut self, silent: bool, ctx: &mut Ctx<'_>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Chatting { name } => ctx.hub.leave(self.id, &name, silent, ctx.actions),
+            State::Loading { name } => ctx.hub.load_abandoned(&name),
+            _ => {}
         }
-        self.state = State::Done;
     }
 
     fn end(&mut self, reason: &'static str, ctx: &mut Ctx<'_>) {
@@ -579,21 +583,20 @@ impl Session {
                 self.state = State::Chatting { name };
                 self.chat_line(line, ctx);
             }
-            state @ (State::NotStarted | State::Authenticating | State::Done) => self.state = state,
+            state @ (State::NotStarted
+            | State::Authenticating
+            | State::Loading { .. }
+            | State::Done) => self.state = state,
         }
     }
 
-    fn enter_chat(&mut self, name: String, ctx: &mut Ctx<'_>) {
-        let replaced = ctx.roster.enter(&name, self.id);
-        if let Some(old) = replaced {
-            let line = b"! logged in from another connection\n".to_vec();
-            ctx.actions.push(Action::Kick(old, line));
-        }
-        ctx.actions.push(Action::Send(ctx.roster.who_line()));
-        if replaced.is_none() {
-            let joined = format!("* {name} joined\n");
-            ctx.actions.push(Action::Broadcast(joined.into_bytes()));
-        }
+    fn enter_chat(
+        &mut self,
+        name: String,
+        loaded: Option<crate::store::ops::AccountState>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        ctx.hub.enter(self.id, &name, loaded, ctx.wall, ctx.actions);
         self.state = State::Chatting { name };
     }
 
@@ -653,41 +656,185 @@ impl Session {
         let Some(typed) = command else {
             // `//text` says `/text`.
             let text = line.strip_prefix('/').unwrap_or(line);
-            let mut out = Vec::with_capacity(name.len() + text.len() + 3);
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(text.as_bytes());
-            out.push(b'\n');
-            ctx.actions.push(Action::Broadcast(out));
+            let room = ctx.hub.current(&name, self.id);
+            ctx.hub
+                .say((self.id, &name), room, false, text, ctx.wall, ctx.actions);
             return;
         };
         let Some(command) = commands::find(typed) else {
             ctx.send(&format!("! unknown command /{typed}; try /help"));
             return;
         };
-        let call = Call { user: &name, args };
-        if (command.run)(&call, ctx) == Then::Quit {
-            self.end("quit", ctx);
+        let call = Call {
+            user: &name,
+            conn: self.id,
+            args,
+        };
+        match (command.run)(&call, ctx) {
+            Then::Stay => {}
+            Then::Wait => self.waiting = true,
+            Then::Quit => self.end("quit", ctx),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::chat::hub::HubConfig;
+    use crate::store::ops::{AccountState, HistoryOf, LOBBY, Message};
     use crate::transport::lines::{InBuf, LineFrame, Lines};
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
+
+    /// The store thread, in memory: applies the ops in order, answers
+    /// loads and history reads.
+    #[derive(Default)]
+    pub(crate) struct FakeStore {
+        /// account (folded) -> room -> seen; the lobby's row means "was online".
+        pub seen: HashMap<String, BTreeMap<String, u64>>,
+        pub messages: Vec<(Message, bool)>,
+        pub ops: Vec<String>,
+    }
+
+    impl FakeStore {
+        fn apply(&mut self, op: Op) -> Option<(ConnId, Reply)> {
+            self.ops.push(format!("{op:?}"));
+            match op {
+                Op::Message { message, pending } => self.messages.push((message, pending)),
+                Op::CreateRoom { name, owner, .. } => {
+                    self.seen
+                        .entry(owner.to_ascii_lowercase())
+                        .or_default()
+                        .insert(name, 0);
+                }
+                Op::DeleteRoom { name } => {
+                    for rooms in self.seen.values_mut() {
+                        rooms.remove(&name);
+                    }
+                    self.messages
+                        .retain(|(m, _)| m.room.as_deref() != Some(name.as_str()));
+                }
+                Op::Topic { .. } => {}
+                Op::Join {
+                    room,
+                    account,
+                    seen,
+                } => {
+                    self.seen
+                        .entry(account.to_ascii_lowercase())
+                        .or_default()
+                        .insert(room, seen);
+                }
+                Op::Part { room, account } => {
+                    if let Some(rooms) = self.seen.get_mut(&account.to_ascii_lowercase()) {
+                        rooms.remove(&room);
+                    }
+                }
+                Op::Seen { account, seen } => {
+                    let rooms = self.seen.entry(account.to_ascii_lowercase()).or_default();
+                    for (room, n) in seen {
+                        if room == LOBBY || rooms.contains_key(&room) {
+                            rooms.insert(room, n);
+                        }
+                    }
+                }
+                Op::Load { conn, account } => {
+                    let key = account.to_ascii_lowercase();
+                    let rooms = self.seen.get(&key).cloned().unwrap_or_default();
+                    let mut pending: Vec<Message> = self
+                        .messages
+                        .iter()
+                        .filter(|(m, p)| {
+                            *p && m
+                                .recipient
+                                .as_deref()
+                                .is_some_and(|r| r.eq_ignore_ascii_case(&account))
+                        })
+                        .map(|(m, _)| m.clone())
+                        .collect();
+                    let older = pending.len().saturating_sub(200);
+                    let offline = pending.split_off(older);
+                    let state = AccountState {
+                        lobby_seen: rooms.get(LOBBY).copied(),
+                        rooms: rooms.into_iter().filter(|(r, _)| r != LOBBY).collect(),
+                        offline,
+                        offline_older: older as u64,
+                    };
+                    return Some((conn, Reply::Loaded(Ok(state))));
+                }
+                Op::Delivered { account, up_to } => {
+                    for (m, p) in &mut self.messages {
+                        if m.id <= up_to
+                            && m.recipient
+                                .as_deref()
+                                .is_some_and(|r| r.eq_ignore_ascii_case(&account))
+                        {
+                            *p = false;
+                        }
+                    }
+                }
+                Op::History {
+                    conn,
+                    account,
+                    of,
+                    limit,
+                    ..
+                } => {
+                    let mut found: Vec<Message> = self
+                        .messages
+                        .iter()
+                        .map(|(m, _)| m)
+                        .filter(|m| match &of {
+                            HistoryOf::Room(r) => m.room.as_deref() == Some(r.as_str()),
+                            HistoryOf::Private(other) => {
+                                let is = |a: &Option<String>, b: &str| {
+                                    a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b))
+                                };
+                                m.room.is_none()
+                                    && ((m.sender.eq_ignore_ascii_case(&account)
+                                        && is(&m.recipient, other))
+                                        || (m.sender.eq_ignore_ascii_case(other)
+                                            && is(&m.recipient, &account)))
+                            }
+                        })
+                        .cloned()
+                        .collect();
+                    let skip = found.len().saturating_sub(limit);
+                    found.drain(..skip);
+                    return Some((conn, Reply::History(Ok(found))));
+                }
+            }
+            None
+        }
+    }
+
+    pub(crate) fn hub_config() -> HubConfig {
+        HubConfig {
+            history: true,
+            history_days: None,
+            max_rooms: 1000,
+            max_owned: 10,
+            quiet_presence: Some(500),
+            sessions_per_account: 4,
+        }
+    }
 
     /// Routes actions the way the reactor does, with a fake account store,
     /// so that protocol rules can be checked without sockets or threads.
-    struct World {
-        now: Instant,
-        config: SessionConfig,
-        roster: Roster,
-        sessions: Vec<Session>,
+    pub(crate) struct World {
+        pub now: Instant,
+        pub wall: i64,
+        pub config: SessionConfig,
+        pub hub: Hub,
+        pub store: FakeStore,
+        /// Store answers not yet handed back (see `settle`).
+        pub replies: Vec<(ConnId, Reply)>,
+        /// Hand store answers back at once (the default).
+        pub eager: bool,
+        pub sessions: Vec<Session>,
         /// Output per session, as text.
         out: Vec<String>,
-        closed: Vec<bool>,
+        pub closed: Vec<bool>,
         /// Auth requests waiting for `answer`, per session.
         asked: Vec<Option<AuthRequest>>,
         accounts: HashMap<String, (String, String)>,
@@ -696,7 +843,7 @@ mod tests {
     }
 
     impl World {
-        fn new() -> World {
+        pub(crate) fn new() -> World {
             World::with(SessionConfig {
                 max_line: 4096,
                 rate: None,
@@ -704,11 +851,19 @@ mod tests {
             })
         }
 
-        fn with(config: SessionConfig) -> World {
+        pub fn with(config: SessionConfig) -> World {
+            World::with_hub(config, hub_config())
+        }
+
+        pub fn with_hub(config: SessionConfig, hub: HubConfig) -> World {
             World {
                 now: Instant::now(),
+                wall: 1_796_121_485,
                 config,
-                roster: Roster::new(),
+                hub: Hub::new(hub),
+                store: FakeStore::default(),
+                replies: Vec::new(),
+                eager: true,
                 sessions: Vec::new(),
                 out: Vec::new(),
                 closed: Vec::new(),
@@ -718,7 +873,7 @@ mod tests {
             }
         }
 
-        fn account(&mut self, name: &str, password: &str) {
+        pub(crate) fn account(&mut self, name: &str, password: &str) {
             self.accounts.insert(
                 name.to_ascii_lowercase(),
                 (name.to_owned(), password.to_owned()),
@@ -726,29 +881,53 @@ mod tests {
         }
 
         /// Runs `f` on session `i` and routes what it asked for.
-        fn on(&mut self, i: usize, f: impl FnOnce(&mut Session, &mut Ctx<'_>)) {
+        pub(crate) fn on(&mut self, i: usize, f: impl FnOnce(&mut Session, &mut Ctx<'_>)) {
             let mut actions = Vec::new();
             let mut ctx = Ctx {
                 now: self.now,
+                wall: self.wall,
                 config: &self.config,
-                roster: &mut self.roster,
+                hub: &mut self.hub,
                 actions: &mut actions,
             };
             f(&mut self.sessions[i], &mut ctx);
             self.route(i, actions);
+            if self.eager {
+                self.settle();
+            }
         }
 
-        fn route(&mut self, from: usize, actions: Vec<Action>) {
+        /// Hands every store answer back to its session.
+        pub fn settle(&mut self) {
+            while !self.replies.is_empty() {
+                let (id, reply) = self.replies.remove(0);
+                if self.closed[id.key] {
+                    continue;
+                }
+                self.on(id.key, |s, ctx| s.handle_store_reply(reply, ctx));
+                self.pump(id.key);
+            }
+        }
+
+        pub(crate) fn route(&mut self, from: usize, actions: Vec<Action>) {
             let text = |b: Vec<u8>| String::from_utf8(b).expect("server output is UTF-8");
             for action in actions {
                 match action {
                     Action::Send(b) => self.out[from].push_str(&text(b)),
-                    Action::Broadcast(b) => {
-                        let line = text(b);
-                        for j in 0..self.sessions.len() {
-                            if j != from && !self.closed[j] && self.sessions[j].is_chatting() {
-                                self.out[j].push_str(&line);
+                    Action::ToRoom { room, except, line } => {
+                        let line = text(line);
+                        for id in self.hub.room_conns(room).to_vec() {
+                            if Some(id) != except
+                                && !self.closed[id.key]
+                                && self.sessions[id.key].is_chatting()
+                            {
+                                self.out[id.key].push_str(&line);
                             }
+                        }
+                    }
+                    Action::Store(op) => {
+                        if let Some(reply) = self.store.apply(op) {
+                            self.replies.push(reply);
                         }
                     }
                     Action::SendTo(id, b) => self.out[id.key].push_str(&text(b)),
@@ -765,14 +944,14 @@ mod tests {
             }
         }
 
-        fn close(&mut self, i: usize) {
+        pub(crate) fn close(&mut self, i: usize) {
             if !self.closed[i] {
                 self.closed[i] = true;
                 self.on(i, |s, ctx| s.handle_closed(ctx));
             }
         }
 
-        fn connect(&mut self) -> usize {
+        pub(crate) fn connect(&mut self) -> usize {
             let i = self.sessions.len();
             let id = ConnId {
                 key: i,
@@ -787,20 +966,20 @@ mod tests {
             i
         }
 
-        fn send(&mut self, i: usize, bytes: &[u8]) {
+        pub(crate) fn send(&mut self, i: usize, bytes: &[u8]) {
             self.framing[i].0.push(bytes);
             self.pump(i);
         }
 
         /// The peer finished sending.
-        fn eof(&mut self, i: usize) {
+        pub(crate) fn eof(&mut self, i: usize) {
             self.framing[i].1.set_eof();
             self.pump(i);
         }
 
         /// Hands session `i` its buffered lines while it wants them, the
         /// way the reactor does.
-        fn pump(&mut self, i: usize) {
+        pub(crate) fn pump(&mut self, i: usize) {
             while !self.closed[i] && self.sessions[i].wants_input() {
                 let (input, lines) = &mut self.framing[i];
                 let frame = match lines.next(input, self.config.max_line) {
@@ -820,7 +999,7 @@ mod tests {
         }
 
         /// Answers session `i`'s pending auth job from the fake store.
-        fn answer(&mut self, i: usize) {
+        pub(crate) fn answer(&mut self, i: usize) {
             let req = self.asked[i].take().expect("an auth job is pending");
             let outcome = match req {
                 AuthRequest::Register { name, password } => {
@@ -848,12 +1027,12 @@ mod tests {
         }
 
         /// Output of session `i` since the last call.
-        fn take(&mut self, i: usize) -> String {
+        pub(crate) fn take(&mut self, i: usize) -> String {
             std::mem::take(&mut self.out[i])
         }
 
         /// Connects and registers `name`, discarding the handshake output.
-        fn chatter(&mut self, name: &str) -> usize {
+        pub(crate) fn chatter(&mut self, name: &str) -> usize {
             let i = self.connect();
             self.send(i, format!("R\n{name}\npassword-{name}\n").as_bytes());
             self.answer(i);
@@ -1293,7 +1472,7 @@ mod tests {
         w.send(a, b"/MSG nobody hi\n/msg\n/msg bob\n/msg bob   \n");
         assert_eq!(
             w.take(a),
-            "! nobody is not online\n! usage: /msg <user> <text>\n\
+            "! no such user nobody\n! usage: /msg <user> <text>\n\
              ! usage: /msg <user> <text>\n! usage: /msg <user> <text>\n"
         );
         // /me
@@ -1335,7 +1514,7 @@ mod tests {
         assert!(w.closed[a]);
         assert_eq!(w.take(b), "* alice left\n");
         assert!(!w.sessions[a].wants_input());
-        assert_eq!(w.roster.len(), 1);
+        assert_eq!(w.hub.len(), 1);
     }
 
     #[test]
@@ -1345,7 +1524,7 @@ mod tests {
         let b = w.chatter("bob");
         w.close(a);
         assert_eq!(w.take(b), "* alice left\n");
-        assert!(w.roster.lookup("alice").is_none());
+        assert!(!w.hub.is_online("alice"));
     }
 
     #[test]
@@ -1361,7 +1540,13 @@ mod tests {
 
     #[test]
     fn takeover_kicks_the_old_connection_without_notices() {
-        let mut w = World::new();
+        let mut w = World::with_hub(
+            World::new().config,
+            HubConfig {
+                sessions_per_account: 1,
+                ..hub_config()
+            },
+        );
         let old = w.chatter("alice");
         let b = w.chatter("bob");
         w.take(old);
@@ -1376,7 +1561,7 @@ mod tests {
         assert_eq!(w.take(old), "! logged in from another connection\n");
         assert!(w.closed[old]);
         assert_eq!(w.take(b), "", "no left or joined notices");
-        assert_eq!(w.roster.lookup("alice").map(|(id, _)| id.key), Some(new));
+        assert!(w.hub.is_online("alice"));
         w.send(b, b"/msg alice still there?\n");
         assert_eq!(w.take(new), "@bob: still there?\n");
         assert_eq!(w.take(old), "");
@@ -1463,14 +1648,22 @@ mod tests {
             b"/quit",
             &mut Ctx {
                 now: w.now,
+                wall: w.wall,
                 config: &w.config,
-                roster: &mut w.roster,
+                hub: &mut w.hub,
                 actions: &mut actions,
             },
         );
-        assert!(actions.contains(&Action::Broadcast(b"* bob left\n".to_vec())));
+        assert!(actions.contains(&Action::ToRoom {
+            room: crate::chat::hub::LOBBY_ID,
+            except: Some(w.sessions[b].id()),
+            line: b"* bob left\n".to_vec()
+        }));
         w.send(a, b"/msg bob hello?\n/who\n");
-        assert_eq!(w.take(a), "! bob is not online\n* online (1): alice\n");
+        assert_eq!(
+            w.take(a),
+            "* bob is offline; they will get it when they log in\n* online (1): alice\n"
+        );
     }
 
     #[test]
@@ -1495,7 +1688,7 @@ mod tests {
         w.on(b, |s, ctx| s.handle_shutdown(ctx));
         w.close(b);
         assert_eq!(w.take(a), "");
-        assert_eq!(w.roster.len(), 1);
+        assert_eq!(w.hub.len(), 1);
     }
 
     #[test]

@@ -62,7 +62,8 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::auth::{AuthConfig, AuthPool, Done};
-use crate::chat::session::{Action, ConnId, Ctx, Roster, SessionConfig};
+use crate::chat::hub::{Hub, HubConfig};
+use crate::chat::session::{Action, ConnId, Ctx, SessionConfig};
 use crate::limits::{Cidr, LimitConfig, Limits};
 use crate::transport::tls::{self, CertSource};
 use crate::transport::{self as tp};
@@ -165,6 +166,8 @@ pub struct Config {
     pub proxy_from: Vec<Cidr>,
     /// `--allowed-origin`: WebSocket origins besides the server's own.
     pub allowed_origins: Vec<String>,
+    /// Rooms, history and presence (`--history` and friends).
+    pub hub: HubConfig,
 }
 
 impl Default for Config {
@@ -212,7 +215,7 @@ impl ShutdownHandle {
 /// calls).
 struct Chat {
     config: SessionConfig,
-    roster: Roster,
+    hub: Hub,
     actions: Vec<Action>,
 }
 
@@ -220,11 +223,19 @@ impl Chat {
     fn ctx(&mut self, now: Instant) -> Ctx<'_> {
         Ctx {
             now,
+            wall: wall_clock(),
             config: &self.config,
-            roster: &mut self.roster,
+            hub: &mut self.hub,
             actions: &mut self.actions,
         }
     }
+}
+
+/// Unix seconds now (the times messages are stored with).
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -265,6 +276,7 @@ pub struct Server {
     pacer: Pacer,
     /// Results made on the loop itself (queue full), handled like workers'.
     local_results: VecDeque<Done>,
+    store_local: VecDeque<crate::store::ops::Answer>,
     login_deadlines: VecDeque<(Instant, ConnId)>,
     linger_deadlines: VecDeque<(Instant, ConnId)>,
     accept_retry: Option<Instant>,
@@ -354,7 +366,7 @@ impl Server {
                 rate: config.rate,
                 rate_bytes: config.rate_bytes,
             },
-            roster: Roster::new(),
+            hub: Hub::new(config.hub.clone()),
             actions: Vec::new(),
         };
         // Room for a quarter of the output limit at once, and for all
@@ -390,6 +402,7 @@ impl Server {
             paced_back: Vec::new(),
             pacer,
             local_results: VecDeque::new(),
+            store_local: VecDeque::new(),
             login_deadlines: VecDeque::new(),
             linger_deadlines: VecDeque::new(),
             accept_retry: None,
@@ -506,6 +519,7 @@ impl Server {
                 }
             }
             self.drain_results(now);
+            self.drain_store(now);
             self.run_timers(now);
             self.end_turn(now);
             if self
@@ -722,6 +736,11 @@ impl Server {
             }
             self.doomed.push(conn.id);
         }
-        self.chat.actions.clear();
+        // Nothing is said any more, but what the accounts had seen is kept.
+        for action in std::mem::take(&mut self.chat.actions) {
+            if let Action::Store(op) = action {
+                self.store_op(op);
+            }
+        }
     }
 }

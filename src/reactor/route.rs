@@ -19,8 +19,10 @@ use super::audit::{self, Event};
 use super::conn::{Attempt, Closing, Conn};
 use super::{LINGER, Server};
 use crate::auth::{Done, Job};
+use crate::chat::hub::RoomId;
 use crate::chat::session::{Action, AuthOutcome, AuthRequest, ConnId};
 use crate::limits::{Hit, LoginAnswer, Source};
+use crate::store::ops::{Answer, Op, Reply};
 
 impl Server {
     // ---- carrying out what sessions ask ----
@@ -31,7 +33,8 @@ impl Server {
         for action in actions.drain(..) {
             match action {
                 Action::Send(line) => self.queue(id, &line),
-                Action::Broadcast(line) => self.broadcast(id.key, &line),
+                Action::ToRoom { room, except, line } => self.broadcast(room, except, &line),
+                Action::Store(op) => self.store_op(op),
                 Action::SendTo(to, line) => self.queue(to, &line),
                 Action::Kick(to, line) => {
                     self.queue(to, &line);
@@ -158,23 +161,31 @@ impl Server {
         }
     }
 
-    /// Appends one line to every Chatting connection but `except`: the
+    /// Appends one line to every connection in `room` but `except`: the
     /// bytes were formatted once by the session; this is only copies (and
-    /// one addition each to the ledger).
-    pub(super) fn broadcast(&mut self, except: usize, bytes: &[u8]) {
-        self.pacer.set_readers(self.chat.roster.len());
+    /// one addition each to the ledger), one per member online, whatever
+    /// the size of the server.
+    pub(super) fn broadcast(&mut self, room: RoomId, except: Option<ConnId>, bytes: &[u8]) {
+        let readers = self.chat.hub.room_conns(room);
+        self.pacer.set_readers(readers.len());
         self.pacer.spend(bytes.len());
         let limit = self.config.max_output;
         // Rare, so no allocation unless someone is over the limit.
         let mut over = Vec::new();
         let ledger = &mut self.ledger;
-        for (key, conn) in self.conns.iter_mut() {
-            if key == except || conn.closing.is_some() || !conn.session.is_chatting() {
+        for &id in readers {
+            if Some(id) == except {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if conn.closing.is_some() || !conn.session.is_chatting() {
                 continue;
             }
             match push_output(conn, bytes, limit, &mut self.dirty) {
-                Ok(Pushed::Appended) => ledger.add(key, bytes.len()),
-                Ok(Pushed::AfterFlush) => ledger.set(key, conn.unsent()),
+                Ok(Pushed::Appended) => ledger.add(id.key, bytes.len()),
+                Ok(Pushed::AfterFlush) => ledger.set(id.key, conn.unsent()),
                 Err(refused) => over.push((conn.id, refused)),
             }
         }
@@ -272,6 +283,40 @@ impl Server {
         conn.closing = Some(how);
         conn.reason = reason;
         self.doomed.push(id);
+    }
+
+    /// Hands an op to the store thread.
+    pub(super) fn store_op(&mut self, op: Op) {
+        // TEMPORARY until the store thread lands: answer reads at once.
+        match op {
+            Op::Load { conn, .. } => self.store_local.push_back(Answer {
+                conn,
+                reply: Reply::Loaded(Ok(Default::default())),
+            }),
+            Op::History { conn, .. } => self.store_local.push_back(Answer {
+                conn,
+                reply: Reply::History(Ok(Vec::new())),
+            }),
+            _ => {}
+        }
+    }
+
+    /// Hands the store thread's answers to the sessions that asked.
+    pub(super) fn drain_store(&mut self, now: Instant) {
+        while let Some(answer) = self.store_local.pop_front() {
+            let id = answer.conn;
+            let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
+                continue;
+            };
+            conn.session
+                .handle_store_reply(answer.reply, &mut self.chat.ctx(now));
+            if conn.session.is_chatting() {
+                self.limits.not_pending(&conn.admission);
+            }
+            self.apply(id);
+            // Reading paused during the read; bytes may be waiting.
+            self.again.push(id);
+        }
     }
 
     pub(super) fn drain_results(&mut self, now: Instant) {

@@ -52,7 +52,7 @@ pub struct AccountState {
     /// number it had seen there.
     pub rooms: Vec<(String, u64)>,
     /// Private messages received while it was offline, the newest 200 at
-    /// most, oldest first. Reading them marks every one delivered.
+    /// most, oldest first ([`Op::Delivered`] marks them handed over).
     pub offline: Vec<Message>,
     /// How many older offline messages there were besides `offline`.
     pub offline_older: u64,
@@ -68,7 +68,7 @@ pub enum HistoryOf {
 }
 
 /// What the loop asks the store thread to do, in order.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Op {
     /// Store a message. `pending`: a private message for an offline
     /// recipient, to hand over at its next [`Op::Load`].
@@ -104,9 +104,11 @@ pub enum Op {
     },
     /// Read `account`'s [`AccountState`] and answer [`Reply::Loaded`].
     Load { conn: ConnId, account: String },
-    /// Private messages handed to a connection that then failed to log
-    /// in: pending again.
-    Undeliver { ids: Vec<u64> },
+    /// The account's offline private messages up to id `up_to` were
+    /// handed to a connection that entered Chatting: no longer pending.
+    /// ([`Op::Load`] reads them without changing them, so a login that
+    /// fails halfway loses nothing.)
+    Delivered { account: String, up_to: u64 },
     /// Read up to `limit` messages, newest last, and answer
     /// [`Reply::History`]. `before`: only messages with an id below it
     /// (those the loop already has in memory are not read again).

@@ -91,9 +91,9 @@ fn private_message_errors() {
     create_account(s.addr, "dave", &pw("dave"));
     let (mut alice, mut bob, mut carol) = trio(&s);
     alice.send("/msg nobody x\n");
-    alice.expect("! nobody is not online");
+    alice.expect("! no such user nobody");
     alice.send("/msg dave are you there\n");
-    alice.expect("! dave is not online");
+    alice.expect("* dave is offline; they will get it when they log in");
     alice.send("/msg\n");
     alice.expect("! usage: /msg <user> <text>");
     alice.send("/msg bob\n");
@@ -200,7 +200,8 @@ fn disconnect_while_chatting_announces_left() {
 
 #[test]
 fn login_takes_over_older_connection() {
-    let s = Server::start(&[]);
+    // Version 1's rule: one connection per account.
+    let s = Server::start(&["--sessions-per-account", "1"]);
     let mut old = register(s.addr, "alice", &pw("alice"));
     let mut bob = join(s.addr, "bob", &mut [&mut old]);
 

@@ -17,6 +17,7 @@ mod output;
 mod remote;
 mod review;
 mod robustness;
+mod rooms;
 mod secrets;
 mod strangers;
 mod transport;

@@ -1206,16 +1206,18 @@ fn protocol_tour(s: &Server, relay: &dyn Fn() -> SocketAddr, over_tls: bool) {
 
 #[test]
 fn protocol_tour_over_tls() {
-    let s = Server::start(&[]);
+    // The tour ends with version 1's takeover: one connection per account.
+    let s = Server::start(&["--sessions-per-account", "1"]);
     let fp = fp(&s);
     protocol_tour(&s, &|| tls_relay(s.addr, &fp), true);
 }
 
 #[test]
 fn protocol_tour_over_websocket() {
-    let s = Server::start(&[]);
+    let one = ["--sessions-per-account", "1"];
+    let s = Server::start(&one);
     protocol_tour(&s, &|| ws_relay(s.addr, None, None), false);
-    let s = Server::start(&[]);
+    let s = Server::start(&one);
     let fp = fp(&s);
     let origin = own_origin(s.addr, true);
     protocol_tour(&s, &|| ws_relay(s.addr, Some(&fp), Some(&origin)), false);

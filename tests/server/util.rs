@@ -276,6 +276,10 @@ pub struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     pub label: String,
+    /// Reads skip history lines (`~<time> <line>`): tests of the rules that
+    /// history does not change are not written around catch-up. Tests of
+    /// history turn this off with [`Client::with_history`].
+    skip_history: bool,
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -309,7 +313,14 @@ impl Client {
             reader: BufReader::with_capacity(64 * 1024, stream),
             writer,
             label,
+            skip_history: true,
         }
+    }
+
+    /// Reads return history lines (`~<time> <line>`) too.
+    pub fn with_history(mut self) -> Client {
+        self.skip_history = false;
+        self
     }
 
     /// Connects and consumes the welcome line and the choice prompt.
@@ -399,6 +410,15 @@ impl Client {
     }
 
     fn try_line(&mut self) -> Result<String, String> {
+        loop {
+            let line = self.try_any_line()?;
+            if !(self.skip_history && line.starts_with('~')) {
+                return Ok(line);
+            }
+        }
+    }
+
+    fn try_any_line(&mut self) -> Result<String, String> {
         let mut buf = Vec::new();
         match self.reader.read_until(b'\n', &mut buf) {
             Ok(0) => Err("got EOF".to_string()),
@@ -479,14 +499,28 @@ impl Client {
 
     /// Waits up to `d` for data or EOF without consuming anything: the
     /// number of bytes buffered, 0 at EOF.
+    /// History lines are consumed on the way unless asked for.
     fn peek_within(&mut self, d: Duration) -> io::Result<usize> {
-        self.reader.get_ref().set_read_timeout(Some(d)).unwrap();
-        let ready = self.reader.fill_buf().map(|b| b.len());
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .unwrap();
-        ready
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
+            let ready = self.reader.fill_buf().map(|b| b.len());
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(READ_TIMEOUT))
+                .unwrap();
+            let history = self.skip_history && self.reader.buffer().first() == Some(&b'~');
+            if matches!(ready, Ok(n) if n > 0) && history {
+                if let Err(why) = self.try_any_line() {
+                    panic!("{}: in a history line, {why}", self.label);
+                }
+                continue;
+            }
+            return ready;
+        }
     }
 
     /// The next line, if one starts arriving within `d`; the connection
@@ -1096,6 +1130,7 @@ impl Probe {
                 reader,
                 writer,
                 label: label.to_string(),
+                skip_history: true,
             }
         };
         let rx = client(
@@ -1438,6 +1473,10 @@ fn probe_listen(
                 buf.pop();
                 let line = String::from_utf8_lossy(&buf).into_owned();
                 buf.clear();
+                // Catch-up at login is not the probe's traffic.
+                if line.starts_with('~') {
+                    continue;
+                }
                 let heard = match line.strip_prefix(prefix) {
                     Some("end") => Heard::End,
                     Some(n) if n.parse::<usize>().is_ok() => Heard::Probe(n.parse().unwrap()),

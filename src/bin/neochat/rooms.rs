@@ -125,6 +125,9 @@ pub struct Tracker {
     joining: Option<String>,
     /// A `/join` or `/part` was sent and the server has not answered.
     awaiting: bool,
+    /// A `/part` was sent and the server has not answered: its `bye`
+    /// makes the lobby current, whichever room was left.
+    parting: bool,
 }
 
 impl Tracker {
@@ -159,7 +162,10 @@ impl Tracker {
                 self.joining = words.next().and_then(typed_room);
                 self.awaiting = true;
             }
-            "part" => self.awaiting = true,
+            "part" => {
+                self.awaiting = true;
+                self.parting = true;
+            }
             _ => {}
         }
     }
@@ -191,9 +197,15 @@ impl Tracker {
                         self.answered();
                     }
                 }
-                // `/part`'s answer; for the current room, back to the lobby.
+                // `/part`'s answer makes the lobby current; the same line
+                // on another connection of the account (which did not ask)
+                // only leaves the room if it was current there.
                 Line::Notice(text) if text.trim_end() == "bye" => {
-                    self.leave(room);
+                    if self.parting {
+                        self.current = None;
+                    } else {
+                        self.leave(room);
+                    }
                     self.answered();
                 }
                 // Kicked or banned from the room: no longer a member.
@@ -224,6 +236,7 @@ impl Tracker {
     fn answered(&mut self) {
         self.joining = None;
         self.awaiting = false;
+        self.parting = false;
     }
 }
 
@@ -414,11 +427,16 @@ mod tests {
         let mut t = Tracker::default();
         t.typed("/join #rust");
         hear(&mut t, "#rust * online (1): alice");
-        // Leaving another room keeps the current one.
-        t.typed("/part #go");
+        // Another connection of the account left a room that is not
+        // current here: the current one stays.
         assert!(!hear(&mut t, "#go * bye"));
-        assert!(!t.awaiting());
         assert_eq!(t.current(), Some("rust"));
+        // Leaving any room makes the lobby current, as the server does.
+        t.typed("/part #go");
+        assert!(hear(&mut t, "#go * bye"));
+        assert!(!t.awaiting());
+        assert_eq!(t.current(), None);
+        hear(&mut t, "* talking in #rust");
         t.typed("/part");
         assert!(hear(&mut t, "#RUST * bye"));
         assert_eq!(t.current(), None);
