@@ -21,6 +21,9 @@ pub struct Flags {
     /// SQLite database file holding the accounts (created if missing)
     #[arg(long, value_name = "PATH", default_value = "neochat.db")]
     pub db: PathBuf,
+    /// Days messages are kept (1 to 36500), or `forever`
+    #[arg(long, value_name = "N|forever", default_value = "90", value_parser = parse_days)]
+    pub history_days: Days,
     /// bcrypt cost for new passwords, 4 to 31
     #[arg(long, value_name = "N", default_value_t = 12,
           value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -118,6 +121,22 @@ pub struct Flags {
 #[derive(Clone, Copy, Debug)]
 pub struct Limit(Option<u32>);
 
+/// A number of days, or `forever` (`None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Days(Option<u32>);
+
+fn parse_days(s: &str) -> Result<Days, String> {
+    if s.eq_ignore_ascii_case("forever") {
+        return Ok(Days(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=36_500).contains(&n) => Ok(Days(Some(n))),
+        _ => Err(format!(
+            "expected a number of days from 1 to 36500 or `forever`, got `{s}`"
+        )),
+    }
+}
+
 /// A limit: 1 to 1,000,000, or `off`.
 fn parse_limit(s: &str) -> Result<Limit, String> {
     if s.eq_ignore_ascii_case("off") {
@@ -214,6 +233,7 @@ impl Flags {
         Config {
             listen: self.listen.clone(),
             db: self.db.clone(),
+            history_days: self.history_days.0,
             bcrypt_cost: self.bcrypt_cost,
             rate: self.rate.0,
             rate_bytes: self.rate_bytes.0,
