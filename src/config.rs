@@ -261,3 +261,18 @@ impl Flags {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_days_take_a_number_or_forever() {
+        assert_eq!(Flags::default().to_config().history_days, Some(90));
+        assert_eq!(parse_days("7").map(|d| d.0), Ok(Some(7)));
+        assert_eq!(parse_days("FOREVER").map(|d| d.0), Ok(None));
+        for bad in ["0", "-1", "36501", "off", ""] {
+            assert!(parse_days(bad).is_err(), "{bad:?}");
+        }
+    }
+}
