@@ -1,11 +1,12 @@
-//! Accounts: the worker pool that hashes, verifies and stores passwords.
+//! Accounts: the worker pool that hashes and verifies passwords.
 //!
 //! bcrypt takes hundreds of milliseconds at production cost and SQLite
 //! writes wait for the disk, so neither may run on the event loop. This
 //! module owns a bounded job queue, N worker threads each with its own
 //! `rusqlite::Connection` (a connection is `Send` but not `Sync`) for
-//! reading, one writer thread that stores new accounts (and re-hashed
-//! passwords), and a result channel.
+//! reading accounts (`store::accounts`), and a result channel. New
+//! accounts (and re-hashed passwords) go to the one store thread
+//! (`store::writer`), which stores them and answers on the same channel.
 //!
 //! Workers run at reduced priority, so hashing never takes the CPU from the
 //! event loop; all but the first at idle priority, which gets next to no
@@ -14,15 +15,16 @@
 //! lock while they wait; a check stalled on an idle worker is run again by
 //! worker 0 (the first to finish answers); and no worker holds SQLite's
 //! write lock, where a starved one would stall every other registration
-//! (and past `BUSY_TIMEOUT`, fail them). The writer runs at normal
+//! (and past `BUSY_TIMEOUT`, fail them). The store thread runs at normal
 //! priority, and commits whatever registrations are waiting in one
-//! transaction (one fsync for all of them). A worker sends its result first and then wakes the
+//! transaction with the rest of its batch (one fsync for all of them). A
+//! worker sends its result first and then wakes the
 //! reactor through the one `mio::Waker`; wakes coalesce, so the reactor
 //! drains every result on each wake.
 //!
 //! When `--bcrypt-cost` has changed since an account was made, its next
 //! successful login hashes the password again at the current cost, after
-//! the user has the answer, and the writer stores it; failing to only
+//! the user has the answer, and the store thread stores it; failing to only
 //! leaves the old hash (logged). An unknown name is checked against a dummy
 //! hash of the cost most stored hashes have (`costs`), so that it takes as
 //! long as a known name's wrong password whatever the flag says.
@@ -37,9 +39,8 @@
 //! makes each batch of registrations wait at most `BUSY_TIMEOUT` (2 s)
 //! before it fails (one that arrives while a batch waits can wait for that
 //! batch and then its own: twice that). Logins do not wait for it: workers
-//! hand new accounts to the writer and go on.
+//! hand new accounts to the store thread and go on.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -47,14 +48,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel as channel;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::Connection;
 
 use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
-use crate::store::{Access, migrate, open, private_files};
+use crate::store::accounts::{self, AuthLink, NewAccount, Rehash, Write};
+use crate::store::writer::AccountWriter;
+use crate::store::{Access, Store, open};
 pub use crate::store::{Error, ErrorKind, SCHEMA_VERSION};
 
-mod costs;
-use costs::{Costs, hash_cost};
+pub(crate) mod costs;
+use costs::hash_cost;
 
 /// One account operation for a connection.
 pub struct Job {
@@ -79,7 +82,6 @@ pub struct Done {
 /// Settings of the pool.
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
-    pub db: PathBuf,
     pub bcrypt_cost: u32,
     pub workers: usize,
     /// Jobs that may wait for a worker; past that, `submit` refuses.
@@ -100,40 +102,25 @@ pub struct AuthPool {
     /// take and close them itself: workers run at idle priority and, on a
     /// busy machine, might not get the CPU to close them (and checkpoint the
     /// WAL into the database file) before the process exits.
-    stores: Vec<Store>,
+    slots: Vec<Slot>,
 }
 
 /// A worker's connection; `None` once the pool has closed it.
-type Store = Arc<Mutex<Option<Connection>>>;
+type Slot = Arc<Mutex<Option<Connection>>>;
 
 impl AuthPool {
-    /// Opens (creating or migrating) the database, then starts the workers.
-    /// `wake` is called after each result is queued.
+    /// Starts the workers on `store`'s database, which [`Store::start`]
+    /// has opened and migrated; new accounts go to its thread. `wake` is
+    /// called after each result is queued.
     pub fn start(
         config: &AuthConfig,
+        store: &Store,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<AuthPool, Error> {
-        private_files(&config.db);
-        let (conn, access) = open(&config.db)?;
-        migrate(&conn, access, &config.db)?;
+        let db = store.db();
+        let (conn, _) = open(db)?;
         let costs = costs::load(&conn, config.bcrypt_cost)?;
         drop(conn);
-        match access {
-            Access::ReadWrite => {}
-            Access::ReadOnly => log::warn!(
-                "database {} is read-only: existing users can log in, \
-                 registrations will be refused",
-                config.db.display()
-            ),
-            Access::Immutable => log::warn!(
-                "database {} and its directory are read-only: opened as an \
-                 immutable snapshot (SQLite cannot otherwise read a WAL \
-                 database where it cannot create the -wal and -shm files); \
-                 existing users can log in, registrations will be refused, \
-                 and changes other programs make to it will not be seen",
-                config.db.display()
-            ),
-        }
 
         log::info!(
             "unknown names are checked at bcrypt cost {} ({})",
@@ -171,38 +158,25 @@ impl AuthPool {
             shared.takeover_after
         );
         let mut threads = Vec::new();
-        let mut stores = Vec::new();
-        let (write_tx, write_rx) = mpsc::channel::<Write>();
-        {
-            let (conn, _) = open(&config.db)?;
-            let store: Store = Arc::new(Mutex::new(Some(conn)));
-            stores.push(store.clone());
-            let done = shared.done.clone();
-            let wake = shared.wake.clone();
-            let writer = Writer {
-                store,
-                done,
-                wake,
-                costs,
-                unknown_cost: dummy.cost.clone(),
-            };
-            let handle = std::thread::Builder::new()
-                .name("auth-writer".into())
-                .spawn(move || writer.run(&write_rx))
-                .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
-            threads.push(handle);
-        }
+        let mut slots = Vec::new();
+        // The store thread keeps the count of hashes by cost from now on.
+        let writer = store.accounts(AuthLink {
+            done: shared.done.clone(),
+            wake: shared.wake.clone(),
+            costs,
+            unknown_cost: dummy.cost.clone(),
+        });
         for i in 0..workers {
-            let (conn, access) = open(&config.db)?;
-            let store: Store = Arc::new(Mutex::new(Some(conn)));
-            stores.push(store.clone());
+            let (conn, access) = open(db)?;
+            let slot: Slot = Arc::new(Mutex::new(Some(conn)));
+            slots.push(slot.clone());
             let worker = Worker {
                 index: i,
-                store,
-                read_only: access != Access::ReadWrite,
+                store: slot,
+                read_only: access != Access::ReadWrite || !store.writable(),
                 cost: config.bcrypt_cost,
                 dummy: dummy.clone(),
-                writer: write_tx.clone(),
+                writer: writer.clone(),
             };
             let shared = shared.clone();
             let handle = std::thread::Builder::new()
@@ -217,7 +191,7 @@ impl AuthPool {
             limit: config.queue.max(1),
             results: done_rx,
             threads,
-            stores,
+            slots,
         })
     }
 
@@ -252,9 +226,9 @@ impl AuthPool {
         self.jobs = None;
         let deadline = std::time::Instant::now() + timeout;
         let mut in_use = 0;
-        for store in &self.stores {
+        for slot in &self.slots {
             let conn = loop {
-                match store.try_lock() {
+                match slot.try_lock() {
                     Ok(mut slot) => break slot.take(),
                     // The worker panicked while holding it: the transaction
                     // rolled back as it unwound; the connection is sound.
@@ -290,13 +264,13 @@ impl AuthPool {
 
 /// "Unknown user" is verified against this hash, so it costs what a wrong
 /// password costs and the two cannot be told apart by timing. Its cost is
-/// the one most accounts have (see `costs`), which the writer may change
+/// the one most accounts have (see `costs`), which the store thread may change
 /// while the server runs.
 #[derive(Clone)]
 struct Dummy {
     /// Salt and hash of a cheap hash, without its `$2b$NN$` prefix.
     rest: Arc<str>,
-    /// The cost to label it with, published by the writer.
+    /// The cost to label it with, published by the store thread.
     cost: Arc<AtomicU32>,
 }
 
@@ -375,14 +349,14 @@ fn lower_priority(index: usize) {
 struct Worker {
     /// 0 for the first worker (see `lower_priority`).
     index: usize,
-    store: Store,
+    store: Slot,
     /// The database cannot be written: registrations are refused before
     /// anything is hashed.
     read_only: bool,
     cost: u32,
     dummy: Dummy,
     /// Where new accounts and re-hashed passwords go to be stored.
-    writer: Sender<Write>,
+    writer: AccountWriter,
 }
 
 /// What the workers share.
@@ -638,7 +612,7 @@ impl Worker {
     }
 
     /// Hashes the password of a login that matched a hash of another cost
-    /// at the configured cost, and hands it to the writer. A failure only
+    /// at the configured cost, and hands it to the store thread. A failure only
     /// leaves the old hash in place (logged): the login stands.
     fn rehash(&self, task: &Task, stale: Stale) {
         let AuthRequest::Login { password, .. } = &task.job.request else {
@@ -656,8 +630,8 @@ impl Worker {
             old: stale.hash,
             new: hash,
         });
-        if self.writer.send(write).is_err() {
-            log::debug!("the account writer has stopped: a re-hash is not stored");
+        if !self.writer.send(write) {
+            log::debug!("the store thread has stopped: a re-hash is not stored");
         }
     }
 
@@ -683,7 +657,7 @@ impl Worker {
         })
     }
 
-    /// `None` when the writer answers (or another worker running the same
+    /// `None` when the store thread answers (or another worker running the same
     /// task got to store it first).
     fn register(
         &self,
@@ -719,9 +693,7 @@ impl Worker {
         if !task.claim(self.index) {
             return Ok(None);
         }
-        let created_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let created_at = crate::store::writer::unix_now();
         let write = Write::Register(NewAccount {
             conn: task.job.conn,
             name: name.to_owned(),
@@ -731,10 +703,10 @@ impl Worker {
             #[cfg(test)]
             panic: password == tests::PANIC_IN_TRANSACTION,
         });
-        if self.writer.send(write).is_err() {
+        if !self.writer.send(write) {
             return Err(closed());
         }
-        // The writer answers, as soon as the account is stored (or not):
+        // The store thread answers, as soon as the account is stored (or not):
         // this worker may be kept off the CPU by then.
         Ok(None)
     }
@@ -791,15 +763,9 @@ impl Worker {
 
     /// The account's registered name and hash, matched without regard to case.
     fn find(&self, name: &str) -> Result<Option<(String, String)>, Error> {
-        let store = self.lock();
-        let conn = store.as_ref().ok_or_else(closed)?;
-        Ok(conn
-            .query_row(
-                "SELECT name, hash FROM users WHERE name = ?1",
-                [name],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+        let slot = self.lock();
+        let conn = slot.as_ref().ok_or_else(closed)?;
+        accounts::find(conn, name)
     }
 
     /// This worker's connection slot. A poisoned lock means this worker
@@ -845,962 +811,10 @@ struct Stale {
     hash: String,
 }
 
-/// What the writer stores.
-enum Write {
-    Register(NewAccount),
-    Rehash(Rehash),
-}
-
-/// A password hashed again at the configured cost, after a login. Nobody
-/// waits for it.
-struct Rehash {
-    name: String,
-    old: String,
-    new: String,
-}
-
-/// A new account for the writer to store.
-struct NewAccount {
-    /// Who asked: the writer answers them.
-    conn: ConnId,
-    name: String,
-    hash: String,
-    created_at: i64,
-    /// Set when the user has gone: the account is not stored.
-    cancel: Arc<AtomicBool>,
-    /// Tests make the write panic inside its transaction.
-    #[cfg(test)]
-    panic: bool,
-}
-
-/// What became of a [`Write`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stored {
-    Inserted,
-    Taken,
-    Cancelled,
-    /// Nothing was stored (the error is logged once, by the writer).
-    Failed,
-    /// A re-hash replaced the old hash.
-    Rehashed,
-    /// A re-hash found the old hash gone (another login re-hashed it, or
-    /// the account was changed or deleted meanwhile): nothing to do.
-    Superseded,
-}
-
-/// The most writes committed in one transaction.
-const MAX_BATCH: usize = 64;
-
-/// The one thread that writes accounts, at normal priority, and answers
-/// the registrations it stores (or fails to).
-struct Writer {
-    store: Store,
-    done: Sender<Done>,
-    wake: Arc<dyn Fn() + Send + Sync>,
-    /// The stored hashes by cost: only this thread changes them, so it
-    /// keeps the count, and publishes the most common cost in
-    /// `unknown_cost` for the workers.
-    costs: Costs,
-    unknown_cost: Arc<AtomicU32>,
-}
-
-impl Writer {
-    fn run(mut self, writes: &Receiver<Write>) {
-        while let Ok(first) = writes.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match writes.try_recv() {
-                    Ok(write) => batch.push(write),
-                    Err(_) => break,
-                }
-            }
-            let stored =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(&batch)))
-                    .unwrap_or_else(|_| {
-                        log::error!(
-                            "account writer panicked; nothing of its batch of {} was stored",
-                            batch.len()
-                        );
-                        Ok(vec![Stored::Failed; batch.len()])
-                    })
-                    .unwrap_or_else(|e| {
-                        crate::error_every!(crate::log_every::PERIOD, "account store error: {e}");
-                        vec![Stored::Failed; batch.len()]
-                    });
-            let mut answered = false;
-            for (write, stored) in batch.into_iter().zip(stored) {
-                let account = match write {
-                    Write::Register(account) => account,
-                    Write::Rehash(rehash) => {
-                        self.rehashed(&rehash, stored);
-                        continue;
-                    }
-                };
-                let outcome = match stored {
-                    Stored::Inserted => {
-                        if let Some(cost) = hash_cost(&account.hash) {
-                            self.costs.add(cost, 1);
-                        }
-                        AuthOutcome::Registered(account.name)
-                    }
-                    // Another connection registered the name meanwhile.
-                    Stored::Taken => AuthOutcome::NameTaken,
-                    Stored::Cancelled | Stored::Failed | Stored::Rehashed | Stored::Superseded => {
-                        AuthOutcome::Unavailable
-                    }
-                };
-                let done = Done {
-                    conn: account.conn,
-                    outcome,
-                    known_account: false,
-                };
-                // The loop has gone only at shutdown.
-                if self.done.send(done).is_err() {
-                    return;
-                }
-                answered = true;
-            }
-            if answered {
-                (self.wake)();
-            }
-            self.publish_unknown_cost();
-        }
-    }
-
-    /// Counts (or logs) what became of a re-hash.
-    fn rehashed(&mut self, rehash: &Rehash, stored: Stored) {
-        let (from, to) = (hash_cost(&rehash.old), hash_cost(&rehash.new));
-        match stored {
-            Stored::Rehashed => {
-                if let (Some(from), Some(to)) = (from, to) {
-                    self.costs.moved(from, to);
-                }
-                log::info!(
-                    "password of {} re-hashed from bcrypt cost {} to {}",
-                    rehash.name,
-                    from.map_or_else(|| "?".to_owned(), |c| c.to_string()),
-                    to.map_or_else(|| "?".to_owned(), |c| c.to_string()),
-                );
-            }
-            Stored::Superseded => {
-                log::debug!(
-                    "password of {} changed meanwhile: not re-hashed",
-                    rehash.name
-                );
-            }
-            // The batch failed: logged once already. The old hash stays,
-            // and the next login tries again.
-            _ => crate::warn_every!(
-                crate::log_every::PERIOD,
-                "password of {} not re-hashed (the old hash stays)",
-                rehash.name
-            ),
-        }
-    }
-
-    /// Tells the workers the cost to check unknown names at, if it changed.
-    fn publish_unknown_cost(&self) {
-        let cost = self.costs.most_common();
-        if self.unknown_cost.swap(cost, Ordering::Relaxed) != cost {
-            log::info!(
-                "unknown names are now checked at bcrypt cost {cost} ({})",
-                self.costs.why()
-            );
-        }
-    }
-
-    /// Stores the batch in one transaction: every account in it is durable
-    /// when this returns `Ok`, and none is when it fails or panics (the
-    /// transaction rolls back as it is dropped).
-    fn commit(&self, batch: &[Write]) -> Result<Vec<Stored>, Error> {
-        let mut store = lock(&self.store);
-        let conn = store.as_mut().ok_or_else(closed)?;
-        // IMMEDIATE takes the write lock up front, so another program
-        // writing makes us wait (busy_timeout) instead of failing with
-        // SQLITE_BUSY.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut stored = Vec::with_capacity(batch.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO NOTHING",
-            )?;
-            // Only over the hash that matched: a hash changed meanwhile
-            // (by another login's re-hash, or by hand) is not overwritten.
-            let mut update =
-                tx.prepare_cached("UPDATE users SET hash = ?1 WHERE name = ?2 AND hash = ?3")?;
-            for write in batch {
-                let write = match write {
-                    Write::Register(account) => account,
-                    Write::Rehash(r) => {
-                        let changed = update.execute((&r.new, &r.name, &r.old))?;
-                        stored.push(if changed == 1 {
-                            Stored::Rehashed
-                        } else {
-                            Stored::Superseded
-                        });
-                        continue;
-                    }
-                };
-                // The user gave up (or timed out) while we hashed: store
-                // nothing, or they would find the name taken without ever
-                // being told it is theirs.
-                if write.cancel.load(Ordering::Relaxed) {
-                    stored.push(Stored::Cancelled);
-                    continue;
-                }
-                let inserted = insert.execute((&write.name, &write.hash, write.created_at))?;
-                #[cfg(test)]
-                if write.panic {
-                    panic!("fault injected by a test inside the write transaction");
-                }
-                stored.push(if inserted == 1 {
-                    Stored::Inserted
-                } else {
-                    Stored::Taken
-                });
-            }
-        }
-        if stored
-            .iter()
-            .any(|s| matches!(s, Stored::Inserted | Stored::Rehashed))
-        {
-            tx.commit()?;
-        }
-        Ok(stored)
-    }
-}
-
 /// The pool closed the worker's connection: it is shutting down.
 fn closed() -> Error {
     Error::new(ErrorKind::Database, "the account store is closed")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::immutable_uri;
-    use rusqlite::OpenFlags;
-    use std::path::Path;
-    use std::sync::mpsc;
-
-    /// A registration with this password panics inside its write
-    /// transaction (test builds only).
-    pub(super) const PANIC_IN_TRANSACTION: &str = "panic-in-transaction";
-
-    /// A job with this password sleeps for `STALL` on any worker but the
-    /// first, before it starts (test builds only).
-    pub(super) const STALL_ON_IDLE_WORKER: &str = "stall-on-idle-worker";
-    pub(super) const STALL: Duration = Duration::from_secs(6);
-
-    /// How long a test waits for an answer it expects.
-    const ANSWER: Duration = Duration::from_secs(10);
-
-    fn pool(dir: &Path) -> (AuthPool, mpsc::Receiver<()>) {
-        pool_of(dir, 2)
-    }
-
-    fn pool_of(dir: &Path, workers: usize) -> (AuthPool, mpsc::Receiver<()>) {
-        pool_at(dir, workers, 4)
-    }
-
-    fn pool_at(dir: &Path, workers: usize, cost: u32) -> (AuthPool, mpsc::Receiver<()>) {
-        let (tx, rx) = mpsc::channel();
-        let tx = Mutex::new(tx);
-        let wake = Arc::new(move || {
-            let _ = tx.lock().map(|t| t.send(()));
-        });
-        let config = AuthConfig {
-            db: dir.join("accounts.db"),
-            bcrypt_cost: cost,
-            workers,
-            queue: 8,
-        };
-        (AuthPool::start(&config, wake).expect("pool starts"), rx)
-    }
-
-    fn run(
-        pool: &AuthPool,
-        woke: &mpsc::Receiver<()>,
-        key: usize,
-        request: AuthRequest,
-    ) -> AuthOutcome {
-        let job = test_job(key, request);
-        let conn = job.conn;
-        assert!(pool.submit(job).is_ok());
-        woke.recv_timeout(Duration::from_secs(10))
-            .expect("worker wakes the loop");
-        let done = pool.try_recv().expect("result queued before the wake");
-        assert_eq!(done.conn, conn);
-        done.outcome
-    }
-
-    fn register(name: &str, password: &str) -> AuthRequest {
-        AuthRequest::Register {
-            name: name.into(),
-            password: password.into(),
-        }
-    }
-
-    fn login(name: &str, password: &str) -> AuthRequest {
-        AuthRequest::Login {
-            name: name.into(),
-            password: password.into(),
-        }
-    }
-
-    /// Shutdown closes every connection itself, even one whose worker is
-    /// still hashing (or, at idle priority on a busy machine, not getting
-    /// the CPU): the last close checkpoints the WAL and removes `-wal`.
-    #[test]
-    fn shutdown_closes_the_store_while_a_worker_is_still_hashing() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = AuthConfig {
-            db: dir.path().join("accounts.db"),
-            // Slow enough (well over a second unoptimised) to be mid-hash.
-            bcrypt_cost: 11,
-            workers: 1,
-            queue: 8,
-        };
-        let pool = AuthPool::start(&config, Arc::new(|| {})).expect("pool starts");
-        let wal = dir.path().join("accounts.db-wal");
-        assert!(wal.exists(), "an open WAL database has a -wal file");
-        assert!(
-            pool.submit(test_job(1, register("carol", "password-1")))
-                .is_ok()
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while pool.shared.queued.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(
-            pool.shared.queued.load(Ordering::Relaxed),
-            0,
-            "job not taken"
-        );
-        pool.shutdown(Duration::from_millis(50));
-        assert!(!wal.exists(), "the -wal file outlived shutdown");
-        let (conn, _) = open(&config.db).unwrap();
-        // The worker hashes on, but nothing can be stored any more.
-        assert_eq!(names(&conn), Vec::<String>::new());
-    }
-
-    #[test]
-    fn dummy_hash_has_the_configured_cost_and_verifies() {
-        let h = dummy_hash(12).unwrap();
-        assert!(h.starts_with("$2b$12$") && h.len() == 60, "{h}");
-        let cheap = dummy_hash(5).unwrap();
-        assert_eq!(
-            bcrypt::verify("neochat dummy password", &cheap).ok(),
-            Some(false)
-        );
-    }
-
-    #[test]
-    fn register_login_and_case_insensitive_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pool, woke) = pool(dir.path());
-        let pw = "p".repeat(72);
-        assert_eq!(
-            run(&pool, &woke, 1, register("Alice", &pw)),
-            AuthOutcome::Registered("Alice".into())
-        );
-        assert_eq!(
-            run(&pool, &woke, 1, register("aLICE", "other-password")),
-            AuthOutcome::NameTaken
-        );
-        assert_eq!(
-            run(&pool, &woke, 2, login("ALICE", &pw)),
-            AuthOutcome::LoggedIn("Alice".into())
-        );
-        let mut last_changed = pw.clone();
-        last_changed.replace_range(71.., "q");
-        assert_eq!(
-            run(&pool, &woke, 2, login("alice", &last_changed)),
-            AuthOutcome::WrongCredentials
-        );
-        // Longer than 72 bytes never matches, though bcrypt would say it does.
-        let longer = format!("{pw}extra");
-        assert_eq!(
-            run(&pool, &woke, 2, login("alice", &longer)),
-            AuthOutcome::WrongCredentials
-        );
-        assert_eq!(
-            run(&pool, &woke, 3, login("nobody", &pw)),
-            AuthOutcome::WrongCredentials
-        );
-        pool.shutdown(Duration::from_secs(5));
-
-        // Stored as a hash, with the schema version set; survives reopening.
-        let (conn, access) = open(&dir.path().join("accounts.db")).unwrap();
-        assert_eq!(access, Access::ReadWrite);
-        let (name, hash): (String, String) = conn
-            .query_row("SELECT name, hash FROM users", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!(name, "Alice");
-        assert!(hash.starts_with("$2b$04$") && !hash.contains(&pw));
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        let (pool, woke) = self::pool(dir.path());
-        assert_eq!(
-            run(&pool, &woke, 4, login("alice", &pw)),
-            AuthOutcome::LoggedIn("Alice".into())
-        );
-    }
-
-    /// The stored hash of `name`.
-    fn stored_hash(db: &Path, name: &str) -> String {
-        let (conn, _) = open(db).unwrap();
-        conn.query_row("SELECT hash FROM users WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
-        .unwrap()
-    }
-
-    /// After `--bcrypt-cost` changed, a successful login stores the
-    /// password again at the new cost (after answering: the test waits for
-    /// it); a failed one changes nothing. The new hash logs in.
-    #[test]
-    fn a_login_re_hashes_a_password_of_another_cost() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("accounts.db");
-        let (pool, woke) = pool_at(dir.path(), 2, 4);
-        for (key, name) in [(1, "alice"), (2, "bob")] {
-            assert_eq!(
-                run(&pool, &woke, key, register(name, "password-1")),
-                AuthOutcome::Registered(name.into())
-            );
-        }
-        pool.shutdown(Duration::from_secs(5));
-
-        let (pool, woke) = pool_at(dir.path(), 2, 5);
-        assert_eq!(
-            run(&pool, &woke, 1, login("ALICE", "password-1")),
-            AuthOutcome::LoggedIn("alice".into())
-        );
-        assert_eq!(
-            run(&pool, &woke, 2, login("bob", "password-2")),
-            AuthOutcome::WrongCredentials
-        );
-        let deadline = Instant::now() + ANSWER;
-        while !stored_hash(&db, "alice").starts_with("$2b$05$") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(hash_cost(&stored_hash(&db, "alice")), Some(5));
-        assert_eq!(hash_cost(&stored_hash(&db, "bob")), Some(4));
-        assert_eq!(
-            run(&pool, &woke, 3, login("alice", "password-1")),
-            AuthOutcome::LoggedIn("alice".into())
-        );
-        assert_eq!(
-            run(&pool, &woke, 3, login("alice", "password-2")),
-            AuthOutcome::WrongCredentials
-        );
-        pool.shutdown(Duration::from_secs(5));
-    }
-
-    /// The writer counts the hashes by cost as it stores them, and tells
-    /// the workers the most common one; a re-hash whose old hash has gone
-    /// changes nothing.
-    #[test]
-    fn the_writer_keeps_the_cost_of_unknown_names_up_to_date() {
-        let (_dir, path, conn) = migrated();
-        let (done_tx, done_rx) = mpsc::channel();
-        let mut w = writer(&path, done_tx);
-        w.costs = Costs::new(5);
-        let unknown = w.unknown_cost.clone();
-        let hash = |cost: u32, n: char| format!("$2b${cost:02}${}", n.to_string().repeat(53));
-        let (write_tx, write_rx) = mpsc::channel();
-        let handle = std::thread::spawn(move || w.run(&write_rx));
-        let register = |key: usize, name: char, cost: u32| {
-            write_tx
-                .send(Write::Register(NewAccount {
-                    conn: ConnId { key, serial: 1 },
-                    name: name.to_string(),
-                    hash: hash(cost, name),
-                    created_at: 0,
-                    cancel: Arc::new(AtomicBool::new(false)),
-                    panic: false,
-                }))
-                .unwrap();
-            let done = done_rx.recv_timeout(ANSWER).expect("the writer answers");
-            assert_eq!(done.outcome, AuthOutcome::Registered(name.to_string()));
-        };
-        let rehash = |name: char, old: String| {
-            write_tx
-                .send(Write::Rehash(Rehash {
-                    name: name.to_string(),
-                    old,
-                    new: hash(5, name),
-                }))
-                .unwrap();
-        };
-        for (key, name) in [(1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')] {
-            register(key, name, 4);
-        }
-        assert_eq!(unknown.load(Ordering::Relaxed), 4);
-        // 4: b, c, d; 5: a.
-        rehash('a', hash(4, 'a'));
-        // b's hash is not the one the re-hash replaces: it stays.
-        rehash('b', hash(4, 'x'));
-        // 4: b, c, d; 5: a, z. (Counting b as moved would make it a tie,
-        // and a tie goes to the configured cost, 5.)
-        register(5, 'z', 5);
-        assert_eq!(unknown.load(Ordering::Relaxed), 4);
-        // 4: b, d; 5: a, c, z.
-        rehash('c', hash(4, 'c'));
-        let deadline = Instant::now() + ANSWER;
-        while unknown.load(Ordering::Relaxed) != 5 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(unknown.load(Ordering::Relaxed), 5);
-        let hashes: Vec<String> = conn
-            .prepare("SELECT hash FROM users ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(
-            hashes,
-            [
-                hash(5, 'a'),
-                hash(4, 'b'),
-                hash(5, 'c'),
-                hash(4, 'd'),
-                hash(5, 'z')
-            ]
-        );
-        drop(write_tx);
-        handle.join().unwrap();
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("PRAGMA user_version = 99")
-            .unwrap();
-        let config = AuthConfig {
-            db: path,
-            bcrypt_cost: 4,
-            workers: 1,
-            queue: 1,
-        };
-        let err = AuthPool::start(&config, Arc::new(|| {}))
-            .err()
-            .expect("refused");
-        assert_eq!(err.kind(), ErrorKind::SchemaTooNew);
-    }
-
-    #[test]
-    fn a_full_queue_gives_the_job_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = AuthConfig {
-            db: dir.path().join("a.db"),
-            bcrypt_cost: 4,
-            workers: 1,
-            queue: 1,
-        };
-        let pool = AuthPool::start(&config, Arc::new(|| {})).unwrap();
-        let refused = (0..50).any(|i| pool.submit(test_job(i, login("x", "y"))).is_err());
-        assert!(refused);
-    }
-
-    #[test]
-    fn a_cancelled_job_is_skipped_and_stores_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pool, woke) = pool(dir.path());
-        let conn = ConnId { key: 9, serial: 1 };
-        let cancel = Arc::new(AtomicBool::new(true));
-        let request = register("ghost", "password-1");
-        assert!(
-            pool.submit(Job {
-                conn,
-                request,
-                cancel
-            })
-            .is_ok()
-        );
-        // The next job's result comes first and alone: the cancelled one
-        // produced none.
-        let outcome = run(&pool, &woke, 3, login("ghost", "password-1"));
-        assert_eq!(outcome, AuthOutcome::WrongCredentials);
-        assert!(pool.try_recv().is_none());
-    }
-
-    /// The worker wraps each job in `catch_unwind`: a job that panics, even
-    /// inside its write transaction, answers Unavailable, rolls back, and the
-    /// one worker of the pool goes on to serve the next jobs.
-    #[test]
-    fn a_panicking_job_answers_unavailable_and_the_worker_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pool, woke) = pool_of(dir.path(), 1);
-        assert_eq!(
-            run(&pool, &woke, 1, register("bob", PANIC_IN_TRANSACTION)),
-            AuthOutcome::Unavailable
-        );
-        // The same worker (there is only one): the insert was rolled back,
-        // so the name is free, and the connection is out of the transaction.
-        assert_eq!(
-            run(&pool, &woke, 2, register("bob", "password-1")),
-            AuthOutcome::Registered("bob".into())
-        );
-        assert_eq!(
-            run(&pool, &woke, 3, login("bob", "password-1")),
-            AuthOutcome::LoggedIn("bob".into())
-        );
-        assert_eq!(
-            run(&pool, &woke, 1, register("bob", PANIC_IN_TRANSACTION)),
-            AuthOutcome::NameTaken
-        );
-        // And it left no lock behind: another connection writes at once.
-        let other = Connection::open(dir.path().join("accounts.db")).unwrap();
-        other.busy_timeout(Duration::ZERO).unwrap();
-        other
-            .execute_batch("BEGIN IMMEDIATE; DELETE FROM users WHERE name = 'nobody'; COMMIT")
-            .unwrap();
-        let count: i64 = other
-            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(count, 1);
-        pool.shutdown(Duration::from_secs(5));
-    }
-
-    /// A fresh database with the current schema: its directory (delete it
-    /// last), its path, and a connection to look at it.
-    fn migrated() -> (tempfile::TempDir, PathBuf, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts.db");
-        let (conn, access) = open(&path).unwrap();
-        migrate(&conn, access, &path).unwrap();
-        (dir, path, conn)
-    }
-
-    /// What `workers` workers share, answering on `done`.
-    fn test_shared(
-        jobs: channel::Receiver<Job>,
-        done: Sender<Done>,
-        workers: usize,
-        takeover_after: Duration,
-    ) -> Shared {
-        Shared {
-            jobs,
-            queued: AtomicUsize::new(0),
-            done,
-            wake: Arc::new(|| {}),
-            running: (0..workers).map(|_| Mutex::new(None)).collect(),
-            takeover_after,
-        }
-    }
-
-    fn test_job(key: usize, request: AuthRequest) -> Job {
-        Job {
-            conn: ConnId { key, serial: 1 },
-            request,
-            cancel: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn test_task(key: usize, request: AuthRequest) -> Task {
-        Task {
-            job: test_job(key, request),
-            claimed: AtomicUsize::new(0),
-        }
-    }
-
-    /// A writer on the database at `path`, answering on `done`.
-    fn writer(path: &Path, done: Sender<Done>) -> Writer {
-        let (conn, _) = open(path).unwrap();
-        Writer {
-            store: Arc::new(Mutex::new(Some(conn))),
-            done,
-            wake: Arc::new(|| {}),
-            costs: Costs::new(4),
-            unknown_cost: Arc::new(AtomicU32::new(4)),
-        }
-    }
-
-    fn write(key: usize, name: &str, cancelled: bool, panic: bool) -> Write {
-        Write::Register(NewAccount {
-            conn: ConnId { key, serial: 1 },
-            name: name.into(),
-            hash: format!("hash of {name}"),
-            created_at: 0,
-            cancel: Arc::new(AtomicBool::new(cancelled)),
-            panic,
-        })
-    }
-
-    fn names(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT name FROM users ORDER BY name")
-            .unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    /// The answers on `done` for `n` connections, by key, each arriving
-    /// within `within`.
-    fn answers(done: &Receiver<Done>, n: usize, within: Duration) -> Vec<(usize, AuthOutcome)> {
-        let mut got: Vec<(usize, AuthOutcome)> = (0..n)
-            .map(|i| {
-                let d = done
-                    .recv_timeout(within)
-                    .unwrap_or_else(|e| panic!("answer {i} of {n} not within {within:?}: {e}"));
-                (d.conn.key, d.outcome)
-            })
-            .collect();
-        got.sort_by_key(|(key, _)| *key);
-        got
-    }
-
-    /// Registrations waiting together are committed in one transaction,
-    /// each with its own answer; a panic in the batch stores none of it,
-    /// and the writer goes on.
-    #[test]
-    fn the_writer_commits_a_batch_with_one_answer_each() {
-        let (_dir, path, conn) = migrated();
-        let (done_tx, done_rx) = mpsc::channel();
-
-        // Queued before the writer starts, so they form one batch.
-        let (write_tx, write_rx) = mpsc::channel();
-        for w in [
-            write(1, "carol", false, false),
-            write(2, "CAROL", false, false),
-            write(3, "dave", true, false),
-            write(4, "erin", false, false),
-        ] {
-            write_tx.send(w).unwrap();
-        }
-        let w = writer(&path, done_tx.clone());
-        let handle = std::thread::spawn(move || w.run(&write_rx));
-        assert_eq!(
-            answers(&done_rx, 4, ANSWER),
-            [
-                (1, AuthOutcome::Registered("carol".into())),
-                (2, AuthOutcome::NameTaken),
-                (3, AuthOutcome::Unavailable),
-                (4, AuthOutcome::Registered("erin".into())),
-            ]
-        );
-        assert_eq!(names(&conn), ["carol", "erin"]);
-
-        // A batch that panics part-way stores none of it.
-        let (write_tx2, write_rx2) = mpsc::channel();
-        for w in [
-            write(5, "frank", false, false),
-            write(6, "grace", false, true),
-            write(7, "heidi", false, false),
-        ] {
-            write_tx2.send(w).unwrap();
-        }
-        let w = writer(&path, done_tx);
-        let handle2 = std::thread::spawn(move || w.run(&write_rx2));
-        assert_eq!(
-            answers(&done_rx, 3, ANSWER),
-            [
-                (5, AuthOutcome::Unavailable),
-                (6, AuthOutcome::Unavailable),
-                (7, AuthOutcome::Unavailable),
-            ]
-        );
-        assert_eq!(names(&conn), ["carol", "erin"]);
-        // The writer is still serving, and holds no lock.
-        write_tx2.send(write(8, "frank", false, false)).unwrap();
-        assert_eq!(
-            answers(&done_rx, 1, ANSWER),
-            [(8, AuthOutcome::Registered("frank".into()))]
-        );
-        assert_eq!(names(&conn), ["carol", "erin", "frank"]);
-        drop((write_tx, write_tx2));
-        handle.join().unwrap();
-        handle2.join().unwrap();
-    }
-
-    /// A worker on the database at `path`, not started.
-    fn test_worker(path: &Path, index: usize, writer: Sender<Write>) -> Worker {
-        let (conn, _) = open(path).unwrap();
-        Worker {
-            index,
-            store: Arc::new(Mutex::new(Some(conn))),
-            read_only: false,
-            cost: 4,
-            dummy: Dummy::new(4).unwrap(),
-            writer,
-        }
-    }
-
-    /// A registration is claimed before it is stored. Here an idle worker
-    /// has stored one (the writer answered the user) and is then kept off
-    /// the CPU; worker 0, running the same task, finds the name taken and
-    /// must not answer that too.
-    #[test]
-    fn a_registration_is_claimed_before_it_is_stored() {
-        let (_dir, path, conn) = migrated();
-        let (done_tx, done_rx) = mpsc::channel();
-        let (write_tx, write_rx) = mpsc::channel();
-        let w = writer(&path, done_tx.clone());
-        std::thread::spawn(move || w.run(&write_rx));
-        let shared = test_shared(
-            channel::unbounded().1,
-            done_tx,
-            2,
-            Duration::from_millis(100),
-        );
-        let task = test_task(1, register("dave", "password-1"));
-        let idle = test_worker(&path, 1, write_tx.clone());
-        let steady = test_worker(&path, 0, write_tx);
-        assert!(idle.handle(&task).is_none(), "the writer answers");
-        assert_eq!(
-            answers(&done_rx, 1, ANSWER),
-            [(1, AuthOutcome::Registered("dave".into()))]
-        );
-        assert!(steady.work(&task, &shared));
-        assert!(done_rx.try_recv().is_err(), "the task was answered twice");
-        assert_eq!(names(&conn), ["dave"]);
-    }
-
-    /// Worker 0 takes over a check only from a worker kept off the CPU, not
-    /// from one that is slow because it shares the CPU (more workers than
-    /// free CPUs), which would only double the work.
-    #[test]
-    fn only_a_worker_starved_of_the_cpu_is_taken_over() {
-        let (_dir, path, _) = migrated();
-        let shared = test_shared(
-            channel::unbounded().1,
-            mpsc::channel().0,
-            2,
-            Duration::from_millis(150),
-        );
-        let steady = test_worker(&path, 0, mpsc::channel().0);
-        // A thread that keeps busy (`spin`) or sleeps, for 600 ms, and
-        // tells its CPU clock.
-        let thread = |spin: bool| {
-            let (tx, rx) = mpsc::channel();
-            let handle = std::thread::spawn(move || {
-                let clock = CpuClock::current().expect("a CPU clock");
-                tx.send((clock, clock.read().expect("readable"))).unwrap();
-                let end = Instant::now() + Duration::from_millis(600);
-                while Instant::now() < end {
-                    if !spin {
-                        std::thread::sleep(end - Instant::now());
-                    }
-                }
-            });
-            (rx.recv().unwrap(), handle)
-        };
-        for (spin, expect_takeover) in [(true, false), (false, true)] {
-            let (cpu, handle) = thread(spin);
-            let task = Arc::new(test_task(1, login("x", "y")));
-            *lock(&shared.running[1]) = Some(Running {
-                since: Instant::now(),
-                cpu: Some(cpu),
-                task,
-                taken_over: false,
-            });
-            assert!(steady.stalled(&shared).is_none(), "taken over at once");
-            std::thread::sleep(Duration::from_millis(400));
-            assert_eq!(
-                steady.stalled(&shared).is_some(),
-                expect_takeover,
-                "spinning: {spin}"
-            );
-            handle.join().unwrap();
-        }
-    }
-
-    /// A check stuck on an idle-priority worker (here made to sleep, as if
-    /// other processes kept it off the CPU) is taken over by worker 0 and
-    /// answered once; a registration is stored once.
-    #[test]
-    fn worker_0_takes_over_a_check_stalled_on_an_idle_worker() {
-        let (_dir, path, conn) = migrated();
-        let (job_tx, job_rx) = channel::unbounded();
-        let (done_tx, done_rx) = mpsc::channel();
-        let shared = Arc::new(test_shared(job_rx, done_tx, 3, Duration::from_millis(100)));
-        let (write_tx, write_rx) = mpsc::channel();
-        let w = writer(&path, shared.done.clone());
-        std::thread::spawn(move || w.run(&write_rx));
-        let worker = |index| {
-            let worker = test_worker(&path, index, write_tx.clone());
-            let shared = shared.clone();
-            std::thread::spawn(move || worker.run(&shared))
-        };
-        let submit = |key, request| {
-            shared.queued.fetch_add(1, Ordering::Relaxed);
-            job_tx.send(test_job(key, request)).unwrap();
-        };
-        // Only idle workers run when the jobs arrive, so they take them.
-        let idle = worker(1);
-        let idle_too = worker(2);
-        submit(1, register("carol", STALL_ON_IDLE_WORKER));
-        submit(2, login("nobody", STALL_ON_IDLE_WORKER));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while shared.queued.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(shared.queued.load(Ordering::Relaxed), 0, "jobs not taken");
-        let steady = worker(0);
-        // Worker 0 answers long before the stall ends.
-        assert_eq!(
-            answers(&done_rx, 2, STALL / 2),
-            [
-                (1, AuthOutcome::Registered("carol".into())),
-                (2, AuthOutcome::WrongCredentials)
-            ]
-        );
-        // The stalled workers finish their copies and answer nothing more.
-        drop(job_tx);
-        for handle in [idle, idle_too, steady] {
-            handle.join().expect("workers exit when the queue closes");
-        }
-        assert!(done_rx.try_recv().is_err(), "a check was answered twice");
-        assert_eq!(names(&conn), ["carol"]);
-    }
-
-    #[test]
-    fn immutable_uri_escapes_what_uris_reserve() {
-        assert_eq!(
-            immutable_uri(Path::new("/tmp/a b/x?y#z%.db")),
-            "file:/tmp/a%20b/x%3Fy%23z%25.db?immutable=1"
-        );
-    }
-
-    /// Opened read-only (as SQLite does by itself with a write-protected
-    /// file; root ignores file modes, so the flag stands in for them here),
-    /// a database with the current schema is used as it is, and one that
-    /// needs migrating is refused with a message that says so.
-    #[test]
-    fn a_read_only_database_is_used_as_it_is_or_refused_clearly() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("accounts.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE old (x)")
-            .unwrap();
-        let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        let err = migrate(&ro, Access::ReadOnly, &path).expect_err("needs migrating");
-        assert_eq!(err.kind(), ErrorKind::ReadOnly);
-        assert!(
-            err.to_string().contains("read-only") && err.to_string().contains("version 0"),
-            "{err}"
-        );
-        drop(ro);
-
-        let (rw, access) = open(&path).unwrap();
-        migrate(&rw, access, &path).unwrap();
-        drop(rw);
-        let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        migrate(&ro, Access::ReadOnly, &path).expect("already migrated: nothing to write");
-    }
-}
+mod tests;

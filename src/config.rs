@@ -25,6 +25,9 @@ pub struct Flags {
     /// SQLite database file holding the accounts (created if missing)
     #[arg(long, value_name = "PATH", default_value = "neochat.db")]
     pub db: PathBuf,
+    /// Days messages are kept (1 to 36500), or `forever`
+    #[arg(long, value_name = "N|forever", default_value = "90", value_parser = parse_days)]
+    pub history_days: Days,
     /// bcrypt cost for new passwords, 4 to 31
     #[arg(long, value_name = "N", default_value_t = 12,
           value_parser = clap::value_parser!(u32).range(4..=31))]
@@ -160,6 +163,22 @@ fn parse_days(s: &str) -> Result<Days, String> {
 #[derive(Clone, Copy, Debug)]
 pub struct Limit(Option<u32>);
 
+/// A number of days, or `forever` (`None`).
+#[derive(Clone, Copy, Debug)]
+pub struct Days(Option<u32>);
+
+fn parse_days(s: &str) -> Result<Days, String> {
+    if s.eq_ignore_ascii_case("forever") {
+        return Ok(Days(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if (1..=36_500).contains(&n) => Ok(Days(Some(n))),
+        _ => Err(format!(
+            "expected a number of days from 1 to 36500 or `forever`, got `{s}`"
+        )),
+    }
+}
+
 /// A limit: 1 to 1,000,000, or `off`.
 fn parse_limit(s: &str) -> Result<Limit, String> {
     if s.eq_ignore_ascii_case("off") {
@@ -256,6 +275,7 @@ impl Flags {
         Config {
             listen: self.listen.clone(),
             db: self.db.clone(),
+            history_days: self.history_days.0,
             bcrypt_cost: self.bcrypt_cost,
             rate: self.rate.0,
             rate_bytes: self.rate_bytes.0,
@@ -288,6 +308,21 @@ impl Flags {
                 quiet_presence: self.quiet_presence.0.map(|n| n as usize),
                 sessions_per_account: self.sessions_per_account as usize,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_days_take_a_number_or_forever() {
+        assert_eq!(Flags::default().to_config().history_days, Some(90));
+        assert_eq!(parse_days("7").map(|d| d.0), Ok(Some(7)));
+        assert_eq!(parse_days("FOREVER").map(|d| d.0), Ok(None));
+        for bad in ["0", "-1", "36501", "off", ""] {
+            assert!(parse_days(bad).is_err(), "{bad:?}");
         }
     }
 }

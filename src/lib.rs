@@ -16,10 +16,11 @@
 //! - [`outbox`]: a connection's bounded output buffer.
 //! - [`limits`]: per-source abuse limits (connections per address, pending
 //!   logins, failed logins, registrations), counted without I/O.
-//! - [`store`]: the SQLite database: opening it, its file modes, errors and
-//!   numbered schema migrations.
-//! - [`auth`]: the worker pool that runs bcrypt and SQLite off the loop and
-//!   wakes it with results.
+//! - [`store`]: the SQLite database: opening it, its file modes, errors,
+//!   numbered schema migrations, the queries per table, and the one store
+//!   thread that makes every write in group commits (`store::Store`).
+//! - [`auth`]: the worker pool that runs bcrypt (and reads accounts) off the
+//!   loop and wakes it with results; new accounts go to the store thread.
 //! - [`log_every`]: log lines for events that can repeat fast, throttled
 //!   per call site.
 //! - [`owner_only`]: files only their owner may read (the database, the

@@ -9,7 +9,7 @@
 //! are therefore checked at the cost most of the accounts have.
 //!
 //! The counts are read from the table once at start (one `GROUP BY`) and
-//! then kept by the writer thread, the only one that stores hashes, as it
+//! then kept by the store thread, the only one that stores hashes, as it
 //! commits registrations and re-hashes; it publishes the chosen cost in an
 //! atomic the workers read without a lock. Pure: no SQLite here but
 //! [`load`].
@@ -132,15 +132,10 @@ impl fmt::Display for Why<'_> {
 
 /// Counts the hashes in the `users` table by cost. Hashes that are not
 /// bcrypt (no such account can log in) are left out.
-pub fn load(conn: &Connection, configured: u32) -> rusqlite::Result<Costs> {
+pub fn load(conn: &Connection, configured: u32) -> Result<Costs, crate::store::Error> {
     let mut costs = Costs::new(configured);
-    let mut stmt = conn.prepare("SELECT substr(hash, 1, 7), count(*) FROM users GROUP BY 1")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (prefix, n) = row?;
-        if let Some(cost) = hash_cost(&prefix) {
-            costs.add(cost, u64::try_from(n).unwrap_or(0));
-        }
+    for (cost, n) in crate::store::accounts::count_by_cost(conn)? {
+        costs.add(cost, n);
     }
     Ok(costs)
 }

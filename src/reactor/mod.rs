@@ -65,6 +65,7 @@ use crate::auth::{AuthConfig, AuthPool, Done};
 use crate::chat::hub::{Hub, HubConfig};
 use crate::chat::session::{Action, ConnId, Ctx, SessionConfig};
 use crate::limits::{Cidr, LimitConfig, Limits};
+use crate::store::{self, Store, StoreConfig};
 use crate::transport::tls::{self, CertSource};
 use crate::transport::{self as tp};
 use conn::{Closing, Conns};
@@ -114,6 +115,9 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How long shutdown waits for a password worker in the middle of a
 /// database write before closing the account store without it.
 const AUTH_SHUTDOWN: Duration = Duration::from_secs(2);
+/// How long shutdown waits for the store thread to commit what the loop
+/// sent, before the shutdown line and again before exit.
+const STORE_SHUTDOWN: Duration = Duration::from_secs(5);
 const LISTEN_BACKLOG: i32 = 1024;
 /// How fast every reader's output may grow, sustained, in output limits
 /// (`--max-output`) a second: 64 MiB/s with the default 1 MiB. A chat room
@@ -138,6 +142,9 @@ pub struct Config {
     /// Addresses to listen on (one port serves every kind of client).
     pub listen: Vec<SocketAddr>,
     pub db: PathBuf,
+    /// `--history-days`: messages older than this are deleted; `None`
+    /// keeps them for ever.
+    pub history_days: Option<u32>,
     pub bcrypt_cost: u32,
     /// Lines per second per connection (burst twice that); `None` is off,
     /// for both buckets.
@@ -253,6 +260,11 @@ pub struct Server {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     auth: AuthPool,
+    /// The one store thread, for every write.
+    store: Store,
+    /// What the store held at start, for the chat to take.
+    #[allow(dead_code, reason = "the chat takes it once it keeps rooms (issue 11)")]
+    snapshot: Option<store::ops::Snapshot>,
     limits: Limits,
     config: Config,
     /// What sessions share: the one context every handler gets.
@@ -303,13 +315,21 @@ impl Server {
             let waker = waker.clone();
             Arc::new(move || {
                 if let Err(e) = waker.wake() {
-                    warn!("auth worker cannot wake the event loop: {e}");
+                    warn!("a worker cannot wake the event loop: {e}");
                 }
             })
         };
+        // Opened and migrated before the auth workers open theirs.
+        let (store, snapshot) = Store::start(
+            StoreConfig {
+                history_days: config.history_days,
+                ..StoreConfig::new(config.db.clone())
+            },
+            wake.clone(),
+        )
+        .map_err(io::Error::other)?;
         let auth = AuthPool::start(
             &AuthConfig {
-                db: config.db.clone(),
                 bcrypt_cost: config.bcrypt_cost,
                 workers: config.workers,
                 // Off still means bounded: at most one job per connection
@@ -317,6 +337,7 @@ impl Server {
                 // skipped by workers).
                 queue: config.max_auth_queue.unwrap_or(config.max_clients),
             },
+            &store,
             wake,
         )
         .map_err(io::Error::other)?;
@@ -389,6 +410,8 @@ impl Server {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             auth,
+            store,
+            snapshot: Some(snapshot),
             limits: Limits::new(config.limits.clone()),
             chat,
             conns: Conns::with_capacity(config.max_clients.min(1024)),
@@ -528,6 +551,9 @@ impl Server {
             {
                 info!("stopped ({} connections not drained)", self.conns.len());
                 self.auth.shutdown(AUTH_SHUTDOWN);
+                // Everything the loop sent is written, and the database
+                // closed (its write-ahead log checkpointed).
+                self.store.shutdown(STORE_SHUTDOWN);
                 return Ok(());
             }
         }
@@ -713,6 +739,11 @@ impl Server {
             return;
         }
         self.shutdown_deadline = Some(now + SHUTDOWN_FLUSH);
+        // What was delivered is on disk before anybody is told the server
+        // is going.
+        if !self.store.flush(STORE_SHUTDOWN) {
+            warn!("shutting down with writes not yet on disk");
+        }
         for mut listener in std::mem::take(&mut self.listeners) {
             deregister(self.poll.registry(), &mut listener);
         }

@@ -1,11 +1,14 @@
 //! The SQLite store: opening the database (its file modes, journal mode,
-//! durability and read-only fallbacks), the errors it reports, and its
-//! schema ([`schema`], numbered migrations). The queries and the writer
-//! still live with their users in `auth` (accounts); they move here as
-//! more tables arrive.
+//! durability and read-only fallbacks), the errors it reports, its schema
+//! ([`schema`], numbered migrations), the queries per table ([`accounts`],
+//! [`rooms`], [`messages`]) and the one store thread that makes every
+//! write ([`writer`], with its handle [`Store`]). What the loop asks of
+//! the store, and what it answers, is [`ops`].
 //!
 //! Every connection to the database is opened here, on a worker thread or
-//! at start: never on the event loop.
+//! at start: never on the event loop. The bcrypt pool (`auth`) reads
+//! accounts on its own connections and hands its writes to the store
+//! thread.
 
 use std::fmt;
 use std::path::Path;
@@ -15,11 +18,19 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::owner_only;
 
+pub(crate) mod accounts;
+pub(crate) mod messages;
 pub mod ops;
+pub(crate) mod rooms;
 pub mod schema;
+pub mod writer;
 
 pub use schema::SCHEMA_VERSION;
 pub(crate) use schema::migrate;
+pub use writer::{DEFAULT_RING, Refused, Retention, Store, StoreConfig};
+
+#[cfg(test)]
+mod tests;
 
 /// How long a statement waits for another connection's lock before it gives
 /// up with SQLITE_BUSY, and the user gets `! service temporarily
@@ -33,8 +44,8 @@ pub(crate) use schema::migrate;
 /// not the 5 s this used to be.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What went wrong opening the account store.
-#[derive(Debug)]
+/// What went wrong with the database.
+#[derive(Clone, Debug)]
 pub struct Error {
     kind: ErrorKind,
     message: String,

@@ -24,6 +24,42 @@ pub const MIGRATIONS: &[&str] = &[
          hash       TEXT NOT NULL,
          created_at INTEGER NOT NULL
      );",
+    // 2: rooms, their members (the lobby's rows are every account's lobby
+    // cursor: no row, never online) and messages (public lines, `/me`,
+    // private messages, those waiting for an offline recipient pending).
+    // Names are matched without regard to case, as accounts are.
+    "CREATE TABLE rooms (
+         name       TEXT PRIMARY KEY,
+         owner      TEXT COLLATE NOCASE,
+         topic      TEXT,
+         topic_by   TEXT,
+         count      INTEGER NOT NULL DEFAULT 0,
+         created_at INTEGER NOT NULL
+     );
+     INSERT INTO rooms (name, owner, created_at) VALUES ('lobby', NULL, unixepoch());
+     CREATE TABLE members (
+         room      TEXT NOT NULL,
+         account   TEXT NOT NULL COLLATE NOCASE,
+         seen      INTEGER NOT NULL,
+         joined_at INTEGER,
+         PRIMARY KEY (room, account)
+     ) WITHOUT ROWID;
+     CREATE INDEX members_by_account ON members (account, room);
+     CREATE TABLE messages (
+         id        INTEGER PRIMARY KEY,
+         room      TEXT,
+         n         INTEGER NOT NULL,
+         sender    TEXT NOT NULL COLLATE NOCASE,
+         recipient TEXT COLLATE NOCASE,
+         at        INTEGER NOT NULL,
+         me        INTEGER NOT NULL,
+         text      TEXT NOT NULL,
+         pending   INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX messages_by_room ON messages (room, id) WHERE room IS NOT NULL;
+     CREATE INDEX messages_private ON messages (sender, recipient, id) WHERE room IS NULL;
+     CREATE INDEX messages_pending ON messages (recipient, id) WHERE pending = 1;
+     CREATE INDEX messages_by_time ON messages (at);",
 ];
 
 /// The schema this build writes.
@@ -153,6 +189,21 @@ mod tests {
             })
             .expect("the account survived, still without regard to case");
         assert_eq!(name, "Alice");
+        // Step 2 made the lobby's row, and nothing else.
+        let rooms: Vec<(String, Option<String>, i64)> = conn
+            .prepare("SELECT name, owner, count FROM rooms")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .expect("rooms");
+        assert_eq!(rooms, [("lobby".to_owned(), None, 0)]);
+        for table in ["members", "messages"] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .expect(table);
+            assert_eq!(n, 0, "{table}");
+        }
     }
 
     #[test]

@@ -1,0 +1,648 @@
+//! The one store thread, which makes every write (and the reads that must
+//! see them), and [`Store`], the loop's handle on it.
+//!
+//! Everything goes down one channel, in order: the loop's [`Op`]s, the
+//! auth workers' registrations and re-hashed passwords, and barriers. The
+//! thread takes whatever is waiting (at most [`MAX_BATCH`]), carries it out
+//! in ONE transaction, commits (one fsync for the batch: group commit), and
+//! only then answers: [`Answer`]s on the store's channel, registrations on
+//! the auth pool's `Done` channel, each followed by one call of its wake
+//! closure. A read in a batch ([`Op::Load`], [`Op::History`]) sees every
+//! write sent before it.
+//!
+//! Failures stay small: an op that fails is logged and skipped (a read
+//! answers `Err`), the others of its batch go on; a batch whose commit
+//! fails, or that panics, stores nothing, answers every read `Err` and
+//! every registration `Unavailable`, and the thread serves the next one.
+//! On a database it cannot write (opened read-only) the thread still
+//! answers reads, and drops writes with a warning.
+//!
+//! When idle, and at least every `retention.every` anyway, the thread
+//! deletes messages older than `--history-days`, a small batch per
+//! transaction, so that the loop's writes never wait long behind it.
+//!
+//! Memory: the channel is unbounded (sending never blocks the loop), and
+//! bounded by [`StoreConfig::max_queue`]: the loop's ops count their bytes
+//! while they wait, and past the bound [`Store::send`] refuses a message
+//! (stored nowhere, the loop delivers it all the same) instead of queueing
+//! it. Other ops are always taken: they are bounded by what connections do
+//! (one load per login, one `/history` per command under flood control).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::accounts::{self, AuthLink, Stored, Write};
+use super::ops::{Answer, Op, Reply, Snapshot};
+use super::{Access, Error, ErrorKind, messages, migrate, open, private_files, rooms};
+
+/// The most commands carried out in one transaction.
+pub const MAX_BATCH: usize = 1024;
+
+/// The newest messages of each room the snapshot holds, by default (the
+/// loop's ring).
+pub const DEFAULT_RING: usize = 256;
+
+/// Called after answers are queued: wakes the loop.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// Now, in Unix seconds (injectable for tests).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// How expiring old messages is paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Between two expiry transactions, when the last one found little.
+    pub every: Duration,
+    /// Between two expiry transactions while there is a backlog (the last
+    /// one deleted a full batch).
+    pub again: Duration,
+    /// The most messages deleted in one transaction.
+    pub batch: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            every: Duration::from_secs(20),
+            again: Duration::from_secs(1),
+            batch: 500,
+        }
+    }
+}
+
+/// Settings of the store.
+#[derive(Clone)]
+pub struct StoreConfig {
+    pub db: PathBuf,
+    /// `--history-days`: messages older than this are deleted (private
+    /// messages still waiting for their recipient too: the operator's
+    /// promise is N days of history); `None` keeps them for ever.
+    pub history_days: Option<u32>,
+    /// How many of each room's newest messages the snapshot holds.
+    pub ring: usize,
+    /// Bytes of messages that may wait for the thread (see the module
+    /// documentation).
+    pub max_queue: usize,
+    pub retention: Retention,
+    pub clock: Clock,
+}
+
+impl StoreConfig {
+    /// The defaults: 90 days of history, a ring of [`DEFAULT_RING`], 64 MiB
+    /// of queue, the system clock.
+    pub fn new(db: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            db: db.into(),
+            history_days: Some(90),
+            ring: DEFAULT_RING,
+            max_queue: 64 << 20,
+            retention: Retention::default(),
+            clock: Arc::new(unix_now),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("db", &self.db)
+            .field("history_days", &self.history_days)
+            .field("ring", &self.ring)
+            .field("max_queue", &self.max_queue)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The system clock in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Why [`Store::send`] did not take an op (it is dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Too many bytes of messages wait already: the disk is behind.
+    Full,
+    /// The store thread has stopped.
+    Closed,
+}
+
+/// What goes down the channel.
+pub(crate) enum Cmd {
+    /// An op of the loop, and the bytes it counts against `max_queue`.
+    Op {
+        op: Op,
+        cost: usize,
+    },
+    Account(Write),
+    /// Installs where account writes are answered (sent by the auth pool
+    /// before its first write).
+    Link(AuthLink),
+    /// Answered `true` once everything sent before it is committed
+    /// (`false`: its batch failed).
+    Barrier(Sender<bool>),
+    /// Commit what is waiting, close the connection, stop.
+    Close,
+}
+
+/// Where the auth workers send accounts to be stored.
+#[derive(Clone)]
+pub(crate) struct AccountWriter(Sender<Cmd>);
+
+impl AccountWriter {
+    /// False when the store thread has stopped.
+    pub fn send(&self, write: Write) -> bool {
+        self.0.send(Cmd::Account(write)).is_ok()
+    }
+}
+
+/// The running store thread.
+pub struct Store {
+    cmds: Sender<Cmd>,
+    answers: Receiver<Answer>,
+    /// Bytes of ops waiting in the channel.
+    queued: Arc<AtomicUsize>,
+    max_queue: usize,
+    thread: Option<JoinHandle<()>>,
+    db: PathBuf,
+    access: Access,
+}
+
+impl Store {
+    /// Opens the database (creating it owner-only, or migrating it), reads
+    /// the [`Snapshot`] and starts the thread. `wake` is called after
+    /// answers are queued.
+    pub fn start(config: StoreConfig, wake: Wake) -> Result<(Store, Snapshot), Error> {
+        private_files(&config.db);
+        let (conn, access) = open(&config.db)?;
+        migrate(&conn, access, &config.db)?;
+        match access {
+            Access::ReadWrite => {}
+            Access::ReadOnly => log::warn!(
+                "database {} is read-only: existing users can log in, \
+                 registrations will be refused and nothing will be stored",
+                config.db.display()
+            ),
+            Access::Immutable => log::warn!(
+                "database {} and its directory are read-only: opened as an \
+                 immutable snapshot (SQLite cannot otherwise read a WAL \
+                 database where it cannot create the -wal and -shm files); \
+                 existing users can log in, registrations will be refused, \
+                 nothing will be stored, and changes other programs make to \
+                 it will not be seen",
+                config.db.display()
+            ),
+        }
+        let snapshot = rooms::snapshot(&conn, config.ring)?;
+        let store = Store::spawn(conn, access, &config, wake)?;
+        Ok((store, snapshot))
+    }
+
+    /// Starts the thread on an open, migrated connection.
+    pub(crate) fn spawn(
+        conn: Connection,
+        access: Access,
+        config: &StoreConfig,
+        wake: Wake,
+    ) -> Result<Store, Error> {
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let (answer_tx, answer_rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer = Writer {
+            conn: Some(conn),
+            writable: access == Access::ReadWrite,
+            answers: answer_tx,
+            wake,
+            link: None,
+            queued: queued.clone(),
+            history_days: config.history_days,
+            retention: config.retention,
+            clock: config.clock.clone(),
+            failed: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || writer.run(&cmd_rx))
+            .map_err(|e| Error::new(ErrorKind::Thread, e.to_string()))?;
+        Ok(Store {
+            cmds: cmd_tx,
+            answers: answer_rx,
+            queued,
+            max_queue: config.max_queue,
+            thread: Some(thread),
+            db: config.db.clone(),
+            access,
+        })
+    }
+
+    /// Queues an op; never blocks. A message is refused when `max_queue`
+    /// bytes wait already; anything is refused once the thread has stopped.
+    pub fn send(&self, op: Op) -> Result<(), Refused> {
+        let cost = cost(&op);
+        if matches!(op, Op::Message { .. })
+            && self.queued.load(Ordering::Relaxed).saturating_add(cost) > self.max_queue
+        {
+            crate::warn_every!(
+                crate::log_every::PERIOD,
+                "the database is behind ({} bytes waiting): a message is not stored",
+                self.queued.load(Ordering::Relaxed)
+            );
+            return Err(Refused::Full);
+        }
+        self.queued.fetch_add(cost, Ordering::Relaxed);
+        self.cmds.send(Cmd::Op { op, cost }).map_err(|_| {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            Refused::Closed
+        })
+    }
+
+    /// The next answer, if any.
+    pub fn try_recv(&self) -> Option<Answer> {
+        self.answers.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` until everything sent so far is committed;
+    /// false if it is not (timed out, or a batch failed since the last
+    /// flush: logged).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        if self.cmds.send(Cmd::Barrier(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).unwrap_or(false)
+    }
+
+    /// Commits what is waiting and closes the database (the last
+    /// connection closed checkpoints the write-ahead log into the file),
+    /// waiting up to `timeout`; false if the thread had not finished by
+    /// then (the next start recovers from the log).
+    pub fn shutdown(mut self, timeout: Duration) -> bool {
+        let _ = self.cmds.send(Cmd::Close);
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if !thread.is_finished() {
+            log::warn!(
+                "the store thread has not finished writing after {timeout:?}; \
+                 the next start recovers from the write-ahead log"
+            );
+            return false;
+        }
+        if thread.join().is_err() {
+            log::error!("the store thread panicked");
+        }
+        true
+    }
+
+    /// The database file.
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
+    /// Whether the store can write (registrations are refused otherwise).
+    pub fn writable(&self) -> bool {
+        self.access == Access::ReadWrite
+    }
+
+    /// Where the auth pool's writes go; `link` says where they are
+    /// answered, and is installed before any of them is carried out.
+    pub(crate) fn accounts(&self, link: AuthLink) -> AccountWriter {
+        let _ = self.cmds.send(Cmd::Link(link));
+        AccountWriter(self.cmds.clone())
+    }
+}
+
+impl Drop for Store {
+    /// Dropped without [`Store::shutdown`]: the thread still commits what
+    /// is waiting and stops, unwaited for.
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.cmds.send(Cmd::Close);
+        }
+    }
+}
+
+/// What an op weighs in the queue: its text and names, and a little for
+/// the rest.
+fn cost(op: &Op) -> usize {
+    const BASE: usize = 128;
+    BASE + match op {
+        Op::Message { message: m, .. } => {
+            m.text.len()
+                + m.sender.len()
+                + m.room.as_ref().map_or(0, String::len)
+                + m.recipient.as_ref().map_or(0, String::len)
+        }
+        Op::Topic { topic, .. } => topic.as_ref().map_or(0, String::len),
+        Op::Seen { seen, .. } => seen.iter().map(|(r, _)| r.len() + 16).sum(),
+        Op::Undeliver { ids } => ids.len() * 8,
+        _ => 0,
+    }
+}
+
+/// What became of one command of a batch.
+enum Outcome {
+    /// A write done (or skipped, logged), or a command with no answer.
+    Done,
+    Reply(Reply),
+    Stored(Stored),
+}
+
+/// The thread's state.
+pub(crate) struct Writer {
+    /// `None` once closed.
+    pub(crate) conn: Option<Connection>,
+    /// False on a read-only database: writes are dropped, reads go on.
+    pub(crate) writable: bool,
+    pub(crate) answers: Sender<Answer>,
+    pub(crate) wake: Wake,
+    pub(crate) link: Option<AuthLink>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) history_days: Option<u32>,
+    pub(crate) retention: Retention,
+    pub(crate) clock: Clock,
+    /// A batch failed since the last barrier: the next one answers false.
+    pub(crate) failed: bool,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, cmds: &Receiver<Cmd>) {
+        let expiring = self.writable && self.history_days.is_some();
+        let mut next_expiry = expiring.then(|| Instant::now() + self.retention.every);
+        loop {
+            let first = match next_expiry {
+                Some(at) => match cmds.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => Some(cmd),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match cmds.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => break,
+                },
+            };
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match cmds.try_recv() {
+                        Ok(cmd) => batch.push(cmd),
+                        Err(_) => break,
+                    }
+                }
+                if self.batch(batch) {
+                    break;
+                }
+            }
+            // Due even while the loop keeps the thread busy: one small
+            // transaction between batches.
+            if let Some(at) = next_expiry
+                && Instant::now() >= at
+            {
+                let full = self.expire_once() >= self.retention.batch;
+                let wait = if full {
+                    self.retention.again
+                } else {
+                    self.retention.every
+                };
+                next_expiry = Some(Instant::now() + wait);
+            }
+        }
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && let Err((_, e)) = conn.close()
+        {
+            log::warn!("closing the database: {e}");
+        }
+    }
+
+    /// Carries out a batch and answers it; true when it held [`Cmd::Close`].
+    pub(crate) fn batch(&mut self, batch: Vec<Cmd>) -> bool {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit(&batch)))
+            .unwrap_or_else(|_| {
+                log::error!(
+                    "store thread panicked; nothing of its batch of {} was stored",
+                    batch.len()
+                );
+                Err(Error::new(
+                    ErrorKind::Database,
+                    "the store failed (a bug: see the log)",
+                ))
+            });
+        let (outcomes, committed) = match result {
+            Ok(outcomes) => (outcomes, true),
+            Err(e) => {
+                crate::error_every!(crate::log_every::PERIOD, "database error: {e}");
+                self.failed = true;
+                (batch.iter().map(|cmd| failed(cmd, &e)).collect(), false)
+            }
+        };
+        let (mut answered, mut done, mut closing) = (false, false, false);
+        for (cmd, outcome) in batch.into_iter().zip(outcomes) {
+            match (cmd, outcome) {
+                (Cmd::Op { op, cost }, outcome) => {
+                    self.queued.fetch_sub(cost, Ordering::Relaxed);
+                    if let (Some(conn), Outcome::Reply(reply)) = (asker(&op), outcome) {
+                        // The loop has gone only at shutdown.
+                        answered |= self.answers.send(Answer { conn, reply }).is_ok();
+                    }
+                }
+                (Cmd::Account(write), outcome) => {
+                    let stored = match outcome {
+                        Outcome::Stored(stored) => stored,
+                        _ => Stored::Failed,
+                    };
+                    if let Some(link) = &mut self.link
+                        && let Some(answer) = link.settle(write, stored)
+                    {
+                        done |= link.done.send(answer).is_ok();
+                    }
+                }
+                (Cmd::Link(link), _) => self.link = Some(link),
+                (Cmd::Barrier(tx), _) => {
+                    let _ = tx.send(committed && !self.failed);
+                    self.failed = false;
+                }
+                (Cmd::Close, _) => closing = true,
+            }
+        }
+        if answered {
+            (self.wake)();
+        }
+        if let Some(link) = &self.link {
+            if done {
+                (link.wake)();
+            }
+            link.publish_unknown_cost();
+        }
+        closing
+    }
+
+    /// Carries out the batch in one transaction: everything in it is
+    /// durable when this returns `Ok`, and nothing is when it fails or
+    /// panics (the transaction rolls back as it is dropped).
+    fn commit(&mut self, batch: &[Cmd]) -> Result<Vec<Outcome>, Error> {
+        let writable = self.writable;
+        let now = (self.clock)();
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Database, "the database is closed"))?;
+        // Nothing to read or write: no transaction (a barrier alone).
+        if !batch
+            .iter()
+            .any(|c| matches!(c, Cmd::Op { .. } | Cmd::Account(_)))
+        {
+            return Ok(batch.iter().map(|_| Outcome::Done).collect());
+        }
+        // IMMEDIATE takes the write lock up front, so another program
+        // writing makes us wait (busy_timeout) instead of failing with
+        // SQLITE_BUSY; a database we cannot write is only read.
+        let behavior = if writable {
+            TransactionBehavior::Immediate
+        } else {
+            TransactionBehavior::Deferred
+        };
+        let tx = conn.transaction_with_behavior(behavior)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for cmd in batch {
+            let outcome = match cmd {
+                Cmd::Op { op, .. } => carry_out(&tx, op, writable, now),
+                Cmd::Account(_) if !writable => {
+                    crate::warn_every!(
+                        crate::log_every::PERIOD,
+                        "registration refused: the database is read-only"
+                    );
+                    Ok(Outcome::Stored(Stored::Failed))
+                }
+                Cmd::Account(write) => accounts::apply(&tx, write).map(Outcome::Stored),
+                _ => Ok(Outcome::Done),
+            };
+            // SQLite rolled the whole transaction back (disk full, I/O
+            // error): the batch fails.
+            if tx.is_autocommit() {
+                return Err(outcome.err().unwrap_or_else(|| {
+                    Error::new(ErrorKind::Database, "the transaction was rolled back")
+                }));
+            }
+            outcomes.push(match outcome {
+                Ok(outcome) => outcome,
+                // Only this statement was undone: the rest of the batch goes on.
+                Err(e) => {
+                    crate::error_every!(crate::log_every::PERIOD, "database error: {e}");
+                    failed(cmd, &e)
+                }
+            });
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Deletes one small batch of expired messages; how many.
+    fn expire_once(&mut self) -> usize {
+        let (Some(days), Some(conn)) = (self.history_days, self.conn.as_mut()) else {
+            return 0;
+        };
+        let cutoff = (self.clock)().saturating_sub(i64::from(days) * 86_400);
+        let batch = self.retention.batch;
+        let result = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(Error::from)
+            .and_then(|tx| {
+                let n = messages::expire(&tx, cutoff, batch)?;
+                tx.commit()?;
+                Ok(n)
+            });
+        match result {
+            Ok(n) => {
+                if n > 0 {
+                    log::debug!("{n} messages older than {days} days deleted");
+                }
+                n
+            }
+            Err(e) => {
+                crate::warn_every!(crate::log_every::PERIOD, "cannot delete old messages: {e}");
+                0
+            }
+        }
+    }
+}
+
+/// What a command comes to when it could not be carried out.
+fn failed(cmd: &Cmd, e: &Error) -> Outcome {
+    match cmd {
+        Cmd::Op {
+            op: Op::Load { .. },
+            ..
+        } => Outcome::Reply(Reply::Loaded(Err(e.clone()))),
+        Cmd::Op {
+            op: Op::History { .. },
+            ..
+        } => Outcome::Reply(Reply::History(Err(e.clone()))),
+        Cmd::Account(_) => Outcome::Stored(Stored::Failed),
+        _ => Outcome::Done,
+    }
+}
+
+/// The connection an op answers, if it answers.
+fn asker(op: &Op) -> Option<crate::session::ConnId> {
+    match op {
+        Op::Load { conn, .. } | Op::History { conn, .. } => Some(*conn),
+        _ => None,
+    }
+}
+
+/// One op, inside the batch's transaction.
+fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Outcome, Error> {
+    match op {
+        Op::Load { account, .. } => {
+            let state = messages::load(conn, account, writable);
+            return Ok(Outcome::Reply(Reply::Loaded(state)));
+        }
+        Op::History {
+            account,
+            of,
+            limit,
+            before,
+            ..
+        } => {
+            let found = messages::history(conn, account, of, *limit, *before);
+            return Ok(Outcome::Reply(Reply::History(found)));
+        }
+        _ if !writable => {
+            crate::warn_every!(
+                crate::log_every::PERIOD,
+                "the database is read-only: a change is not stored"
+            );
+            return Ok(Outcome::Done);
+        }
+        Op::Message { message, pending } => messages::insert(conn, message, *pending)?,
+        Op::CreateRoom { name, owner, at } => rooms::create(conn, name, owner, *at)?,
+        Op::DeleteRoom { name } => rooms::delete(conn, name)?,
+        Op::Topic { room, topic, by } => rooms::topic(conn, room, topic.as_deref(), by)?,
+        Op::Join {
+            room,
+            account,
+            seen,
+        } => rooms::join(conn, room, account, *seen, now)?,
+        Op::Part { room, account } => rooms::part(conn, room, account)?,
+        Op::Seen { account, seen } => rooms::seen(conn, account, seen, now)?,
+        Op::Undeliver { ids } => messages::undeliver(conn, ids)?,
+    }
+    Ok(Outcome::Done)
+}
