@@ -6,8 +6,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use neochat::outbox::Outbox;
 use neochat::chat::hub::{Hub, HubConfig};
+use neochat::outbox::Outbox;
 use neochat::session::{Action, AuthOutcome, ConnId, Ctx, Session, SessionConfig};
 use neochat::transport::lines::{InBuf, LineFrame, Lines};
 

@@ -126,9 +126,6 @@ pub struct Flags {
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off,
           action = clap::ArgAction::Set)]
     pub history: bool,
-    /// Days messages are kept (1 to 36500), or `forever`
-    #[arg(long, value_name = "N|forever", default_value = "90", value_parser = parse_days)]
-    pub history_days: Days,
     /// Most rooms at once, the lobby not counted (1 to 100000)
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -142,22 +139,6 @@ pub struct Flags {
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub sessions_per_account: u64,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct Days(Option<u32>);
-
-/// `--history-days`: 1 to 36500, or `forever`.
-fn parse_days(s: &str) -> Result<Days, String> {
-    if s.eq_ignore_ascii_case("forever") || s.eq_ignore_ascii_case("off") {
-        return Ok(Days(None));
-    }
-    match s.parse::<u32>() {
-        Ok(n) if (1..=36_500).contains(&n) => Ok(Days(Some(n))),
-        _ => Err(format!(
-            "expected a number of days from 1 to 36500 or `forever`, got `{s}`"
-        )),
-    }
 }
 
 #[derive(Clone, Copy, Debug)]

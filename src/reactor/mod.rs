@@ -65,7 +65,7 @@ use crate::auth::{AuthConfig, AuthPool, Done};
 use crate::chat::hub::{Hub, HubConfig};
 use crate::chat::session::{Action, ConnId, Ctx, SessionConfig};
 use crate::limits::{Cidr, LimitConfig, Limits};
-use crate::store::{self, Store, StoreConfig};
+use crate::store::{Store, StoreConfig};
 use crate::transport::tls::{self, CertSource};
 use crate::transport::{self as tp};
 use conn::{Closing, Conns};
@@ -262,9 +262,6 @@ pub struct Server {
     auth: AuthPool,
     /// The one store thread, for every write.
     store: Store,
-    /// What the store held at start, for the chat to take.
-    #[allow(dead_code, reason = "the chat takes it once it keeps rooms (issue 11)")]
-    snapshot: Option<store::ops::Snapshot>,
     limits: Limits,
     config: Config,
     /// What sessions share: the one context every handler gets.
@@ -288,7 +285,9 @@ pub struct Server {
     pacer: Pacer,
     /// Results made on the loop itself (queue full), handled like workers'.
     local_results: VecDeque<Done>,
-    store_local: VecDeque<crate::store::ops::Answer>,
+    /// Reads the store thread refused (never, unless it is closed): each
+    /// is answered with an error on the loop.
+    store_refused: VecDeque<ConnId>,
     login_deadlines: VecDeque<(Instant, ConnId)>,
     linger_deadlines: VecDeque<(Instant, ConnId)>,
     accept_retry: Option<Instant>,
@@ -387,7 +386,7 @@ impl Server {
                 rate: config.rate,
                 rate_bytes: config.rate_bytes,
             },
-            hub: Hub::new(config.hub.clone()),
+            hub: Hub::from_snapshot(config.hub.clone(), &snapshot),
             actions: Vec::new(),
         };
         // Room for a quarter of the output limit at once, and for all
@@ -411,7 +410,6 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             auth,
             store,
-            snapshot: Some(snapshot),
             limits: Limits::new(config.limits.clone()),
             chat,
             conns: Conns::with_capacity(config.max_clients.min(1024)),
@@ -425,7 +423,7 @@ impl Server {
             paced_back: Vec::new(),
             pacer,
             local_results: VecDeque::new(),
-            store_local: VecDeque::new(),
+            store_refused: VecDeque::new(),
             login_deadlines: VecDeque::new(),
             linger_deadlines: VecDeque::new(),
             accept_retry: None,

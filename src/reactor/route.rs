@@ -285,25 +285,37 @@ impl Server {
         self.doomed.push(id);
     }
 
-    /// Hands an op to the store thread.
+    /// Hands an op to the store thread (which never makes the loop wait).
     pub(super) fn store_op(&mut self, op: Op) {
-        // TEMPORARY until the store thread lands: answer reads at once.
-        match op {
-            Op::Load { conn, .. } => self.store_local.push_back(Answer {
-                conn,
-                reply: Reply::Loaded(Ok(Default::default())),
-            }),
-            Op::History { conn, .. } => self.store_local.push_back(Answer {
-                conn,
-                reply: Reply::History(Ok(Vec::new())),
-            }),
-            _ => {}
+        let answers = match &op {
+            Op::Load { conn, .. } | Op::History { conn, .. } => Some(*conn),
+            _ => None,
+        };
+        if let Err(refused) = self.store.send(op) {
+            crate::warn_every!(
+                crate::log_every::PERIOD,
+                "the store thread refused a write ({refused:?}): it is behind the disk; \
+                 the message was delivered but is not stored"
+            );
+            // A read that will never be answered must not hang its
+            // connection: answer it here.
+            if let Some(conn) = answers {
+                self.store_refused.push_back(conn);
+            }
         }
     }
 
     /// Hands the store thread's answers to the sessions that asked.
     pub(super) fn drain_store(&mut self, now: Instant) {
-        while let Some(answer) = self.store_local.pop_front() {
+        while let Some(answer) = self.store.try_recv().or_else(|| {
+            let conn = self.store_refused.pop_front()?;
+            let e = || crate::store::Error::new(crate::store::ErrorKind::Database, "store busy");
+            let reply = match self.conns.get(conn).map(|c| c.session.is_chatting()) {
+                Some(true) => Reply::History(Err(e())),
+                _ => Reply::Loaded(Err(e())),
+            };
+            Some(Answer { conn, reply })
+        }) {
             let id = answer.conn;
             let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
                 continue;

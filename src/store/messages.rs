@@ -59,9 +59,11 @@ pub(crate) fn insert(conn: &Connection, m: &Message, pending: bool) -> Result<()
 
 /// What `account` had when its last connection closed, and the private
 /// messages waiting for it: the newest [`OFFLINE_MAX`], oldest first, the
-/// rest counted. With `deliver`, every waiting message (counted ones too)
-/// is marked delivered; without (a read-only database), they stay pending.
-pub(crate) fn load(conn: &Connection, account: &str, deliver: bool) -> Result<AccountState, Error> {
+/// rest counted. Nothing changes: the loop sends [`Op::Delivered`] once a
+/// connection entered with them, so a login that fails halfway loses none.
+///
+/// [`Op::Delivered`]: super::ops::Op::Delivered
+pub(crate) fn load(conn: &Connection, account: &str) -> Result<AccountState, Error> {
     let lobby_seen = {
         let mut stmt =
             conn.prepare_cached("SELECT seen FROM members WHERE room = ?1 AND account = ?2")?;
@@ -88,12 +90,6 @@ pub(crate) fn load(conn: &Connection, account: &str, deliver: bool) -> Result<Ac
     let waiting: u64 = conn
         .prepare_cached("SELECT count(*) FROM messages WHERE pending = 1 AND recipient = ?1")?
         .query_row([account], |r| r.get(0))?;
-    if deliver && waiting > 0 {
-        conn.prepare_cached(
-            "UPDATE messages SET pending = 0 WHERE pending = 1 AND recipient = ?1",
-        )?
-        .execute([account])?;
-    }
     Ok(AccountState {
         lobby_seen,
         rooms,
@@ -102,14 +98,12 @@ pub(crate) fn load(conn: &Connection, account: &str, deliver: bool) -> Result<Ac
     })
 }
 
-/// Private messages handed to a login that then failed: pending again.
-pub(crate) fn undeliver(conn: &Connection, ids: &[u64]) -> Result<(), Error> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE messages SET pending = 1 WHERE id = ?1 AND room IS NULL AND recipient IS NOT NULL",
-    )?;
-    for id in ids {
-        stmt.execute([id])?;
-    }
+/// The account's waiting private messages up to `up_to` were handed over.
+pub(crate) fn delivered(conn: &Connection, account: &str, up_to: u64) -> Result<(), Error> {
+    conn.prepare_cached(
+        "UPDATE messages SET pending = 0 WHERE pending = 1 AND recipient = ?1 AND id <= ?2",
+    )?
+    .execute((account, up_to))?;
     Ok(())
 }
 

@@ -348,7 +348,6 @@ fn cost(op: &Op) -> usize {
         }
         Op::Topic { topic, .. } => topic.as_ref().map_or(0, String::len),
         Op::Seen { seen, .. } => seen.iter().map(|(r, _)| r.len() + 16).sum(),
-        Op::Undeliver { ids } => ids.len() * 8,
         _ => 0,
     }
 }
@@ -518,39 +517,26 @@ impl Writer {
         } else {
             TransactionBehavior::Deferred
         };
-        let tx = conn.transaction_with_behavior(behavior)?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for cmd in batch {
-            let outcome = match cmd {
-                Cmd::Op { op, .. } => carry_out(&tx, op, writable, now),
-                Cmd::Account(_) if !writable => {
-                    crate::warn_every!(
-                        crate::log_every::PERIOD,
-                        "registration refused: the database is read-only"
-                    );
-                    Ok(Outcome::Stored(Stored::Failed))
-                }
-                Cmd::Account(write) => accounts::apply(&tx, write).map(Outcome::Stored),
-                _ => Ok(Outcome::Done),
-            };
-            // SQLite rolled the whole transaction back (disk full, I/O
-            // error): the batch fails.
-            if tx.is_autocommit() {
-                return Err(outcome.err().unwrap_or_else(|| {
-                    Error::new(ErrorKind::Database, "the transaction was rolled back")
-                }));
-            }
-            outcomes.push(match outcome {
-                Ok(outcome) => outcome,
-                // Only this statement was undone: the rest of the batch goes on.
-                Err(e) => {
-                    crate::error_every!(crate::log_every::PERIOD, "database error: {e}");
-                    failed(cmd, &e)
-                }
-            });
+        let e = match conn.transaction_with_behavior(behavior) {
+            Ok(tx) => return apply(tx, batch, writable, now),
+            Err(e) => e,
+        };
+        if !is_locked(&e) {
+            return Err(e.into());
         }
-        tx.commit()?;
-        Ok(outcomes)
+        // Another program holds the write lock past the busy timeout: this
+        // batch's changes are lost (logged), but its reads are still
+        // answered from what is on disk (WAL lets readers in), so logins
+        // and `/history` go on while the lock lasts.
+        crate::error_every!(
+            crate::log_every::PERIOD,
+            "database is locked by another program: the changes of a batch of {} \
+             are not stored ({e})",
+            batch.len()
+        );
+        self.failed = true;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        apply(tx, batch, false, now)
     }
 
     /// Deletes one small batch of expired messages; how many.
@@ -607,11 +593,60 @@ fn asker(op: &Op) -> Option<crate::session::ConnId> {
     }
 }
 
+/// Carries out `batch` in `tx` and commits; see [`Writer::commit`].
+fn apply(
+    tx: rusqlite::Transaction<'_>,
+    batch: &[Cmd],
+    writable: bool,
+    now: i64,
+) -> Result<Vec<Outcome>, Error> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for cmd in batch {
+        let outcome = match cmd {
+            Cmd::Op { op, .. } => carry_out(&tx, op, writable, now),
+            Cmd::Account(_) if !writable => {
+                crate::warn_every!(
+                    crate::log_every::PERIOD,
+                    "registration refused: the database is read-only"
+                );
+                Ok(Outcome::Stored(Stored::Failed))
+            }
+            Cmd::Account(write) => accounts::apply(&tx, write).map(Outcome::Stored),
+            _ => Ok(Outcome::Done),
+        };
+        // SQLite rolled the whole transaction back (disk full, I/O
+        // error): the batch fails.
+        if tx.is_autocommit() {
+            return Err(outcome.err().unwrap_or_else(|| {
+                Error::new(ErrorKind::Database, "the transaction was rolled back")
+            }));
+        }
+        outcomes.push(match outcome {
+            Ok(outcome) => outcome,
+            // Only this statement was undone: the rest of the batch goes on.
+            Err(e) => {
+                crate::error_every!(crate::log_every::PERIOD, "database error: {e}");
+                failed(cmd, &e)
+            }
+        });
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// SQLite's "busy" or "locked": someone else holds the lock.
+fn is_locked(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// One op, inside the batch's transaction.
 fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Outcome, Error> {
     match op {
         Op::Load { account, .. } => {
-            let state = messages::load(conn, account, writable);
+            let state = messages::load(conn, account);
             return Ok(Outcome::Reply(Reply::Loaded(state)));
         }
         Op::History {
@@ -642,7 +677,7 @@ fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Out
         } => rooms::join(conn, room, account, *seen, now)?,
         Op::Part { room, account } => rooms::part(conn, room, account)?,
         Op::Seen { account, seen } => rooms::seen(conn, account, seen, now)?,
-        Op::Undeliver { ids } => messages::undeliver(conn, ids)?,
+        Op::Delivered { account, up_to } => messages::delivered(conn, account, *up_to)?,
     }
     Ok(Outcome::Done)
 }
