@@ -3,6 +3,7 @@
 //! and worker 0 taking over checks stalled on idle-priority workers.
 
 use super::*;
+use crate::store::tests::{answers, names};
 use crate::store::{StoreConfig, migrate};
 use costs::Costs;
 use std::path::{Path, PathBuf};
@@ -361,31 +362,6 @@ fn test_task(key: usize, request: AuthRequest) -> Task {
         job: test_job(key, request),
         claimed: AtomicUsize::new(0),
     }
-}
-
-fn names(conn: &Connection) -> Vec<String> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM users ORDER BY name")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-/// The answers on `done` for `n` connections, by key, each arriving
-/// within `within`.
-fn answers(done: &Receiver<Done>, n: usize, within: Duration) -> Vec<(usize, AuthOutcome)> {
-    let mut got: Vec<(usize, AuthOutcome)> = (0..n)
-        .map(|i| {
-            let d = done
-                .recv_timeout(within)
-                .unwrap_or_else(|e| panic!("answer {i} of {n} not within {within:?}: {e}"));
-            (d.conn.key, d.outcome)
-        })
-        .collect();
-    got.sort_by_key(|(key, _)| *key);
-    got
 }
 
 /// A store thread on the database at `path`, answering registrations

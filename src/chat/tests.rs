@@ -563,3 +563,38 @@ fn with_history_off_nothing_is_stored_or_shown() {
     assert_eq!(w.take(a), "! no such user carol\n");
     assert!(!w.store.ops.iter().any(|o| o.starts_with("Message")));
 }
+
+#[test]
+fn parting_any_room_makes_the_lobby_current() {
+    let mut w = world(hub_config());
+    let a = w.chatter("alice");
+    let b = w.chatter("bob");
+    w.say(a, "/join #go");
+    w.say(a, "/join #rust");
+    w.take(a);
+    w.take(b);
+    // #rust is current; leaving #go still brings alice back to the lobby.
+    w.say(a, "/part #go");
+    assert_eq!(w.take(a), "#go * bye\n");
+    w.say(a, "where am I");
+    assert_eq!(w.take(b), "alice: where am I\n");
+}
+
+#[test]
+fn a_topic_needs_a_member_owner_and_no_such_room_is_said() {
+    let mut w = world(hub_config());
+    let a = w.chatter("alice");
+    w.say(a, "/join #rust");
+    w.say(a, "/topic");
+    w.take(a);
+    w.say(a, "/topic #nowhere x");
+    assert_eq!(w.take(a), "! no such room #nowhere\n");
+    w.say(a, "/topic #rust");
+    assert_eq!(w.take(a), "#rust * no topic\n");
+    w.say(a, "/join #go");
+    w.say(a, "/part #rust");
+    w.take(a);
+    // alice was its only member: the room went with her.
+    w.say(a, "/topic #rust x");
+    assert_eq!(w.take(a), "! no such room #rust\n");
+}

@@ -30,7 +30,7 @@ pub(crate) use schema::migrate;
 pub use writer::{DEFAULT_RING, Refused, Retention, Store, StoreConfig};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// How long a statement waits for another connection's lock before it gives
 /// up with SQLITE_BUSY, and the user gets `! service temporarily

@@ -154,7 +154,7 @@ fn write(key: usize, name: &str, cancelled: bool, panic: bool) -> Cmd {
     }))
 }
 
-fn names(conn: &Connection) -> Vec<String> {
+pub(crate) fn names(conn: &Connection) -> Vec<String> {
     let mut stmt = conn
         .prepare("SELECT name FROM users ORDER BY name")
         .unwrap();
@@ -166,7 +166,11 @@ fn names(conn: &Connection) -> Vec<String> {
 
 /// The answers on `done` for `n` connections, by key, each arriving
 /// within `within`.
-fn answers(done: &Receiver<Done>, n: usize, within: Duration) -> Vec<(usize, AuthOutcome)> {
+pub(crate) fn answers(
+    done: &Receiver<Done>,
+    n: usize,
+    within: Duration,
+) -> Vec<(usize, AuthOutcome)> {
     let mut got: Vec<(usize, AuthOutcome)> = (0..n)
         .map(|i| {
             let d = done
