@@ -737,21 +737,33 @@ impl Server {
             return;
         }
         self.shutdown_deadline = Some(now + SHUTDOWN_FLUSH);
-        // What was delivered is on disk before anybody is told the server
-        // is going.
-        if !self.store.flush(STORE_SHUTDOWN) {
-            warn!("shutting down with writes not yet on disk");
-        }
         for mut listener in std::mem::take(&mut self.listeners) {
             deregister(self.poll.registry(), &mut listener);
         }
         self.accept_retry = None;
+        let going =
+            |conn: &conn::Conn| !matches!(conn.closing, Some(Closing::Now | Closing::Draining));
+        // Everybody goes offline, silently: the shutdown line is last.
+        for (_, conn) in self.conns.iter_mut() {
+            if going(conn) {
+                conn.session.handle_shutdown(&mut self.chat.ctx(now));
+            }
+        }
+        // Nothing is said any more, but what the accounts had seen is kept.
+        for action in std::mem::take(&mut self.chat.actions) {
+            if let Action::Store(op) = action {
+                self.store_op(op);
+            }
+        }
+        // What was delivered, and where everybody stopped reading, is on
+        // disk before anybody is told the server is going.
+        if !self.store.flush(STORE_SHUTDOWN) {
+            warn!("shutting down with writes not yet on disk");
+        }
         for (key, conn) in self.conns.iter_mut() {
-            if matches!(conn.closing, Some(Closing::Now | Closing::Draining)) {
+            if !going(conn) {
                 continue;
             }
-            // Nobody is told that anybody left: the shutdown line is last.
-            conn.session.handle_shutdown(&mut self.chat.ctx(now));
             // Only a line client is told (an HTTP client gets its answer).
             if conn.transport.is_chat() {
                 conn.out.push_always(SHUTDOWN_LINE);
@@ -764,12 +776,6 @@ impl Server {
                 self.dirty.push(key);
             }
             self.doomed.push(conn.id);
-        }
-        // Nothing is said any more, but what the accounts had seen is kept.
-        for action in std::mem::take(&mut self.chat.actions) {
-            if let Action::Store(op) = action {
-                self.store_op(op);
-            }
         }
     }
 }

@@ -156,6 +156,12 @@ fn history_rooms_and_offline_messages_survive_a_restart() {
     alice.expect("* bob is offline; they will get it when they log in");
     server.sigterm();
     alice.expect(SHUTTING_DOWN);
+    let mut server = server;
+    assert!(
+        server
+            .wait_exit(std::time::Duration::from_secs(10))
+            .is_some()
+    );
     drop(server);
 
     let server = Server::start_with_db(&db, &[]);
