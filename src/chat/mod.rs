@@ -13,4 +13,6 @@ pub mod session;
 pub mod text;
 
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 
 use super::hub::HubConfig;
 use super::session::SessionConfig;
-use super::session::tests::{World, hub_config};
+use super::testkit::{World, hub_config};
 
 const T: &str = "2026-12-01T10:38:05Z";
 
