@@ -100,7 +100,10 @@ fn a_user_whose_password_check_runs_is_not_evicted_nor_charged() {
     user.quit();
     let mut again = connect_from(addr, 2).with_label("user again");
     again.expect_welcome();
-    again.login_here("alice", &pw("alice"), "alice");
+    again.send(&format!("L\nalice\n{}\n", pw("alice")));
+    again.expect(USERNAME);
+    again.expect(PASSWORD);
+    assert_eq!(again.line_within(PROBE_PATIENCE), "* logged in as alice");
 }
 
 /// Low (the log lies to the operator). Accepts paused at the descriptor
