@@ -18,6 +18,7 @@ mod remote;
 mod review;
 mod robustness;
 mod rooms;
+mod rooms_v2;
 mod secrets;
 mod strangers;
 mod transport;
