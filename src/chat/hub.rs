@@ -344,7 +344,15 @@ impl Hub {
             self.catch_up(r, seen, wall, out);
         }
         if let Some(state) = &loaded {
-            if state.offline_older > 0 {
+            // One line per sender of the older ones, so that each names
+            // the `/history @user` that shows them.
+            for (from, n) in &state.older_by {
+                out.push(Action::Send(
+                    format!("* {n} older private messages; /history @{from} shows them\n")
+                        .into_bytes(),
+                ));
+            }
+            if state.older_by.is_empty() && state.offline_older > 0 {
                 out.push(Action::Send(
                     format!(
                         "* {} older private messages; /history @<user> shows them\n",

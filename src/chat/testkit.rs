@@ -79,11 +79,18 @@ impl FakeStore {
                     .collect();
                 let older = pending.len().saturating_sub(200);
                 let offline = pending.split_off(older);
+                let mut by: BTreeMap<String, u64> = BTreeMap::new();
+                for m in &pending {
+                    *by.entry(m.sender.clone()).or_default() += 1;
+                }
+                let mut older_by: Vec<(String, u64)> = by.into_iter().collect();
+                older_by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 let state = AccountState {
                     lobby_seen: rooms.get(LOBBY).copied(),
                     rooms: rooms.into_iter().filter(|(r, _)| r != LOBBY).collect(),
                     offline,
                     offline_older: older as u64,
+                    older_by,
                 };
                 return Some((conn, Reply::Loaded(Ok(state))));
             }

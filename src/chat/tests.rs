@@ -321,7 +321,7 @@ fn past_two_hundred_offline_messages_the_older_are_counted() {
         .expect("notice");
     assert_eq!(
         lines[first],
-        "* 57 older private messages; /history @<user> shows them"
+        "* 57 older private messages; /history @alice shows them"
     );
     assert_eq!(lines[first + 1], format!("~{T} @alice: n58"));
     assert_eq!(lines.len() - first - 1, 200);
@@ -597,4 +597,28 @@ fn a_topic_needs_a_member_owner_and_no_such_room_is_said() {
     // alice was its only member: the room went with her.
     w.say(a, "/topic #rust x");
     assert_eq!(w.take(a), "! no such room #rust\n");
+}
+
+#[test]
+fn older_offline_messages_are_counted_per_sender() {
+    let mut w = world(hub_config());
+    let a = w.chatter("alice");
+    let c = w.chatter("carol");
+    let b = w.chatter("bob");
+    w.close(b);
+    for i in 1..=3 {
+        w.say(c, &format!("/msg bob c{i}"));
+    }
+    for i in 1..=210 {
+        w.say(a, &format!("/msg bob a{i}"));
+    }
+    let (_, out) = w.login("bob");
+    let counts: Vec<&str> = out.lines().filter(|l| l.contains(" older ")).collect();
+    assert_eq!(
+        counts,
+        [
+            "* 10 older private messages; /history @alice shows them",
+            "* 3 older private messages; /history @carol shows them",
+        ]
+    );
 }

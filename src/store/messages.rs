@@ -90,10 +90,22 @@ pub(crate) fn load(conn: &Connection, account: &str) -> Result<AccountState, Err
     let waiting: u64 = conn
         .prepare_cached("SELECT count(*) FROM messages WHERE pending = 1 AND recipient = ?1")?
         .query_row([account], |r| r.get(0))?;
+    let older_by = match offline.first() {
+        Some(oldest) if waiting > offline.len() as u64 => conn
+            .prepare_cached(
+                "SELECT sender, count(*) AS n FROM messages
+                 WHERE pending = 1 AND recipient = ?1 AND id < ?2
+                 GROUP BY sender ORDER BY n DESC, sender",
+            )?
+            .query_map((account, oldest.id), |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
     Ok(AccountState {
         lobby_seen,
         rooms,
         offline_older: waiting.saturating_sub(offline.len() as u64),
+        older_by,
         offline,
     })
 }

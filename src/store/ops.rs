@@ -56,6 +56,9 @@ pub struct AccountState {
     pub offline: Vec<Message>,
     /// How many older offline messages there were besides `offline`.
     pub offline_older: u64,
+    /// Who sent those older ones, and how many each: most first, then by
+    /// name.
+    pub older_by: Vec<(String, u64)>,
 }
 
 /// Whose history [`Op::History`] reads.

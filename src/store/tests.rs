@@ -475,6 +475,7 @@ fn offline_messages_are_the_newest_200_and_all_are_delivered() {
     let ids: Vec<u64> = state.offline.iter().map(|m| m.id).collect();
     assert_eq!(ids, (7..=206).collect::<Vec<_>>());
     assert_eq!(state.offline_older, 5);
+    assert_eq!(state.older_by, [("alice".to_owned(), 5)]);
     send(
         &store,
         Op::Delivered {

@@ -389,7 +389,6 @@ fn offline_private_messages_are_capped_at_the_newest_200() {
 }
 
 #[test]
-#[ignore = "server bug: the count line says `/history @<user>` literally instead of the sender's name"]
 fn the_older_private_messages_line_names_the_sender() {
     let (_s, _alice, _bob, lines) = offline_flood();
     assert_eq!(
@@ -1157,7 +1156,6 @@ fn history_off_never_promises_an_offline_delivery_it_will_not_make() {
 }
 
 #[test]
-#[ignore = "server bug: after a restart, a lobby message the account saw before it is given again as missed"]
 fn what_a_user_saw_before_a_restart_is_not_given_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("chat.db");
