@@ -114,7 +114,15 @@ impl Room {
         line.into_bytes()
     }
 
+    /// `[#room ]* topic: <text>`, as a login, `/join` and `/topic` show it.
     pub(super) fn topic_line(&self) -> Option<Vec<u8>> {
+        let (topic, _) = self.topic.as_ref()?;
+        Some(format!("{}* topic: {topic}\n", self.prefix()).into_bytes())
+    }
+
+    /// `[#room ]* topic: <text> (set by <name>)`, as the room is told when
+    /// it changes.
+    pub(super) fn topic_set_line(&self) -> Option<Vec<u8>> {
         let (topic, by) = self.topic.as_ref()?;
         Some(format!("{}* topic: {topic} (set by {by})\n", self.prefix()).into_bytes())
     }
@@ -328,7 +336,7 @@ impl Hub {
             return;
         };
         r.topic = Some((text.to_owned(), shown.to_owned()));
-        let line = r.topic_line().expect("just set");
+        let line = r.topic_set_line().expect("just set");
         out.push(Action::ToRoom {
             room,
             except: None,

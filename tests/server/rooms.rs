@@ -179,7 +179,7 @@ fn history_rooms_and_offline_messages_survive_a_restart() {
         [
             "* online (2): alice, bob",
             "#rust * online (1): alice",
-            "#rust * topic: all things rust (set by alice)",
+            "#rust * topic: all things rust",
         ],
         "membership and topic kept, nothing missed"
     );
