@@ -272,9 +272,32 @@ impl Hub {
         // Another connection entered while this one's state was read: the
         // account has seen the rest, and this one gets the last few.
         let loaded = if first { loaded } else { None };
-        if first {
-            let state = loaded.as_ref();
-            let rooms: Vec<RoomId> = state
+        let rooms = self.attach(id, shown, loaded.as_ref(), out);
+        self.greet(&rooms, loaded.as_ref(), wall, out);
+        self.hand_over(shown, loaded.as_ref(), held, out);
+        if first && !self.quiet(LOBBY_ID) {
+            out.push(Action::ToRoom {
+                room: LOBBY_ID,
+                except: Some(id),
+                line: format!("* {shown} joined\n").into_bytes(),
+            });
+        }
+    }
+
+    /// Puts connection `id` online (the account too, with the rooms
+    /// `loaded` lists, if this is its first) and in its rooms' fan-out,
+    /// taking over the oldest connections past the limit. Returns the
+    /// account's rooms.
+    fn attach(
+        &mut self,
+        id: ConnId,
+        shown: &str,
+        loaded: Option<&AccountState>,
+        out: &mut Vec<Action>,
+    ) -> Vec<RoomId> {
+        let key = fold(shown);
+        if !self.online.contains_key(&key) {
+            let rooms: Vec<RoomId> = loaded
                 .map(|s| {
                     s.rooms
                         .iter()
@@ -287,14 +310,12 @@ impl Hub {
                     room.online.insert(key.clone(), shown.to_owned());
                 }
             }
-            self.online.insert(
-                key.clone(),
-                Account {
-                    shown: shown.to_owned(),
-                    conns: Vec::new(),
-                    rooms,
-                },
-            );
+            let account = Account {
+                shown: shown.to_owned(),
+                conns: Vec::new(),
+                rooms,
+            };
+            self.online.insert(key.clone(), account);
         }
         let limit = self.config.sessions_per_account.max(1);
         let account = self.online.get_mut(&key).expect("inserted above");
@@ -306,19 +327,29 @@ impl Hub {
         let rooms = account.rooms.clone();
         for old in kicked {
             self.detach(old, &rooms);
-            out.push(Action::Kick(
-                old,
-                b"! logged in from another connection\n".to_vec(),
-            ));
+            let line = b"! logged in from another connection\n".to_vec();
+            out.push(Action::Kick(old, line));
         }
         for &r in std::iter::once(&LOBBY_ID).chain(&rooms) {
             if let Some(room) = self.rooms.get_mut(r.0) {
                 room.conns.insert(id);
             }
         }
+        rooms
+    }
 
+    /// The online line, then the lobby's history, then each room's online
+    /// line, topic and history, by name: from where `loaded` says the
+    /// account stopped, or the last few without it.
+    fn greet(
+        &self,
+        rooms: &[RoomId],
+        loaded: Option<&AccountState>,
+        wall: i64,
+        out: &mut Vec<Action>,
+    ) {
         let seen_of = |room: &Room| -> Option<u64> {
-            let state = loaded.as_ref()?;
+            let state = loaded?;
             if room.is_lobby() {
                 state.lobby_seen
             } else {
@@ -332,7 +363,7 @@ impl Hub {
         let lobby = &self.rooms[LOBBY_ID.0];
         out.push(Action::Send(lobby.online_line(ONLINE_LINE_NAMES)));
         self.catch_up(LOBBY_ID, seen_of(lobby), wall, out);
-        let mut named: Vec<RoomId> = rooms;
+        let mut named = rooms.to_vec();
         named.sort_by(|a, b| self.rooms[a.0].name.cmp(&self.rooms[b.0].name));
         for r in named {
             let room = &self.rooms[r.0];
@@ -340,36 +371,42 @@ impl Hub {
             if let Some(topic) = room.topic_line() {
                 out.push(Action::Send(topic));
             }
-            let seen = seen_of(room);
-            self.catch_up(r, seen, wall, out);
+            self.catch_up(r, seen_of(room), wall, out);
         }
-        if let Some(state) = &loaded {
+    }
+
+    /// The private messages that waited for the account: those the store
+    /// read (with a count of older ones per sender), then those that came
+    /// while it was read; then the store is told they were handed over.
+    fn hand_over(
+        &self,
+        shown: &str,
+        loaded: Option<&AccountState>,
+        held: Vec<Held>,
+        out: &mut Vec<Action>,
+    ) {
+        let mut delivered = None;
+        if let Some(state) = loaded {
             // One line per sender of the older ones, so that each names
             // the `/history @user` that shows them.
             for (from, n) in &state.older_by {
-                out.push(Action::Send(
-                    format!("* {n} older private messages; /history @{from} shows them\n")
-                        .into_bytes(),
-                ));
+                let line = format!("* {n} older private messages; /history @{from} shows them\n");
+                out.push(Action::Send(line.into_bytes()));
             }
             if state.older_by.is_empty() && state.offline_older > 0 {
-                out.push(Action::Send(
-                    format!(
-                        "* {} older private messages; /history @<user> shows them\n",
-                        state.offline_older
-                    )
-                    .into_bytes(),
-                ));
+                let line = format!(
+                    "* {} older private messages; /history @<user> shows them\n",
+                    state.offline_older
+                );
+                out.push(Action::Send(line.into_bytes()));
             }
             for m in &state.offline {
                 let mut line = format!("~{} ", super::text::utc(m.at)).into_bytes();
                 line.extend_from_slice(&private_line(&m.sender, &m.text));
                 out.push(Action::Send(line));
             }
+            delivered = state.offline.iter().map(|m| m.id).max();
         }
-        let mut delivered = loaded
-            .as_ref()
-            .and_then(|s| s.offline.iter().map(|m| m.id).max());
         for h in held {
             delivered = delivered.max(h.id);
             out.push(Action::Send(h.line));
@@ -379,13 +416,6 @@ impl Hub {
                 account: shown.to_owned(),
                 up_to,
             }));
-        }
-        if first && !self.quiet(LOBBY_ID) {
-            out.push(Action::ToRoom {
-                room: LOBBY_ID,
-                except: Some(id),
-                line: format!("* {shown} joined\n").into_bytes(),
-            });
         }
     }
 
