@@ -3,9 +3,11 @@
 //! The crate is a library with thin binaries on top (`src/bin/`). Modules:
 //!
 //! - [`chat`]: the protocol as a pure state machine, one session per
-//!   connection (AwaitingChoice -> Credentials -> Chatting), plus the roster
-//!   of who is online. No sockets, threads or clock: lines and events in,
-//!   actions out.
+//!   connection (AwaitingChoice -> Credentials -> Chatting), plus the hub
+//!   every session shares: who is online on which connections, the rooms
+//!   with their members and rings of recent history, catch-up and offline
+//!   messages. No sockets, threads or clock: lines and events in, actions
+//!   (and ops for the store) out.
 //! - [`transport`]: between sockets and sessions: what a client speaks
 //!   (TLS, HTTP, WebSocket, lines, junk, from the first bytes), TLS through
 //!   rustls, the framings, PROXY headers. Bytes in, lines out; no mio.
