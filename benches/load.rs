@@ -156,6 +156,7 @@ fn idle_run(k: usize) -> f64 {
             connections: k,
             pid: child.id(),
             settle: Duration::from_secs(2),
+            ..IdleOpts::default()
         },
     )
     .expect("idle run");

@@ -87,6 +87,10 @@ pub struct Common {
     pub progress: bool,
     /// How long setup (connecting, logging in) may take.
     pub setup_timeout: Duration,
+    /// NeoChat: a room (name without `#`, lowercase) that receivers and
+    /// senders `/join` after logging in; senders' lines then go there and
+    /// arrive as `#room name: text`. `None`: the lobby. Ignored for Redis.
+    pub room: Option<String>,
 }
 
 impl Common {
@@ -98,6 +102,7 @@ impl Common {
             password: "bench-password".into(),
             progress: io::stderr().is_terminal(),
             setup_timeout: Duration::from_secs(300),
+            room: None,
         }
     }
 }
@@ -172,6 +177,11 @@ struct Peer {
     /// Parses each message for its timestamp.
     sampled: bool,
     closed: bool,
+    /// Logged in (NeoChat: saw `* online (`), still waiting for its
+    /// `/join` to be answered before it is ready.
+    entered: bool,
+    /// Plaintext bytes read so far.
+    bytes_read: u64,
     /// Not read on events: joined notices pile up in the kernel and are
     /// read in bulk by `drain_muted`, instead of one syscall per notice.
     muted: bool,
@@ -210,6 +220,12 @@ impl Peer {
 
     /// Reads plaintext: from the socket, or through TLS.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read_plain(buf)?;
+        self.bytes_read += n as u64;
+        Ok(n)
+    }
+
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &mut self.tls else {
             return self.stream.read(buf);
         };
@@ -419,6 +435,8 @@ impl Net {
             carry: 0,
             sampled: false,
             closed: false,
+            entered: false,
+            bytes_read: 0,
             muted: false,
         });
         Ok(i)
@@ -574,14 +592,58 @@ fn take_lines(
 /// default password-check queue of 1,024).
 const HANDSHAKES_IN_FLIGHT: usize = 128;
 
+/// How [`join_all`] brings its peers to "ready".
+#[derive(Clone, Copy, Debug)]
+struct How {
+    /// Redis: SUBSCRIBE (else a Redis peer is ready once connected).
+    subscribe: bool,
+    /// NeoChat: log in (`L`) first instead of registering (`R`) first.
+    login_first: bool,
+    /// NeoChat: `/join` the run's room (`Common::room`) once logged in.
+    room: bool,
+    /// Handshakes in flight at most.
+    window: usize,
+}
+
+impl How {
+    /// Receivers: subscribe (Redis), join the room (NeoChat, if any).
+    const RECEIVERS: How = How {
+        subscribe: true,
+        login_first: false,
+        room: true,
+        window: HANDSHAKES_IN_FLIGHT,
+    };
+    /// Senders: in the room, not subscribed.
+    const SENDERS: How = How {
+        subscribe: false,
+        ..How::RECEIVERS
+    };
+    /// Logged in to the lobby only.
+    const LOBBY: How = How {
+        room: false,
+        ..How::SENDERS
+    };
+}
+
+/// The room's prefix on the wire (`#room `), if the run has a room and
+/// speaks NeoChat.
+fn room_prefix(c: &Common) -> Option<String> {
+    match (c.target, &c.room) {
+        (Target::NeoChat(_), Some(room)) => Some(format!("#{room} ")),
+        _ => None,
+    }
+}
+
 /// Connects peers named `names` and brings them to "ready": logged in on
-/// NeoChat (registering first, logging in if the account exists), or
-/// subscribed on Redis when `subscribe` is set.
+/// NeoChat (registering first, logging in if the account exists, unless
+/// `how.login_first`), and a member of the run's room if `how.room`; or
+/// subscribed on Redis when `how.subscribe` is set. Lines the server sends
+/// besides (history `~...`, `#room ...` lines, notices) are skipped.
 fn join_all(
     net: &mut Net,
     c: &Common,
     names: &[String],
-    subscribe: bool,
+    how: How,
     label: &str,
 ) -> Result<Vec<usize>, Error> {
     let addr = c.target.addr();
@@ -589,6 +651,10 @@ fn join_all(
     let mut ids: Vec<usize> = Vec::with_capacity(names.len());
     let password = c.password.clone();
     let redis = matches!(c.target, Target::Redis(_));
+    let room = if how.room { c.room.clone() } else { None };
+    let join_line = room.as_ref().map(|r| format!("/join #{r}\n"));
+    let joined_online = room.as_ref().map(|r| format!("#{r} * online ("));
+    let joined_again = room.as_ref().map(|r| format!("* talking in #{r}"));
     let deadline = Instant::now() + c.setup_timeout;
     let mut progress = Progress::new(c.progress, label);
     let mut next_drain = Instant::now() + DRAIN_EVERY;
@@ -597,7 +663,7 @@ fn join_all(
         // its password-check queue (`--max-auth-queue`) and answers
         // `! server busy` past it, as it should to a flood of logins.
         let mut in_flight = ids.iter().filter(|&&i| !net.peers[i].ready).count();
-        while ids.len() < names.len() && in_flight < HANDSHAKES_IN_FLIGHT {
+        while ids.len() < names.len() && in_flight < how.window.max(1) {
             let k = ids.len();
             let name = &names[k];
             let i = net
@@ -611,10 +677,11 @@ fn join_all(
             let peer = &mut net.peers[i];
             match c.target {
                 Target::NeoChat(_) => {
-                    let hello = format!("R\n{name}\n{}\n", c.password);
+                    let kind = if how.login_first { 'L' } else { 'R' };
+                    let hello = format!("{kind}\n{name}\n{}\n", c.password);
                     peer.queue(hello.as_bytes());
                 }
-                Target::Redis(_) if subscribe => {
+                Target::Redis(_) if how.subscribe => {
                     peer.queue(format!("SUBSCRIBE {}\r\n", c.prefix).as_bytes());
                 }
                 Target::Redis(_) => peer.ready = true,
@@ -662,21 +729,45 @@ fn join_all(
             }
             let mut input = std::mem::take(&mut peer.input);
             let mut relogin = false;
+            let mut join = false;
             let mut ready = false;
+            let mut entered = peer.entered;
             let name = peer.name.clone();
             take_lines(&mut input, |line| {
                 if ready {
                     return Ok(());
                 }
+                if entered {
+                    // Waiting for the room: its online line (joined now,
+                    // or rejoined at login as a member), or "already in".
+                    let is = |s: &Option<String>| {
+                        s.as_ref().is_some_and(|s| line.starts_with(s.as_bytes()))
+                    };
+                    if is(&joined_online) || is(&joined_again) {
+                        ready = true;
+                    } else if line.starts_with(b"! ") {
+                        return fail(format!(
+                            "{name}: /join said `{}`",
+                            String::from_utf8_lossy(line)
+                        ));
+                    }
+                    return Ok(());
+                }
                 if line.starts_with(b"* online (") {
-                    ready = true;
+                    entered = true;
+                    if join_line.is_some() {
+                        join = true;
+                    } else {
+                        ready = true;
+                    }
                 } else if line == b"! username taken" {
                     relogin = true;
                 } else if line.starts_with(b"! wrong username") {
                     return fail(format!(
-                        "account {name} exists with another password (--password)"
+                        "account {name} exists with another password (--password), \
+                         or does not exist"
                     ));
-                } else if line.starts_with(b"! ") && line != b"! username taken" {
+                } else if line.starts_with(b"! ") {
                     return fail(format!(
                         "{name}: server said `{}`",
                         String::from_utf8_lossy(line)
@@ -686,8 +777,14 @@ fn join_all(
             })?;
             peer.input = if ready { Vec::new() } else { input };
             peer.ready = ready;
+            peer.entered = entered;
             if relogin {
                 peer.queue(format!("L\n{name}\n{password}\n").as_bytes());
+            }
+            if join && let Some(j) = &join_line {
+                peer.queue(j.as_bytes());
+            }
+            if relogin || join {
                 peer.flush().map_err(|e| Error(format!("{name}: {e}")))?;
             }
             Ok(())
@@ -797,11 +894,14 @@ struct Layout {
 
 fn layout(c: &Common, sender_name_len: usize, size: usize) -> Layout {
     match c.target {
-        // "name: payload\n"
-        Target::NeoChat(_) => Layout {
-            len: sender_name_len + 2 + size + 1,
-            payload_at: sender_name_len + 2,
-        },
+        // "name: payload\n", or "#room name: payload\n" in a room
+        Target::NeoChat(_) => {
+            let room = room_prefix(c).map_or(0, |p| p.len());
+            Layout {
+                len: room + sender_name_len + 2 + size + 1,
+                payload_at: room + sender_name_len + 2,
+            }
+        }
         // *3 $7 message $n chan $size payload
         Target::Redis(_) => {
             let head = format!(
@@ -958,6 +1058,12 @@ pub struct FanoutReport {
     /// Server CPU time (user + system) while measuring, when its pid was
     /// given.
     pub server_cpu_secs: Option<f64>,
+    /// The same from the start of the measurement until the server went
+    /// quiet after the run (its store thread done with the run's messages).
+    pub server_cpu_drained_secs: Option<f64>,
+    /// Messages sent in the whole run, warm-up included (not the line-up
+    /// marker).
+    pub sent: u64,
 }
 
 /// User plus system CPU time of process `pid`, from `/proc/PID/stat`.
@@ -998,8 +1104,8 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
     let mut net = Net::new()?;
     let recv_names = names(&c.prefix, "r", o.receivers);
     let send_names = names(&c.prefix, "s", o.senders);
-    let receivers = join_all(&mut net, c, &recv_names, true, "receivers")?;
-    let senders = join_all(&mut net, c, &send_names, false, "senders")?;
+    let receivers = join_all(&mut net, c, &recv_names, How::RECEIVERS, "receivers")?;
+    let senders = join_all(&mut net, c, &send_names, How::SENDERS, "senders")?;
     line_up(&mut net, c, senders[0], &receivers, c.setup_timeout)?;
 
     let lay = layout(c, send_names[0].len(), o.size);
@@ -1136,6 +1242,33 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
     };
     let total: u64 = receivers.iter().map(|&r| net.peers[r].records).sum();
     let deliveries = total - base_deliveries;
+    // What the server still does for the messages of the run once sending
+    // stops (the store thread committing what it has queued, the last
+    // deliveries): counted until its CPU time stops moving.
+    let server_cpu_drained_secs = match (o.pid, cpu_at_start) {
+        (Some(pid), Some(start)) => {
+            let mut last = cpu_secs(pid)?;
+            let give_up = Instant::now() + DRAIN_WAIT;
+            let mut check = Instant::now() + QUIET_CHECK;
+            loop {
+                net.turn(Duration::from_millis(10), |i, peer, data| {
+                    if is_receiver[i] && data.is_empty() {
+                        return fail(format!("{}: closed by the server", peer.name));
+                    }
+                    Ok(()) // the last deliveries: read, not counted
+                })?;
+                if Instant::now() >= check {
+                    let now = cpu_secs(pid)?;
+                    if now == last || Instant::now() >= give_up {
+                        break Some(now - start);
+                    }
+                    last = now;
+                    check = Instant::now() + QUIET_CHECK;
+                }
+            }
+        }
+        _ => None,
+    };
     Ok(FanoutReport {
         target: c.target.to_string(),
         receivers: o.receivers,
@@ -1143,12 +1276,22 @@ pub fn fanout(c: &Common, o: &FanoutOpts) -> Result<FanoutReport, Error> {
         size: o.size,
         seconds,
         messages: completed.saturating_sub(base_sent),
+        sent,
         deliveries,
         deliveries_per_sec: deliveries as f64 / seconds,
         latency: Percentiles::of(&hist),
         server_cpu_secs,
+        server_cpu_drained_secs,
     })
 }
+
+/// The longest the generator waits for the server to go quiet after a
+/// fan-out run.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+
+/// How long the server's CPU time must stand still (less than one clock
+/// tick, 10 ms) for it to count as quiet.
+const QUIET_CHECK: Duration = Duration::from_millis(250);
 
 /// Options of the `idle` scenario.
 #[derive(Clone, Debug)]
@@ -1158,6 +1301,24 @@ pub struct IdleOpts {
     pub pid: u32,
     /// How long to hold the connections after setup before measuring.
     pub settle: Duration,
+    /// NeoChat: messages one sender posts to the lobby before the idle
+    /// users log in (after the first memory reading), so that the room's
+    /// history ring is full and counted. 0: none.
+    pub fill: usize,
+    /// Payload bytes of each of those messages.
+    pub fill_size: usize,
+}
+
+impl Default for IdleOpts {
+    fn default() -> Self {
+        IdleOpts {
+            connections: 10_000,
+            pid: 0,
+            settle: Duration::from_secs(2),
+            fill: 0,
+            fill_size: 64,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -1185,13 +1346,16 @@ pub fn rss_kib(pid: u32) -> Result<u64, Error> {
 /// the server's resident memory per connection.
 pub fn idle(c: &Common, o: &IdleOpts) -> Result<IdleReport, Error> {
     let before = rss_kib(o.pid)?;
+    if o.fill > 0 {
+        fill_lobby(c, o.fill, o.fill_size)?;
+    }
     let started = Instant::now();
     let mut net = Net::new()?;
     let ids = join_all(
         &mut net,
         c,
         &names(&c.prefix, "i", o.connections),
-        true,
+        How::RECEIVERS,
         "idle",
     )?;
     let setup_seconds = started.elapsed().as_secs_f64();
@@ -1223,6 +1387,73 @@ pub fn idle(c: &Common, o: &IdleOpts) -> Result<IdleReport, Error> {
     })
 }
 
+/// One sender posts `n` messages of `size` bytes to the lobby, and waits
+/// until the server has handled them all (its answer to a `/history`
+/// sent after them), then leaves.
+fn fill_lobby(c: &Common, n: usize, size: usize) -> Result<(), Error> {
+    if !matches!(c.target, Target::NeoChat(_)) {
+        return fail("--fill is for NeoChat targets only");
+    }
+    let mut net = Net::new()?;
+    let s = join_all(&mut net, c, &names(&c.prefix, "f", 1), How::LOBBY, "fill")?[0];
+    let mut buf = Vec::new();
+    for seq in 0..n as u64 {
+        payload(seq, 0, size, &mut buf);
+        buf.push(b'\n');
+        net.peers[s].queue(&buf);
+    }
+    net.peers[s].queue(b"/history 1\n");
+    let deadline = Instant::now() + c.setup_timeout;
+    let mut done = false;
+    while !done {
+        if Instant::now() > deadline {
+            return fail("the lobby fill did not finish in time");
+        }
+        net.flush(s)?;
+        net.turn(Duration::from_millis(50), |_, peer, data| {
+            if data.is_empty() {
+                return fail(format!("{}: closed by the server", peer.name));
+            }
+            peer.input.extend_from_slice(data);
+            let mut input = std::mem::take(&mut peer.input);
+            take_lines(&mut input, |line| {
+                if line == b"* end of history" {
+                    done = true;
+                } else if line.starts_with(b"! ") {
+                    return fail(format!(
+                        "fill: server said `{}`",
+                        String::from_utf8_lossy(line)
+                    ));
+                }
+                Ok(())
+            })?;
+            peer.input = input;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates (or finds) the accounts `names` a few hundred at a time, each
+/// batch closed before the next, so that setting up thousands of accounts
+/// never has thousands online at once (the join notices of a server
+/// without quiet presence grow with the square of that).
+fn create_accounts(c: &Common, names: &[String]) -> Result<(), Error> {
+    for (k, chunk) in names.chunks(CREATE_BATCH).enumerate() {
+        let mut net = Net::new()?;
+        let label = format!(
+            "creating accounts ({} of {})",
+            k * CREATE_BATCH,
+            names.len()
+        );
+        join_all(&mut net, c, chunk, How::LOBBY, &label)?;
+    }
+    Ok(())
+}
+
+/// Accounts created (or checked) per batch by `create_accounts`.
+const CREATE_BATCH: usize = 500;
+
 /// Options of the `logins` scenario.
 #[derive(Clone, Debug)]
 pub struct LoginOpts {
@@ -1231,6 +1462,11 @@ pub struct LoginOpts {
     pub pair_rate: f64,
     /// How long the pair is measured before the storm.
     pub quiet: Duration,
+    /// No chat pair: only the storm, timed until every login is in
+    /// Chatting (its `* online (` line), with the server's CPU if `pid`.
+    pub no_pair: bool,
+    /// The server's process id (storm without a pair: its CPU time).
+    pub pid: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -1241,6 +1477,12 @@ pub struct LoginReport {
     pub logins_per_sec: f64,
     pub quiet: Percentiles,
     pub storm: Percentiles,
+    /// Server CPU (user + system) from the first connect to the last login.
+    pub server_cpu_secs: Option<f64>,
+    /// Bytes the storm's connections read until the last was in Chatting
+    /// (online lines, history, joined notices): what the storm cost on the
+    /// wire.
+    pub bytes_read: u64,
 }
 
 /// Logins: N accounts log in at once (at the server's bcrypt cost) while a
@@ -1252,12 +1494,12 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
     }
     let storm_names = names(&c.prefix, "l", o.logins);
     // Create the accounts first (once; later runs find them and log in).
-    {
-        let mut net = Net::new()?;
-        join_all(&mut net, c, &storm_names, false, "creating accounts")?;
+    create_accounts(c, &storm_names)?;
+    if o.no_pair {
+        return storm_only(c, o, &storm_names);
     }
     let mut net = Net::new()?;
-    let pair = join_all(&mut net, c, &names(&c.prefix, "p", 2), false, "pair")?;
+    let pair = join_all(&mut net, c, &names(&c.prefix, "p", 2), How::LOBBY, "pair")?;
     let (a, b) = (pair[0], pair[1]);
     let a_prefix = format!("{}: ", net.peers[a].name);
     let epoch = Instant::now();
@@ -1366,6 +1608,40 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
         logins_per_sec: o.logins as f64 / secs,
         quiet: Percentiles::of(&quiet),
         storm: Percentiles::of(&storm),
+        server_cpu_secs: None,
+        bytes_read: 0,
+    })
+}
+
+/// The storm alone: every connection opened and its `L` sent at once (no
+/// window), timed until the last one is in Chatting. Peers in Chatting are
+/// read in bulk once a second, as in setup, so the generator keeps up with
+/// whatever the server sends them.
+fn storm_only(c: &Common, o: &LoginOpts, storm_names: &[String]) -> Result<LoginReport, Error> {
+    let mut net = Net::new()?;
+    let cpu_before = o.pid.map(cpu_secs).transpose()?;
+    let started = Instant::now();
+    let how = How {
+        login_first: true,
+        window: storm_names.len(),
+        ..How::LOBBY
+    };
+    let ids = join_all(&mut net, c, storm_names, how, "login storm")?;
+    let secs = started.elapsed().as_secs_f64();
+    let server_cpu_secs = match (o.pid, cpu_before) {
+        (Some(pid), Some(b)) => Some(cpu_secs(pid)? - b),
+        _ => None,
+    };
+    let bytes_read = ids.iter().map(|&i| net.peers[i].bytes_read).sum();
+    Ok(LoginReport {
+        target: c.target.to_string(),
+        logins: o.logins,
+        storm_seconds: secs,
+        logins_per_sec: o.logins as f64 / secs,
+        quiet: Percentiles::default(),
+        storm: Percentiles::default(),
+        server_cpu_secs,
+        bytes_read,
     })
 }
 
@@ -1436,10 +1712,16 @@ impl FanoutReport {
             .num("seconds", self.seconds)
             .num("messages", self.messages as f64)
             .num("deliveries", self.deliveries as f64)
+            .num("sent", self.sent as f64)
             .num("deliveries_per_sec", self.deliveries_per_sec)
             .num(
                 "server_cpu_ns_per_delivery",
                 self.server_cpu_secs
+                    .map_or(0.0, |c| c * 1e9 / self.deliveries.max(1) as f64),
+            )
+            .num(
+                "server_cpu_drained_ns_per_delivery",
+                self.server_cpu_drained_secs
                     .map_or(0.0, |c| c * 1e9 / self.deliveries.max(1) as f64),
             )
             .percentiles("latency", &self.latency)
@@ -1469,6 +1751,8 @@ impl LoginReport {
             .num("logins_per_sec", self.logins_per_sec)
             .percentiles("quiet", &self.quiet)
             .percentiles("storm", &self.storm)
+            .num("server_cpu_secs", self.server_cpu_secs.unwrap_or(f64::NAN))
+            .num("bytes_read", self.bytes_read as f64)
     }
 }
 

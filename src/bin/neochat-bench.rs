@@ -40,6 +40,11 @@ struct Args {
     /// Seconds that setup (connecting, logging in) may take
     #[arg(long, global = true, default_value_t = 300)]
     setup_timeout: u64,
+    /// NeoChat: receivers and senders `/join #NAME` after logging in and
+    /// the senders' lines go there (fanout, latency; idle users join it
+    /// too). Without it, everything happens in the lobby. Ignored for Redis
+    #[arg(long, global = true, value_name = "NAME", value_parser = parse_room)]
+    room: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -60,7 +65,8 @@ enum Scenario {
     Idle(IdleArgs),
     /// N accounts log in at once, at the server's bcrypt cost, while a chat
     /// pair exchanges messages. Reports logins/s and the pair's latency
-    /// before and during the storm. NeoChat only.
+    /// before and during the storm; with --no-pair, only the storm: the
+    /// time until all N are in Chatting. NeoChat only.
     Logins(LoginArgs),
 }
 
@@ -106,6 +112,13 @@ struct IdleArgs {
     /// Seconds to hold the connections before measuring
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// NeoChat: messages posted to the lobby before the idle users log in
+    /// (after the first memory reading), e.g. 256 to fill its history ring
+    #[arg(long, default_value_t = 0)]
+    fill: usize,
+    /// Payload bytes of each --fill message (at least 34)
+    #[arg(long, default_value_t = 64)]
+    fill_size: usize,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -119,6 +132,29 @@ struct LoginArgs {
     /// Seconds the pair is measured before the storm
     #[arg(long, default_value_t = 3.0)]
     quiet: f64,
+    /// No chat pair: open all N connections and send their logins at once,
+    /// and report the time until the last is in Chatting (and the server's
+    /// CPU with --pid). Run the server with --max-auth-queue and
+    /// --max-clients above N, and a --login-timeout long enough
+    #[arg(long)]
+    no_pair: bool,
+    /// Process id of the server, to report its CPU time during the storm
+    /// (with --no-pair)
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+fn parse_room(s: &str) -> Result<String, String> {
+    let name = s.strip_prefix('#').unwrap_or(s).to_ascii_lowercase();
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b));
+    if ok && name != "lobby" {
+        Ok(name)
+    } else {
+        Err("a room is 1 to 32 of a-z 0-9 _ - . (not `lobby`)".into())
+    }
 }
 
 fn secs(s: f64) -> Duration {
@@ -136,6 +172,7 @@ fn main() -> ExitCode {
     common.prefix = args.prefix.clone();
     common.password = args.password.clone();
     common.setup_timeout = Duration::from_secs(args.setup_timeout);
+    common.room = args.room.clone();
     match run(&args, &common) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -186,6 +223,14 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                         cpu * 1e9 / r.deliveries.max(1) as f64
                     );
                 }
+                if let Some(cpu) = r.server_cpu_drained_secs {
+                    println!(
+                        "  until quiet   {:.2} s, {:.0} ns per delivery (what the server did \
+                         for the run after it, storing included)",
+                        cpu,
+                        cpu * 1e9 / r.deliveries.max(1) as f64
+                    );
+                }
                 print_latency("latency", &r.latency);
             }
         }
@@ -196,6 +241,8 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                     connections: i.connections,
                     pid: i.pid,
                     settle: secs(i.settle),
+                    fill: i.fill,
+                    fill_size: i.fill_size.max(34),
                 },
             )?;
             if args.json {
@@ -223,6 +270,8 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                     logins: l.logins,
                     pair_rate: l.pair_rate,
                     quiet: secs(l.quiet),
+                    no_pair: l.no_pair,
+                    pid: l.pid,
                 },
             )?;
             if args.json {
@@ -235,8 +284,15 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                     "storm           {:.2} s, {:.1} logins/s",
                     r.storm_seconds, r.logins_per_sec
                 );
-                print_latency("pair, quiet", &r.quiet);
-                print_latency("pair, storm", &r.storm);
+                if l.no_pair {
+                    if let Some(cpu) = r.server_cpu_secs {
+                        println!("server CPU      {cpu:.2} s");
+                    }
+                    println!("bytes read      {}", r.bytes_read);
+                } else {
+                    print_latency("pair, quiet", &r.quiet);
+                    print_latency("pair, storm", &r.storm);
+                }
                 if r.quiet.p99_us > 0.0 {
                     println!("p99 ratio       {:.2}x", r.storm.p99_us / r.quiet.p99_us);
                 }
