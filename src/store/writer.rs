@@ -44,6 +44,12 @@ use super::{Access, Error, ErrorKind, messages, migrate, open, private_files, ro
 /// The most commands carried out in one transaction.
 pub const MAX_BATCH: usize = 1024;
 
+/// How long a batch of writes nobody waits for may wait for more before it
+/// is committed: messages are on disk within about this (far inside the
+/// protocol's second), and a busy server commits at most ~40 times a
+/// second for them.
+pub const LINGER: Duration = Duration::from_millis(25);
+
 /// The newest messages of each room the snapshot holds, by default (the
 /// loop's ring).
 pub const DEFAULT_RING: usize = 256;
@@ -394,13 +400,7 @@ impl Writer {
                 },
             };
             if let Some(first) = first {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match cmds.try_recv() {
-                        Ok(cmd) => batch.push(cmd),
-                        Err(_) => break,
-                    }
-                }
+                let batch = self.gather(first, cmds);
                 if self.batch(batch) {
                     break;
                 }
@@ -420,6 +420,34 @@ impl Writer {
             }
         }
         self.close();
+    }
+
+    /// Everything waiting after `first`, at most [`MAX_BATCH`]. A batch of
+    /// writes nobody waits for (messages, cursors, rooms) also waits up to
+    /// [`LINGER`] for more, so that a busy room costs one commit (one
+    /// fsync) per few dozen messages instead of one per message or two;
+    /// anything somebody waits for (a login's read, `/history`, a
+    /// registration, a flush) ends the wait at once.
+    fn gather(&self, first: Cmd, cmds: &Receiver<Cmd>) -> Vec<Cmd> {
+        let mut lazy = is_lazy(&first);
+        let deadline = Instant::now() + LINGER;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let next = if lazy {
+                match cmds.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                }
+            } else {
+                match cmds.try_recv() {
+                    Ok(cmd) => cmd,
+                    Err(_) => break,
+                }
+            };
+            lazy &= is_lazy(&next);
+            batch.push(next);
+        }
+        batch
     }
 
     fn close(&mut self) {
@@ -632,6 +660,14 @@ fn apply(
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// A command nobody waits for: it may wait [`LINGER`] for company.
+fn is_lazy(cmd: &Cmd) -> bool {
+    match cmd {
+        Cmd::Op { op, .. } => !matches!(op, Op::Load { .. } | Op::History { .. }),
+        _ => false,
+    }
 }
 
 /// SQLite's "busy" or "locked": someone else holds the lock.
