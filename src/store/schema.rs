@@ -58,8 +58,7 @@ pub const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX messages_by_room ON messages (room, id) WHERE room IS NOT NULL;
      CREATE INDEX messages_private ON messages (sender, recipient, id) WHERE room IS NULL;
-     CREATE INDEX messages_pending ON messages (recipient, id) WHERE pending = 1;
-     CREATE INDEX messages_by_time ON messages (at);",
+     CREATE INDEX messages_pending ON messages (recipient, id) WHERE pending = 1;",
 ];
 
 /// The schema this build writes.
