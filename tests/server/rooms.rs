@@ -3,18 +3,6 @@
 
 use crate::util::*;
 
-/// A history line's time and the line as delivered.
-#[track_caller]
-fn history_line(line: &str) -> &str {
-    let rest = line
-        .strip_prefix('~')
-        .unwrap_or_else(|| panic!("not a history line: {line:?}"));
-    let (time, line) = rest.split_once(' ').expect("a time, a space, a line");
-    assert_eq!(time.len(), "2026-12-01T10:38:05Z".len(), "{time}");
-    assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
-    line
-}
-
 #[test]
 fn members_of_a_room_hear_it_and_nobody_else_does() {
     let s = Server::start(&[]);
@@ -78,14 +66,7 @@ fn catch_up(c: &mut Client) -> Vec<String> {
 /// line after `* logged in as` (the online line included).
 #[track_caller]
 fn login_seeing(addr: std::net::SocketAddr, name: &str) -> (Client, Vec<String>) {
-    let mut c = Client::connect(addr).with_label(name).with_history();
-    c.expect_welcome();
-    c.send(&format!("L\n{name}\n{}\n", pw(name)));
-    c.expect(USERNAME);
-    c.expect(PASSWORD);
-    c.expect(&format!("* logged in as {name}"));
-    let lines = catch_up(&mut c);
-    (c, lines)
+    enter_seeing(addr, name, false, QUIET)
 }
 
 fn shown(lines: &[String]) -> Vec<&str> {

@@ -17,34 +17,6 @@ use crate::util::*;
 /// How long a login's catch-up may pause before it counts as finished.
 const GAP: Duration = Duration::from_millis(500);
 
-/// The line of a history line `~<time> <line>`, checking the time's form
-/// (`2026-12-01T10:38:05Z`, UTC).
-#[track_caller]
-fn history_line(line: &str) -> &str {
-    let rest = line
-        .strip_prefix('~')
-        .unwrap_or_else(|| panic!("not a history line: {line:?}"));
-    let (time, line) = rest
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("no space after the time: {line:?}"));
-    let b = time.as_bytes();
-    assert!(
-        b.len() == 20
-            && b[4] == b'-'
-            && b[7] == b'-'
-            && b[10] == b'T'
-            && b[13] == b':'
-            && b[16] == b':'
-            && b[19] == b'Z'
-            && time
-                .chars()
-                .enumerate()
-                .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit()),
-        "bad history time {time:?} in {line:?}"
-    );
-    line
-}
-
 /// Lines as a test compares them: a history line becomes `~ <line>` (its
 /// time checked and dropped), any other line stays as it is.
 #[track_caller]
@@ -65,13 +37,7 @@ fn shown(lines: &[String]) -> Vec<String> {
 /// after `* logged in as <name>` (the online line first), in [`shown`] form.
 #[track_caller]
 fn login_seeing(addr: SocketAddr, name: &str) -> (Client, Vec<String>) {
-    let mut c = Client::connect(addr).with_label(name).with_history();
-    c.expect_welcome();
-    c.send(&format!("L\n{name}\n{}\n", pw(name)));
-    c.expect(USERNAME);
-    c.expect(PASSWORD);
-    c.expect(&format!("* logged in as {name}"));
-    let lines = c.lines_until_quiet(GAP);
+    let (c, lines) = enter_seeing(addr, name, false, GAP);
     (c, shown(&lines))
 }
 
@@ -79,13 +45,7 @@ fn login_seeing(addr: SocketAddr, name: &str) -> (Client, Vec<String>) {
 /// line after `* registered and logged in as <name>`, in [`shown`] form.
 #[track_caller]
 fn register_seeing(addr: SocketAddr, name: &str) -> (Client, Vec<String>) {
-    let mut c = Client::connect(addr).with_label(name).with_history();
-    c.expect_welcome();
-    c.send(&format!("R\n{name}\n{}\n", pw(name)));
-    c.expect(USERNAME);
-    c.expect(PASSWORD);
-    c.expect(&format!("* registered and logged in as {name}"));
-    let lines = c.lines_until_quiet(GAP);
+    let (c, lines) = enter_seeing(addr, name, true, GAP);
     (c, shown(&lines))
 }
 

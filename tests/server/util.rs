@@ -1774,3 +1774,58 @@ pub fn send_bursts_at_once(
         .count();
     (report, heard)
 }
+
+// ---------------------------------------------------------------- history
+
+/// The line of a history line `~<time> <line>`, checking the time's form
+/// (`2026-12-01T10:38:05Z`, UTC).
+#[track_caller]
+pub fn history_line(line: &str) -> &str {
+    let rest = line
+        .strip_prefix('~')
+        .unwrap_or_else(|| panic!("not a history line: {line:?}"));
+    let (time, line) = rest
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no space after the time: {line:?}"));
+    let b = time.as_bytes();
+    assert!(
+        b.len() == 20
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':'
+            && b[19] == b'Z'
+            && time
+                .chars()
+                .enumerate()
+                .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit()),
+        "bad history time {time:?} in {line:?}"
+    );
+    line
+}
+
+/// Logs `name` (password [`pw`]) in, or registers it, on a client that
+/// sees history; returns it with every line after the login's answer (the
+/// online line first) until none comes for `gap`.
+#[track_caller]
+pub fn enter_seeing(
+    addr: SocketAddr,
+    name: &str,
+    register: bool,
+    gap: Duration,
+) -> (Client, Vec<String>) {
+    let mut c = Client::connect(addr).with_label(name).with_history();
+    c.expect_welcome();
+    let (choice, answer) = if register {
+        ("R", format!("* registered and logged in as {name}"))
+    } else {
+        ("L", format!("* logged in as {name}"))
+    };
+    c.send(&format!("{choice}\n{name}\n{}\n", pw(name)));
+    c.expect(USERNAME);
+    c.expect(PASSWORD);
+    c.expect(&answer);
+    let lines = c.lines_until_quiet(gap);
+    (c, lines)
+}
