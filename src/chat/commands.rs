@@ -184,13 +184,13 @@ const BAD_ROOM: &str = "! invalid room name: '#' and 1-32 letters, digits, '_', 
 
 /// A room the user is a member of (or the lobby), by name.
 fn own_room(typed: &str, call: &Call<'_>, ctx: &Ctx<'_>) -> Result<RoomId, String> {
-    let not_in = || format!("! you are not in #{}", room_name(typed).unwrap_or_default());
-    match named_room(typed, ctx) {
-        Ok(room) if ctx.hub.is_member(call.user, room) => Ok(room),
-        Ok(_) => Err(not_in()),
-        Err(e) if e == BAD_ROOM => Err(e),
-        Err(_) => Err(not_in()),
-    }
+    let Some(name) = room_name(typed) else {
+        return Err(BAD_ROOM.to_owned());
+    };
+    ctx.hub
+        .find_room(&name)
+        .filter(|r| ctx.hub.is_member(call.user, *r))
+        .ok_or_else(|| format!("! you are not in #{name}"))
 }
 
 fn join(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {

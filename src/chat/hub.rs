@@ -453,7 +453,7 @@ impl Hub {
         match seen {
             None => {
                 for e in room.ring.last(FIRST_LOOK, since) {
-                    out.push(Action::Send(e.history_line(&prefix)));
+                    out.push(Action::Send(e.history_line(prefix)));
                 }
             }
             Some(seen) => {
@@ -468,7 +468,7 @@ impl Hub {
                     ));
                 }
                 for e in room.ring.after(seen, CATCH_UP, since) {
-                    out.push(Action::Send(e.history_line(&prefix)));
+                    out.push(Action::Send(e.history_line(prefix)));
                 }
             }
         }
@@ -540,11 +540,10 @@ impl Hub {
         let Some(r) = self.rooms.get_mut(room.0) else {
             return;
         };
-        let prefix = r.prefix();
         out.push(Action::ToRoom {
             room,
             except: Some(id),
-            line: format_line(&prefix, shown, me, text),
+            line: format_line(r.prefix(), shown, me, text),
         });
         if !history {
             return;

@@ -42,6 +42,9 @@ impl ConnSet {
 pub struct Room {
     /// Lowercase, without `#`; [`LOBBY`] for the lobby.
     pub(super) name: String,
+    /// What its lines start with: nothing in the lobby, `#name ` elsewhere
+    /// (made once: every message of the room starts with it).
+    prefix: String,
     pub(super) owner: Option<String>,
     /// The topic and who set it.
     pub(super) topic: Option<(String, String)>,
@@ -57,8 +60,14 @@ pub struct Room {
 
 impl Room {
     pub(super) fn new(name: &str, owner: Option<String>) -> Room {
+        let prefix = if name == LOBBY {
+            String::new()
+        } else {
+            format!("#{name} ")
+        };
         Room {
             name: name.to_owned(),
+            prefix,
             owner,
             topic: None,
             members: 0,
@@ -85,12 +94,8 @@ impl Room {
     }
 
     /// What its lines start with: nothing in the lobby, `#name ` elsewhere.
-    pub(super) fn prefix(&self) -> String {
-        if self.is_lobby() {
-            String::new()
-        } else {
-            format!("#{} ", self.name)
-        }
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// `#name` (`#lobby` for the lobby).
@@ -138,7 +143,9 @@ impl Hub {
         }
     }
 
-    /// `/join #name` (checked, lowercase, not the lobby) by connection `id`.
+    /// `/join #name` (checked, lowercase, not the lobby) by connection
+    /// `id`, whose account is not a member of it (the command makes a
+    /// member's room current itself).
     pub fn join(
         &mut self,
         id: ConnId,
@@ -150,13 +157,7 @@ impl Hub {
         let key = fold(shown);
         let mut created = false;
         let room = match self.by_name.get(name) {
-            Some(&r) => {
-                if self.is_member(shown, r) {
-                    self.set_current(shown, id, r);
-                    return Ok(r);
-                }
-                r
-            }
+            Some(&r) => r,
             None => {
                 if self.by_name.len() >= self.config.max_rooms {
                     return Err(format!(
@@ -167,12 +168,7 @@ impl Hub {
                 let owned = self
                     .by_name
                     .values()
-                    .filter(|r| {
-                        self.rooms[r.0]
-                            .owner
-                            .as_deref()
-                            .is_some_and(|o| fold(o) == key)
-                    })
+                    .filter(|r| r_owner_is(self, **r, shown))
                     .count();
                 if owned >= self.config.max_owned {
                     return Err(format!(
@@ -361,7 +357,7 @@ impl Hub {
         Some(
             r.ring
                 .last(n, self.since(wall))
-                .map(|e| e.history_line(&prefix))
+                .map(|e| e.history_line(prefix))
                 .collect(),
         )
     }

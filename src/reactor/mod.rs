@@ -285,9 +285,9 @@ pub struct Server {
     pacer: Pacer,
     /// Results made on the loop itself (queue full), handled like workers'.
     local_results: VecDeque<Done>,
-    /// Reads the store thread refused (never, unless it is closed): each
-    /// is answered with an error on the loop.
-    store_refused: VecDeque<ConnId>,
+    /// Answers (errors) to reads the store thread refused (never, unless
+    /// it has stopped), handed over like its own.
+    store_refused: VecDeque<crate::store::ops::Answer>,
     login_deadlines: VecDeque<(Instant, ConnId)>,
     linger_deadlines: VecDeque<(Instant, ConnId)>,
     accept_retry: Option<Instant>,

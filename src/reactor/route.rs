@@ -287,48 +287,59 @@ impl Server {
 
     /// Hands an op to the store thread (which never makes the loop wait).
     pub(super) fn store_op(&mut self, op: Op) {
-        let answers = match &op {
-            Op::Load { conn, .. } | Op::History { conn, .. } => Some(*conn),
+        let reader = match &op {
+            Op::Load { conn, .. } => Some((*conn, true)),
+            Op::History { conn, .. } => Some((*conn, false)),
             _ => None,
         };
         if let Err(refused) = self.store.send(op) {
             crate::warn_every!(
                 crate::log_every::PERIOD,
-                "the store thread refused a write ({refused:?}): it is behind the disk; \
-                 the message was delivered but is not stored"
+                "the store thread refused an op ({refused:?}): it is behind the disk, \
+                 or stopped; a message is delivered but not stored"
             );
             // A read that will never be answered must not hang its
-            // connection: answer it here.
-            if let Some(conn) = answers {
-                self.store_refused.push_back(conn);
+            // connection: it is answered here, with an error.
+            if let Some((conn, load)) = reader {
+                let e = crate::store::Error::new(crate::store::ErrorKind::Database, "store busy");
+                let reply = if load {
+                    Reply::Loaded(Err(e))
+                } else {
+                    Reply::History(Err(e))
+                };
+                self.store_refused.push_back(Answer { conn, reply });
             }
         }
     }
 
     /// Hands the store thread's answers to the sessions that asked.
     pub(super) fn drain_store(&mut self, now: Instant) {
-        while let Some(answer) = self.store.try_recv().or_else(|| {
-            let conn = self.store_refused.pop_front()?;
-            let e = || crate::store::Error::new(crate::store::ErrorKind::Database, "store busy");
-            let reply = match self.conns.get(conn).map(|c| c.session.is_chatting()) {
-                Some(true) => Reply::History(Err(e())),
-                _ => Reply::Loaded(Err(e())),
-            };
-            Some(Answer { conn, reply })
-        }) {
+        while let Some(answer) = self
+            .store
+            .try_recv()
+            .or_else(|| self.store_refused.pop_front())
+        {
             let id = answer.conn;
             let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
                 continue;
             };
             conn.session
                 .handle_store_reply(answer.reply, &mut self.chat.ctx(now));
-            if conn.session.is_chatting() {
-                self.limits.not_pending(&conn.admission);
-            }
-            self.apply(id);
-            // Reading paused during the read; bytes may be waiting.
-            self.again.push(id);
+            self.answered(id);
         }
+    }
+
+    /// A session got the answer it waited for (a password check, a read of
+    /// the store): once Chatting it holds no place in the pending pool; its
+    /// actions are carried out; and its input, held meanwhile, is read.
+    fn answered(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get(id)
+            && conn.session.is_chatting()
+        {
+            self.limits.not_pending(&conn.admission);
+        }
+        self.apply(id);
+        self.again.push(id);
     }
 
     pub(super) fn drain_results(&mut self, now: Instant) {
@@ -381,12 +392,7 @@ impl Server {
             }
             conn.session
                 .handle_auth_result(done.outcome, &mut self.chat.ctx(now));
-            if conn.session.is_chatting() {
-                self.limits.not_pending(&conn.admission);
-            }
-            self.apply(id);
-            // Reading paused during the check; bytes may be waiting.
-            self.again.push(id);
+            self.answered(id);
         }
     }
 }

@@ -65,14 +65,7 @@ fn a_user_whose_password_check_runs_is_not_evicted_nor_charged() {
         // Cost 13 on a busy machine may take more than the usual timeout.
         let mut c = connect_from(addr, 2);
         c.expect_welcome();
-        c.send(&format!("R\nalice\n{}\n", pw("alice")));
-        c.expect(USERNAME);
-        c.expect(PASSWORD);
-        assert_eq!(
-            c.line_within(PROBE_PATIENCE),
-            "* registered and logged in as alice"
-        );
-        c.expect_online();
+        c.enter_patiently(true, "alice", &pw("alice"));
         c.quit();
     }
     let mut user = connect_from(addr, 2).with_label("user");
@@ -100,10 +93,7 @@ fn a_user_whose_password_check_runs_is_not_evicted_nor_charged() {
     user.quit();
     let mut again = connect_from(addr, 2).with_label("user again");
     again.expect_welcome();
-    again.send(&format!("L\nalice\n{}\n", pw("alice")));
-    again.expect(USERNAME);
-    again.expect(PASSWORD);
-    assert_eq!(again.line_within(PROBE_PATIENCE), "* logged in as alice");
+    again.enter_patiently(false, "alice", &pw("alice"));
 }
 
 /// Low (the log lies to the operator). Accepts paused at the descriptor

@@ -1661,24 +1661,41 @@ impl Probe {
     }
 }
 
+/// What to answer the choice prompt with, and the line that says it
+/// worked.
+fn choice_and_answer(register: bool, name: &str) -> (&'static str, String) {
+    if register {
+        ("R", format!("* registered and logged in as {name}"))
+    } else {
+        ("L", format!("* logged in as {name}"))
+    }
+}
+
 /// Like [`register`], but waits as long as it takes for the answer: at a
 /// high `--bcrypt-cost` on a busy machine one hash may take seconds.
 #[track_caller]
 pub fn register_patiently(addr: SocketAddr, name: &str, password: &str) -> Client {
     let mut c = Client::connect(addr).with_label(name);
     c.expect_welcome();
-    c.send(&format!("R\n{name}\n{password}\n"));
-    c.expect(USERNAME);
-    c.expect(PASSWORD);
-    let line = c.line_within(PROBE_PATIENCE);
-    assert_eq!(
-        line,
-        format!("* registered and logged in as {name}"),
-        "{name}"
-    );
-    let names = c.expect_online();
-    assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    c.enter_patiently(true, name, password);
     c
+}
+
+impl Client {
+    /// From the choice prompt: registers (or logs in as) `name`, waiting
+    /// for the answer up to [`PROBE_PATIENCE`] instead of the usual timeout
+    /// (a slow bcrypt on a busy machine), and consumes the online line.
+    #[track_caller]
+    pub fn enter_patiently(&mut self, register: bool, name: &str, password: &str) {
+        let (choice, answer) = choice_and_answer(register, name);
+        self.send(&format!("{choice}\n{name}\n{password}\n"));
+        self.expect(USERNAME);
+        self.expect(PASSWORD);
+        let line = self.line_within(PROBE_PATIENCE);
+        assert_eq!(line, answer, "{name}");
+        let names = self.expect_online();
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
 }
 
 /// The server's debug lines about the connection from `peer`: from its
@@ -1817,11 +1834,7 @@ pub fn enter_seeing(
 ) -> (Client, Vec<String>) {
     let mut c = Client::connect(addr).with_label(name).with_history();
     c.expect_welcome();
-    let (choice, answer) = if register {
-        ("R", format!("* registered and logged in as {name}"))
-    } else {
-        ("L", format!("* logged in as {name}"))
-    };
+    let (choice, answer) = choice_and_answer(register, name);
     c.send(&format!("{choice}\n{name}\n{}\n", pw(name)));
     c.expect(USERNAME);
     c.expect(PASSWORD);
