@@ -28,7 +28,9 @@ pub(crate) fn find(conn: &Connection, name: &str) -> Result<Option<(String, Stri
         .optional()?)
 }
 
-/// Stores a new account; false when the name is taken (in any case).
+/// Stores a new account; false when the name is taken (in any case), or
+/// was retired (an operator deleted its account: `neochat-server users
+/// delete`).
 pub(crate) fn insert(
     conn: &Connection,
     name: &str,
@@ -36,7 +38,8 @@ pub(crate) fn insert(
     created_at: i64,
 ) -> Result<bool, Error> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
+        "INSERT INTO users (name, hash, created_at)
+         SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM retired WHERE name = ?1)
          ON CONFLICT (name) DO NOTHING",
     )?;
     Ok(insert.execute((name, hash, created_at))? == 1)

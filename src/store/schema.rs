@@ -59,6 +59,48 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX messages_by_room ON messages (room, id) WHERE room IS NOT NULL;
      CREATE INDEX messages_private ON messages (sender, recipient, id) WHERE room IS NULL;
      CREATE INDEX messages_pending ON messages (recipient, id) WHERE pending = 1;",
+    // 3: accounts and moderation. `tokens` holds only the SHA-256 of each
+    // login token. `operators` are room operators, with the lobby's rows
+    // the server operators. `sanctions` are bans and mutes, per room (the
+    // lobby's: server-wide), `until` NULL for ever. `retired` names were
+    // deleted and can never be registered again. `changes` is written by
+    // the admin subcommands (`neochat-server op|users ...`), which may run
+    // while the server does: the server reads what is new every few
+    // seconds and acts on it.
+    "CREATE TABLE tokens (
+         hash       BLOB PRIMARY KEY,
+         account    TEXT NOT NULL COLLATE NOCASE,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX tokens_by_account ON tokens (account);
+     CREATE TABLE operators (
+         room    TEXT NOT NULL,
+         account TEXT NOT NULL COLLATE NOCASE,
+         by      TEXT,
+         at      INTEGER NOT NULL,
+         PRIMARY KEY (room, account)
+     ) WITHOUT ROWID;
+     CREATE TABLE sanctions (
+         room    TEXT NOT NULL,
+         account TEXT NOT NULL COLLATE NOCASE,
+         kind    TEXT NOT NULL CHECK (kind IN ('ban', 'mute')),
+         until   INTEGER,
+         reason  TEXT NOT NULL DEFAULT '',
+         by      TEXT NOT NULL,
+         at      INTEGER NOT NULL,
+         PRIMARY KEY (room, account, kind)
+     ) WITHOUT ROWID;
+     CREATE TABLE retired (
+         name TEXT PRIMARY KEY COLLATE NOCASE,
+         at   INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE changes (
+         id      INTEGER PRIMARY KEY,
+         at      INTEGER NOT NULL,
+         kind    TEXT NOT NULL,
+         account TEXT NOT NULL
+     );",
 ];
 
 /// The schema this build writes.
