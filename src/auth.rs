@@ -51,7 +51,7 @@ use crossbeam_channel as channel;
 use rusqlite::Connection;
 
 use crate::session::{AuthOutcome, AuthRequest, ConnId, MAX_PASSWORD};
-use crate::store::accounts::{self, AuthLink, NewAccount, Rehash, Write};
+use crate::store::accounts::{self, AuthLink, NewAccount, PasswordChange, Rehash, Write};
 use crate::store::writer::AccountWriter;
 use crate::store::{Access, Store, open};
 pub use crate::store::{Error, ErrorKind, SCHEMA_VERSION};
@@ -650,6 +650,9 @@ impl Worker {
                 .register(name, password, task)
                 .map(|outcome| outcome.map(|outcome| Answer::new(outcome, false))),
             AuthRequest::Login { name, password } => self.login(name, password).map(Some),
+            AuthRequest::ChangePassword { name, current, new } => {
+                self.change_password(name, current, new, task)
+            }
         };
         result.unwrap_or_else(|e| {
             crate::error_every!(crate::log_every::PERIOD, "account store error: {e}");
@@ -708,6 +711,50 @@ impl Worker {
         }
         // The store thread answers, as soon as the account is stored (or not):
         // this worker may be kept off the CPU by then.
+        Ok(None)
+    }
+
+    /// `/passwd`: checks `current` as a login would, then hashes `new` and
+    /// hands the change to the store thread, which answers. A wrong
+    /// current password is answered here, as a failed login of a known
+    /// account.
+    fn change_password(
+        &self,
+        name: &str,
+        current: &str,
+        new: &str,
+        task: &Task,
+    ) -> Result<Option<Answer>, Error> {
+        if new.len() > MAX_PASSWORD || self.read_only {
+            return Ok(Some(Answer::new(AuthOutcome::Unavailable, false)));
+        }
+        let Some((shown, hash)) = self.find(name)? else {
+            // Deleted meanwhile.
+            return Ok(Some(Answer::new(AuthOutcome::Unavailable, false)));
+        };
+        let matches = bcrypt::verify(current, &hash).unwrap_or(false);
+        if !matches || current.len() > MAX_PASSWORD {
+            return Ok(Some(Answer::new(AuthOutcome::WrongCredentials, true)));
+        }
+        let new_hash = bcrypt::hash(new, self.cost)
+            .map_err(|e| Error::new(ErrorKind::Database, format!("bcrypt: {e}")))?;
+        let cancel = &task.job.cancel;
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(Some(Answer::new(AuthOutcome::Unavailable, false)));
+        }
+        if !task.claim(self.index) {
+            return Ok(None);
+        }
+        let write = Write::Password(PasswordChange {
+            conn: task.job.conn,
+            name: shown,
+            old: hash,
+            new: new_hash,
+            cancel: cancel.clone(),
+        });
+        if !self.writer.send(write) {
+            return Err(closed());
+        }
         Ok(None)
     }
 

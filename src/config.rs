@@ -139,6 +139,10 @@ pub struct Flags {
     #[arg(long, value_name = "N", default_value_t = 4,
           value_parser = clap::value_parser!(u64).range(1..=100))]
     pub sessions_per_account: u64,
+    /// Days a token from `/token` logs its account in (1 to 3650)
+    #[arg(long, value_name = "N", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub token_days: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -288,6 +292,7 @@ impl Flags {
                 max_owned: MAX_OWNED_ROOMS,
                 quiet_presence: self.quiet_presence.0.map(|n| n as usize),
                 sessions_per_account: self.sessions_per_account as usize,
+                token_days: self.token_days,
             },
         }
     }

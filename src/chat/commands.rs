@@ -1,22 +1,32 @@
 //! The commands of the Chatting state, as a table: name, usage, help line
 //! and handler. `/help` is made from the table, so a command cannot be
 //! added without its help. (Model: mini-redis's `src/cmd/`, ergo's
-//! `irc/commands.go`.) The rooms and moderation commands to come add rows
-//! here, with the role they need.
+//! `irc/commands.go`.) Each row names the least role that may use it, and
+//! `/help` shows a user only the rows they may use.
 
 use super::hub::{LOBBY_ID, RoomId, Sent};
+use super::moderation::{self, Rank};
 use super::session::{Action, ConnId, Ctx};
 use super::text::{first_word, is_blank, room_name};
 use crate::store::ops::{HistoryOf, Op};
 
 /// What a handler asks of its session afterwards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Then {
     Stay,
     /// A read went to the store: take no more input until it is answered.
     Wait,
     /// Say goodbye and close (the session does it: it owns its state).
     Quit,
+    /// `/token`: this token's hash went to the store; show the token once
+    /// it is stored (input waits meanwhile).
+    Token(String),
+    /// `/passwd`: the session asks for the passwords.
+    Passwd,
+    /// `/logout [all]`: the session knows its token.
+    Logout {
+        all: bool,
+    },
 }
 
 /// One chat command.
@@ -26,6 +36,9 @@ pub struct Command {
     /// As `/help` shows it.
     pub usage: &'static str,
     pub help: &'static str,
+    /// The least rank, in some room, that may use it (shown in `/help`
+    /// only from there; the command checks the room itself).
+    pub role: Rank,
     pub run: fn(&Call<'_>, &mut Ctx<'_>) -> Then,
 }
 
@@ -44,66 +57,147 @@ pub const COMMANDS: &[Command] = &[
         name: "msg",
         usage: "/msg <user> <text>",
         help: "send <text> to <user> only",
+        role: Rank::Member,
         run: msg,
     },
     Command {
         name: "me",
         usage: "/me <action>",
         help: "show '* <you> <action>' to the room",
+        role: Rank::Member,
         run: me,
     },
     Command {
         name: "join",
         usage: "/join #room",
         help: "join (or create) #room and talk there",
+        role: Rank::Member,
         run: join,
     },
     Command {
         name: "part",
         usage: "/part [#room]",
         help: "leave #room (default: the current one)",
+        role: Rank::Member,
         run: part,
     },
     Command {
         name: "to",
         usage: "/to #room <text>",
         help: "say <text> in #room without switching to it",
+        role: Rank::Member,
         run: to,
     },
     Command {
         name: "rooms",
         usage: "/rooms",
         help: "list the rooms",
+        role: Rank::Member,
         run: rooms,
     },
     Command {
         name: "topic",
         usage: "/topic [#room] [text]",
         help: "show or set a room's topic",
+        role: Rank::Member,
         run: topic,
     },
     Command {
         name: "history",
         usage: "/history [#room|@user] [N]",
         help: "show the last N messages (default 20, at most 200)",
+        role: Rank::Member,
         run: history,
     },
     Command {
         name: "who",
         usage: "/who [#room]",
         help: "list who is online (in the room)",
+        role: Rank::Member,
         run: who,
+    },
+    Command {
+        name: "token",
+        usage: "/token",
+        help: "get a token that logs you in without your password",
+        role: Rank::Member,
+        run: token,
+    },
+    Command {
+        name: "passwd",
+        usage: "/passwd",
+        help: "change your password (and log out your other sessions)",
+        role: Rank::Member,
+        run: passwd,
+    },
+    Command {
+        name: "logout",
+        usage: "/logout [all]",
+        help: "forget this session's token and quit (all: every token)",
+        role: Rank::Member,
+        run: logout,
+    },
+    Command {
+        name: "kick",
+        usage: "/kick [#room] <user> [reason]",
+        help: "remove <user> from the room (the lobby: the server)",
+        role: Rank::Operator,
+        run: moderation::kick,
+    },
+    Command {
+        name: "ban",
+        usage: "/ban [#room] <user> [30m|2h|7d] [reason]",
+        help: "kick <user> and keep them out (for ever without a duration)",
+        role: Rank::Operator,
+        run: moderation::ban,
+    },
+    Command {
+        name: "unban",
+        usage: "/unban [#room] <user>",
+        help: "end a ban",
+        role: Rank::Operator,
+        run: moderation::unban,
+    },
+    Command {
+        name: "mute",
+        usage: "/mute [#room] <user> [30m|2h|7d]",
+        help: "refuse <user>'s lines in the room (the lobby: everywhere)",
+        role: Rank::Operator,
+        run: moderation::mute,
+    },
+    Command {
+        name: "unmute",
+        usage: "/unmute [#room] <user>",
+        help: "end a mute",
+        role: Rank::Operator,
+        run: moderation::unmute,
+    },
+    Command {
+        name: "op",
+        usage: "/op #room <user>",
+        help: "make <user> an operator of your room",
+        role: Rank::Owner,
+        run: moderation::op,
+    },
+    Command {
+        name: "deop",
+        usage: "/deop #room <user>",
+        help: "end <user>'s role of operator of your room",
+        role: Rank::Owner,
+        run: moderation::deop,
     },
     Command {
         name: "help",
         usage: "/help",
         help: "show this help",
+        role: Rank::Member,
         run: help,
     },
     Command {
         name: "quit",
         usage: "/quit",
         help: "leave the chat",
+        role: Rank::Member,
         run: quit,
     },
 ];
@@ -118,14 +212,20 @@ pub fn find(name: &str) -> Option<&'static Command> {
     COMMANDS.iter().find(|c| c.name.eq_ignore_ascii_case(name))
 }
 
-/// The `/help` answer, one line per entry, columns as the protocol shows.
-pub fn help_lines() -> Vec<String> {
+/// The `/help` answer for a user whose best rank in any room is `rank`,
+/// one line per entry, columns as the protocol shows.
+pub fn help_lines(rank: Rank) -> Vec<String> {
     let row = |usage: &str, help: &str| format!("*   {usage:<28}{help}");
     let mut lines = vec![
         "* commands:".to_owned(),
         row("<text>", "say <text> in the current room"),
     ];
-    lines.extend(COMMANDS.iter().map(|c| row(c.usage, c.help)));
+    lines.extend(
+        COMMANDS
+            .iter()
+            .filter(|c| c.role <= rank)
+            .map(|c| row(c.usage, c.help)),
+    );
     lines.push(row("//text", "say a line that starts with '/'"));
     lines
 }
@@ -134,6 +234,11 @@ fn msg(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
     let (to, text) = first_word(call.args);
     if to.is_empty() || text.trim_matches(is_blank).is_empty() {
         ctx.send("! usage: /msg <user> <text>");
+        return Then::Stay;
+    }
+    // A server mute covers private messages too.
+    if let Some(line) = ctx.hub.muted_line(LOBBY_ID, call.user, ctx.wall) {
+        ctx.actions.push(Action::Send(line));
         return Then::Stay;
     }
     match ctx
@@ -180,7 +285,8 @@ fn named_room(typed: &str, ctx: &Ctx<'_>) -> Result<RoomId, String> {
         .ok_or_else(|| format!("! no such room #{name}"))
 }
 
-const BAD_ROOM: &str = "! invalid room name: '#' and 1-32 letters, digits, '_', '-' or '.'";
+pub(super) const BAD_ROOM: &str =
+    "! invalid room name: '#' and 1-32 letters, digits, '_', '-' or '.'";
 
 /// A room the user is a member of (or the lobby), by name.
 fn own_room(typed: &str, call: &Call<'_>, ctx: &Ctx<'_>) -> Result<RoomId, String> {
@@ -291,7 +397,7 @@ fn topic(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
         ctx.actions.push(Action::Send(ctx.hub.topic_of(room)));
         return Then::Stay;
     }
-    if room == LOBBY_ID {
+    if room == LOBBY_ID && !ctx.hub.is_server_op(call.user) {
         ctx.send("! only server operators can do that");
     } else if !ctx.hub.may_set_topic(room, call.user) {
         let tag = ctx.hub.room(room).map(|r| r.tag()).unwrap_or_default();
@@ -408,11 +514,50 @@ fn who(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
     Then::Stay
 }
 
-fn help(_: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
-    for line in help_lines() {
+fn help(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    for line in help_lines(ctx.hub.best_rank(call.user)) {
         ctx.send(&line);
     }
     Then::Stay
+}
+
+fn token(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    if !call.args.trim_matches(is_blank).is_empty() {
+        ctx.send("! usage: /token");
+        return Then::Stay;
+    }
+    let Some((token, hash)) = super::token::new_token() else {
+        ctx.send("! service temporarily unavailable, try again");
+        return Then::Stay;
+    };
+    let days = i64::from(ctx.hub.config().token_days);
+    ctx.actions.push(Action::Store(Op::CreateToken {
+        conn: call.conn,
+        account: call.user.to_owned(),
+        hash,
+        created_at: ctx.wall,
+        expires_at: ctx.wall.saturating_add(days * 86_400),
+    }));
+    Then::Token(token)
+}
+
+fn passwd(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    if !call.args.trim_matches(is_blank).is_empty() {
+        ctx.send("! usage: /passwd");
+        return Then::Stay;
+    }
+    Then::Passwd
+}
+
+fn logout(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
+    match call.args.trim_matches(is_blank) {
+        "" => Then::Logout { all: false },
+        a if a.eq_ignore_ascii_case("all") => Then::Logout { all: true },
+        _ => {
+            ctx.send("! usage: /logout [all]");
+            Then::Stay
+        }
+    }
 }
 
 fn quit(_: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
@@ -427,7 +572,7 @@ mod tests {
     #[test]
     fn help_is_the_table_in_the_protocol_s_columns() {
         assert_eq!(
-            help_lines(),
+            help_lines(Rank::Member),
             [
                 "* commands:",
                 "*   <text>                      say <text> in the current room",
@@ -440,6 +585,9 @@ mod tests {
                 "*   /topic [#room] [text]       show or set a room's topic",
                 "*   /history [#room|@user] [N]  show the last N messages (default 20, at most 200)",
                 "*   /who [#room]                list who is online (in the room)",
+                "*   /token                      get a token that logs you in without your password",
+                "*   /passwd                     change your password (and log out your other sessions)",
+                "*   /logout [all]               forget this session's token and quit (all: every token)",
                 "*   /help                       show this help",
                 "*   /quit                       leave the chat",
                 "*   //text                      say a line that starts with '/'",

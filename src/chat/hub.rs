@@ -14,7 +14,7 @@
 //! handed to the store when its last connection closes, and read back (by
 //! the store thread, in order with every write) at its next login.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use slab::Slab;
 
@@ -47,6 +47,8 @@ pub struct HubConfig {
     /// `None` is off.
     pub quiet_presence: Option<usize>,
     pub sessions_per_account: usize,
+    /// `--token-days`: how long a token from `/token` logs in.
+    pub token_days: u32,
 }
 
 impl Default for HubConfig {
@@ -104,6 +106,8 @@ pub struct Hub {
     pub(super) by_name: BTreeMap<String, RoomId>,
     /// Every account: folded name to name as registered.
     pub(super) directory: HashMap<Box<str>, Box<str>>,
+    /// Server operators, by folded name.
+    pub(super) server_ops: HashSet<String>,
     pub(super) last_id: u64,
 }
 
@@ -136,6 +140,22 @@ impl Hub {
             .iter()
             .map(|a| (fold(a).into_boxed_str(), a.as_str().into()))
             .collect();
+        for row in &snapshot.sanctions {
+            let room = if row.room == LOBBY {
+                Some(LOBBY_ID)
+            } else {
+                by_name.get(&row.room).copied()
+            };
+            if let Some(room) = room.and_then(|r| rooms.get_mut(r.0)) {
+                let sanction = super::rooms::Sanction {
+                    until: row.until,
+                    reason: row.reason.clone(),
+                    by: row.by.clone(),
+                };
+                room.sanctions
+                    .insert((fold(&row.account), row.kind), sanction);
+            }
+        }
         Hub {
             config,
             online: HashMap::new(),
@@ -143,6 +163,7 @@ impl Hub {
             rooms,
             by_name,
             directory,
+            server_ops: snapshot.server_ops.iter().map(|n| fold(n)).collect(),
             last_id: snapshot.last_id,
         }
     }
@@ -536,6 +557,10 @@ impl Hub {
         wall: i64,
         out: &mut Vec<Action>,
     ) {
+        if let Some(line) = self.muted_line(room, shown, wall) {
+            out.push(Action::Send(line));
+            return;
+        }
         let history = self.config.history;
         let Some(r) = self.rooms.get_mut(room.0) else {
             return;

@@ -8,9 +8,11 @@
 pub mod commands;
 pub mod history;
 pub mod hub;
+pub mod moderation;
 pub mod rooms;
 pub mod session;
 pub mod text;
+pub mod token;
 
 #[cfg(test)]
 mod testkit;

@@ -4,12 +4,12 @@
 //! A room's fan-out list is its members' online connections, so a line to
 //! it costs what the room has, not what the server has.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::history::{Entry, Ring};
 use super::hub::{Hub, LOBBY_ID, RoomId, fold};
 use super::session::{Action, ConnId};
-use crate::store::ops::{LOBBY, Op, RoomRow};
+use crate::store::ops::{LOBBY, Op, RoomRow, SanctionKind};
 
 /// A set of connections with O(1) insert, remove and iteration.
 #[derive(Debug, Default)]
@@ -37,6 +37,22 @@ impl ConnSet {
     }
 }
 
+/// A ban or a mute in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sanction {
+    /// Unix seconds it ends at; `None` for ever.
+    pub until: Option<i64>,
+    pub reason: String,
+    pub by: String,
+}
+
+impl Sanction {
+    /// Whether it still holds at `wall`.
+    pub fn holds(&self, wall: i64) -> bool {
+        self.until.is_none_or(|u| wall < u)
+    }
+}
+
 /// One room (the lobby too).
 #[derive(Debug)]
 pub struct Room {
@@ -48,8 +64,15 @@ pub struct Room {
     pub(super) owner: Option<String>,
     /// The topic and who set it.
     pub(super) topic: Option<(String, String)>,
-    /// Accounts that are members, online or not (unused for the lobby).
-    pub(super) members: u64,
+    /// Accounts that are members, online or not, by folded name (empty
+    /// for the lobby: everybody is).
+    pub(super) members: HashSet<String>,
+    /// Its operators besides the owner, by folded name (none in the lobby:
+    /// server operators are the hub's).
+    pub(super) ops: HashSet<String>,
+    /// Bans and mutes by folded name (the lobby's are server-wide). An
+    /// ended one may linger until it is looked at.
+    pub(super) sanctions: HashMap<(String, SanctionKind), Sanction>,
     /// Online members, by folded name, as registered.
     pub(super) online: BTreeMap<String, String>,
     pub(super) conns: ConnSet,
@@ -70,7 +93,9 @@ impl Room {
             prefix,
             owner,
             topic: None,
-            members: 0,
+            members: HashSet::new(),
+            ops: HashSet::new(),
+            sanctions: HashMap::new(),
             online: BTreeMap::new(),
             conns: ConnSet::default(),
             ring: Ring::default(),
@@ -81,7 +106,8 @@ impl Room {
     pub(super) fn from_row(row: &RoomRow) -> Room {
         let mut room = Room::new(&row.name, row.owner.clone());
         room.topic = row.topic.clone();
-        room.members = row.members;
+        room.members = row.members.iter().map(|m| fold(m)).collect();
+        room.ops = row.ops.iter().map(|m| fold(m)).collect();
         room.count = row.count;
         for m in &row.recent {
             room.ring.push(Entry::from_message(m));
@@ -157,7 +183,12 @@ impl Hub {
         let key = fold(shown);
         let mut created = false;
         let room = match self.by_name.get(name) {
-            Some(&r) => r,
+            Some(&r) => {
+                if let Some(line) = self.room_ban_line(r, shown, wall) {
+                    return Err(line);
+                }
+                r
+            }
             None => {
                 if self.by_name.len() >= self.config.max_rooms {
                     return Err(format!(
@@ -194,7 +225,7 @@ impl Hub {
         let conns: Vec<ConnId> = account.conns.iter().map(|(c, _)| *c).collect();
         let quiet = self.quiet(room);
         let r = &mut self.rooms[room.0];
-        r.members += 1;
+        r.members.insert(key.clone());
         r.online.insert(key, shown.to_owned());
         for c in &conns {
             r.conns.insert(*c);
@@ -256,14 +287,14 @@ impl Hub {
         for c in &conns {
             r.conns.remove(*c);
         }
-        r.members = r.members.saturating_sub(1);
+        r.members.remove(&key);
         let bye = format!("{tag} * bye\n").into_bytes();
         out.push(Action::Send(bye.clone()));
         for c in conns.iter().filter(|c| **c != id) {
             out.push(Action::SendTo(*c, bye.clone()));
         }
         let name = r.name.clone();
-        if r.members == 0 {
+        if r.members.is_empty() {
             self.by_name.remove(&name);
             self.rooms.remove(room.0);
             out.push(Action::Store(Op::DeleteRoom { name }));
@@ -297,7 +328,7 @@ impl Hub {
                 ", #{} ({} online, {} members)",
                 room.name,
                 room.online.len(),
-                room.members
+                room.members.len()
             ));
         }
         line.push('\n');
@@ -320,10 +351,10 @@ impl Hub {
             .unwrap_or_else(|| format!("{}* no topic\n", r.prefix()).into_bytes())
     }
 
-    /// Whether `shown` may set `room`'s topic (its owner; the lobby has
-    /// none: server operators come with moderation).
+    /// Whether `shown` may set `room`'s topic: its owner and operators,
+    /// and server operators (the lobby's: server operators only).
     pub fn may_set_topic(&self, room: RoomId, shown: &str) -> bool {
-        r_owner_is(self, room, shown)
+        self.rank(room, shown) >= super::moderation::Rank::Operator
     }
 
     /// Sets `room`'s topic, told to the whole room.

@@ -30,7 +30,8 @@ use super::commands::{self, Call, Then};
 use super::hub::{Hub, RoomId, stored_line};
 use super::text::{first_word, is_blank};
 pub use super::text::{is_forbidden, valid_name};
-use crate::store::ops::{Op, Reply};
+use super::token;
+use crate::store::ops::{Op, Reply, TokenHash};
 
 /// Identifies one connection for its whole life: the slab key it occupies and
 /// a serial that is never reused, so a late message for a closed connection
@@ -111,8 +112,21 @@ pub enum Action {
 /// An account operation, carried out off the event loop by `auth.rs`.
 #[derive(PartialEq, Eq)]
 pub enum AuthRequest {
-    Register { name: String, password: String },
-    Login { name: String, password: String },
+    Register {
+        name: String,
+        password: String,
+    },
+    Login {
+        name: String,
+        password: String,
+    },
+    /// `/passwd`: `current` must match before `new` replaces it (and every
+    /// token of the account is revoked).
+    ChangePassword {
+        name: String,
+        current: String,
+        new: String,
+    },
 }
 
 // Never print a password, not even in a debug log.
@@ -121,6 +135,7 @@ impl std::fmt::Debug for AuthRequest {
         match self {
             AuthRequest::Register { name, .. } => write!(f, "Register({name:?})"),
             AuthRequest::Login { name, .. } => write!(f, "Login({name:?})"),
+            AuthRequest::ChangePassword { name, .. } => write!(f, "ChangePassword({name:?})"),
         }
     }
 }
@@ -134,6 +149,8 @@ pub enum AuthOutcome {
     LoggedIn(String),
     /// Registration found the name already in use.
     NameTaken,
+    /// `/passwd`: the new hash is stored and the account's tokens revoked.
+    PasswordChanged,
     /// Unknown user or wrong password: deliberately indistinguishable.
     WrongCredentials,
     /// The database or a worker failed; the user may try again.
@@ -168,6 +185,7 @@ impl Ctx<'_> {
 }
 
 const CHOICE_PROMPT: &str = "? choice Sign up (R) or Login (L)";
+const BAD_TOKEN: &str = "! invalid or expired token";
 const MAX_LOGIN_FAILURES: u8 = 3;
 const MIN_PASSWORD: usize = 8;
 /// bcrypt uses at most 72 bytes; longer passwords are refused, never cut.
@@ -196,6 +214,12 @@ enum State {
     },
     /// An auth job is out; input waits in the transport.
     Authenticating,
+    /// `T`: waiting for the token line.
+    Token,
+    /// The store thread is looking the token up.
+    CheckingToken {
+        hash: TokenHash,
+    },
     /// The password matched; the store is reading the account's rooms,
     /// what it had seen and its offline messages.
     Loading {
@@ -206,6 +230,20 @@ enum State {
     },
     /// Nothing more is read or sent.
     Done,
+}
+
+/// Where a `/passwd` is.
+#[derive(Debug, PartialEq, Eq)]
+enum Passwd {
+    Off,
+    /// `? password current` was sent.
+    Current,
+    /// `? password new` was sent.
+    New {
+        current: String,
+    },
+    /// The auth job is out; input waits.
+    Checking,
 }
 
 /// Flood control: a token bucket refilled continuously.
@@ -247,8 +285,14 @@ pub struct Session {
     /// Lines in a row discarded as unreadable (invalid UTF-8, control
     /// characters, too long) before Chatting: a binary stream is cut short.
     junk_lines: u16,
-    /// A `/history` read is out: input waits until it is answered.
+    /// A read of the store (`/history`, `/token`) is out, or a `/passwd`
+    /// check: input waits until it is answered.
     waiting: bool,
+    /// The token this connection logged in with (`/logout` revokes it).
+    token: Option<TokenHash>,
+    /// A token `/token` made, shown once the store has it.
+    new_token: Option<String>,
+    passwd: Passwd,
 }
 
 impl Session {
@@ -265,6 +309,9 @@ impl Session {
             last_slow_down: None,
             junk_lines: 0,
             waiting: false,
+            token: None,
+            new_token: None,
+            passwd: Passwd::Off,
         }
     }
 
@@ -307,7 +354,11 @@ impl Session {
     pub fn wants_input(&self) -> bool {
         !matches!(
             self.state,
-            State::NotStarted | State::Authenticating | State::Loading { .. } | State::Done
+            State::NotStarted
+                | State::Authenticating
+                | State::CheckingToken { .. }
+                | State::Loading { .. }
+                | State::Done
         ) && !self.closed
             && !self.waiting
     }
@@ -339,6 +390,10 @@ impl Session {
 
     /// The answer to the [`Action::Auth`] this session asked for.
     pub fn handle_auth_result(&mut self, outcome: AuthOutcome, ctx: &mut Ctx<'_>) {
+        if self.passwd == Passwd::Checking && self.is_chatting() {
+            self.passwd_result(outcome, ctx);
+            return;
+        }
         if !matches!(self.state, State::Authenticating) {
             return;
         }
@@ -348,18 +403,8 @@ impl Session {
                 ctx.send(&format!("* registered and logged in as {name}"));
                 self.enter_chat(name, None, ctx);
             }
-            AuthOutcome::LoggedIn(name) => {
-                if ctx.hub.needs_load(&name) {
-                    ctx.actions.push(Action::Store(Op::Load {
-                        conn: self.id,
-                        account: name.clone(),
-                    }));
-                    self.state = State::Loading { name };
-                } else {
-                    ctx.send(&format!("* logged in as {name}"));
-                    self.enter_chat(name, None, ctx);
-                }
-            }
+            AuthOutcome::LoggedIn(name) => self.logged_in(name, ctx),
+            AuthOutcome::PasswordChanged => self.ask_choice(ctx),
             AuthOutcome::NameTaken => {
                 ctx.send("! username taken");
                 self.ask_choice(ctx);
@@ -387,9 +432,94 @@ impl Session {
         }
     }
 
+    /// The password or the token matched `name`: a banned account is
+    /// refused; else the account's state is read (if it is not online
+    /// already) and it enters.
+    fn logged_in(&mut self, name: String, ctx: &mut Ctx<'_>) {
+        if let Some(line) = ctx.hub.server_ban_line(&name, ctx.wall) {
+            ctx.send(&line);
+            self.end("banned", ctx);
+            return;
+        }
+        if ctx.hub.needs_load(&name) {
+            ctx.actions.push(Action::Store(Op::Load {
+                conn: self.id,
+                account: name.clone(),
+            }));
+            self.state = State::Loading { name };
+        } else {
+            ctx.send(&format!("* logged in as {name}"));
+            self.enter_chat(name, None, ctx);
+        }
+    }
+
+    /// The answer to `/passwd`'s check.
+    fn passwd_result(&mut self, outcome: AuthOutcome, ctx: &mut Ctx<'_>) {
+        self.passwd = Passwd::Off;
+        self.waiting = false;
+        let name = self.name().unwrap_or_default().to_owned();
+        match outcome {
+            AuthOutcome::PasswordChanged => {
+                self.token = None;
+                ctx.send("* password changed");
+                let line = b"* password changed from another connection\n";
+                ctx.hub
+                    .close_conns(&name, Some(self.id), line, false, ctx.actions);
+            }
+            AuthOutcome::WrongCredentials => {
+                ctx.send("! wrong password");
+                self.passwd_failed(ctx);
+            }
+            AuthOutcome::TooManyAttempts { retry_secs } => {
+                ctx.send(&format!("! too many attempts, try again in {retry_secs} s"));
+                self.passwd_failed(ctx);
+            }
+            _ => ctx.send("! service temporarily unavailable, try again"),
+        }
+    }
+
+    /// A wrong current password is a failed login: the third ends the
+    /// connection.
+    fn passwd_failed(&mut self, ctx: &mut Ctx<'_>) {
+        self.failures += 1;
+        if self.failures >= MAX_LOGIN_FAILURES {
+            ctx.send("! too many failed attempts");
+            self.end("too many failed logins", ctx);
+        }
+    }
+
     /// The answer to an [`Action::Store`] read this session asked for.
     pub fn handle_store_reply(&mut self, reply: Reply, ctx: &mut Ctx<'_>) {
         match (reply, std::mem::replace(&mut self.state, State::Done)) {
+            (Reply::TokenAccount(found), State::CheckingToken { hash }) => match found {
+                Ok(Some(name)) => {
+                    self.token = Some(hash);
+                    self.logged_in(name, ctx);
+                }
+                Ok(None) => {
+                    ctx.send(BAD_TOKEN);
+                    self.login_failed(ctx);
+                }
+                Err(e) => {
+                    log::warn!("conn {}: checking a token: {e}", self.id.key);
+                    ctx.send("! service temporarily unavailable, try again");
+                    self.ask_choice(ctx);
+                }
+            },
+            (Reply::TokenStored(stored), state @ State::Chatting { .. }) => {
+                self.state = state;
+                self.waiting = false;
+                let Some(token) = self.new_token.take() else {
+                    return;
+                };
+                match stored {
+                    Ok(()) => ctx.send(&format!("* token {token}")),
+                    Err(e) => {
+                        log::warn!("conn {}: storing a token: {e}", self.id.key);
+                        ctx.send("! service temporarily unavailable, try again");
+                    }
+                }
+            }
             (Reply::Loaded(loaded), State::Loading { name }) => match loaded {
                 Ok(state) => {
                     ctx.send(&format!("* logged in as {name}"));
@@ -502,6 +632,12 @@ impl Session {
             State::AwaitingChoice => ctx.send(CHOICE_PROMPT),
             State::Username { .. } => ctx.send("? username"),
             State::Password { .. } => ctx.send("? password"),
+            State::Token => ctx.send("? token"),
+            State::Chatting { .. } => match self.passwd {
+                Passwd::Current => ctx.send("? password current"),
+                Passwd::New { .. } => ctx.send("? password new"),
+                _ => {}
+            },
             _ => {}
         }
     }
@@ -540,6 +676,11 @@ impl Session {
                 let register = match choice.as_str() {
                     "r" | "register" => true,
                     "l" | "login" => false,
+                    "t" | "token" => {
+                        self.state = State::Token;
+                        ctx.send("? token");
+                        return;
+                    }
                     _ => {
                         ctx.send("! please answer R or L");
                         ctx.send(CHOICE_PROMPT);
@@ -579,14 +720,66 @@ impl Session {
                 };
                 ctx.actions.push(Action::Auth(request));
             }
+            State::Token => match token::parse(line.trim_matches(is_blank)) {
+                Some(hash) => {
+                    self.state = State::CheckingToken { hash };
+                    ctx.actions.push(Action::Store(Op::CheckToken {
+                        conn: self.id,
+                        hash,
+                        now: ctx.wall,
+                    }));
+                }
+                // Not of a token's form: nothing to look up.
+                None => {
+                    ctx.send(BAD_TOKEN);
+                    self.login_failed(ctx);
+                }
+            },
             State::Chatting { name } => {
+                let passwd = std::mem::replace(&mut self.passwd, Passwd::Off);
                 self.state = State::Chatting { name };
-                self.chat_line(line, ctx);
+                match passwd {
+                    Passwd::Off => self.chat_line(line, ctx),
+                    step => self.passwd_line(step, line, ctx),
+                }
             }
             state @ (State::NotStarted
             | State::Authenticating
+            | State::CheckingToken { .. }
             | State::Loading { .. }
             | State::Done) => self.state = state,
+        }
+    }
+
+    /// A line answering one of `/passwd`'s prompts: never trimmed, never
+    /// a command.
+    fn passwd_line(&mut self, step: Passwd, line: &str, ctx: &mut Ctx<'_>) {
+        let Some(name) = self.name().map(str::to_owned) else {
+            return;
+        };
+        match step {
+            Passwd::Current => {
+                self.passwd = Passwd::New {
+                    current: line.to_owned(),
+                };
+                ctx.send("? password new");
+            }
+            Passwd::New { current } => {
+                if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&line.len()) {
+                    self.passwd = Passwd::New { current };
+                    ctx.send("! password must be 8-72 bytes");
+                    ctx.send("? password new");
+                    return;
+                }
+                self.passwd = Passwd::Checking;
+                self.waiting = true;
+                ctx.actions.push(Action::Auth(AuthRequest::ChangePassword {
+                    name,
+                    current,
+                    new: line.to_owned(),
+                }));
+            }
+            Passwd::Off | Passwd::Checking => {}
         }
     }
 
@@ -674,6 +867,28 @@ impl Session {
             Then::Stay => {}
             Then::Wait => self.waiting = true,
             Then::Quit => self.end("quit", ctx),
+            Then::Token(token) => {
+                self.new_token = Some(token);
+                self.waiting = true;
+            }
+            Then::Passwd => {
+                self.passwd = Passwd::Current;
+                ctx.send("? password current");
+            }
+            Then::Logout { all } => {
+                if all {
+                    ctx.actions.push(Action::Store(Op::RevokeTokens {
+                        account: name.clone(),
+                    }));
+                    let line = b"* logged out from another connection\n";
+                    ctx.hub
+                        .close_conns(&name, Some(self.id), line, false, ctx.actions);
+                } else if let Some(hash) = self.token.take() {
+                    ctx.actions.push(Action::Store(Op::RevokeToken { hash }));
+                }
+                ctx.send("* bye");
+                self.end("logout", ctx);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::hub::{Hub, HubConfig};
 use super::session::{Action, AuthOutcome, AuthRequest, ConnId, Ctx, Session, SessionConfig};
-use crate::store::ops::{AccountState, HistoryOf, LOBBY, Message, Op, Reply};
+use crate::store::ops::{AccountState, HistoryOf, LOBBY, Message, Op, Reply, TokenHash};
 use crate::transport::lines::{InBuf, LineFrame, Lines};
 
 /// The store thread, in memory: applies the ops in order, answers
@@ -19,6 +19,8 @@ pub(crate) struct FakeStore {
     pub seen: HashMap<String, BTreeMap<String, u64>>,
     pub messages: Vec<(Message, bool)>,
     pub ops: Vec<String>,
+    /// Token hash -> (account as registered, expires at).
+    pub tokens: HashMap<TokenHash, (String, i64)>,
 }
 
 impl FakeStore {
@@ -39,7 +41,36 @@ impl FakeStore {
                 self.messages
                     .retain(|(m, _)| m.room.as_deref() != Some(name.as_str()));
             }
-            Op::Topic { .. } => {}
+            Op::Topic { .. }
+            | Op::Operator { .. }
+            | Op::Sanction { .. }
+            | Op::Lift { .. }
+            | Op::Forget { .. } => {}
+            Op::CreateToken {
+                conn,
+                account,
+                hash,
+                expires_at,
+                ..
+            } => {
+                self.tokens.insert(hash, (account, expires_at));
+                return Some((conn, Reply::TokenStored(Ok(()))));
+            }
+            Op::CheckToken { conn, hash, now } => {
+                let found = self
+                    .tokens
+                    .get(&hash)
+                    .filter(|(_, expires)| *expires > now)
+                    .map(|(a, _)| a.clone());
+                return Some((conn, Reply::TokenAccount(Ok(found))));
+            }
+            Op::RevokeToken { hash } => {
+                self.tokens.remove(&hash);
+            }
+            Op::RevokeTokens { account } => {
+                self.tokens
+                    .retain(|_, (a, _)| !a.eq_ignore_ascii_case(&account));
+            }
             Op::Join {
                 room,
                 account,
@@ -148,6 +179,7 @@ pub(crate) fn hub_config() -> HubConfig {
         max_owned: 10,
         quiet_presence: Some(500),
         sessions_per_account: 4,
+        token_days: 30,
     }
 }
 
@@ -347,6 +379,19 @@ impl World {
             AuthRequest::Login { name, password } => {
                 match self.accounts.get(&name.to_ascii_lowercase()) {
                     Some((shown, pw)) if *pw == password => AuthOutcome::LoggedIn(shown.clone()),
+                    _ => AuthOutcome::WrongCredentials,
+                }
+            }
+            AuthRequest::ChangePassword { name, current, new } => {
+                match self.accounts.get_mut(&name.to_ascii_lowercase()) {
+                    Some((shown, pw)) if *pw == current => {
+                        *pw = new;
+                        let shown = shown.clone();
+                        self.store
+                            .tokens
+                            .retain(|_, (a, _)| !a.eq_ignore_ascii_case(&shown));
+                        AuthOutcome::PasswordChanged
+                    }
                     _ => AuthOutcome::WrongCredentials,
                 }
             }

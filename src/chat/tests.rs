@@ -477,7 +477,7 @@ fn history_past_the_ring_is_read_by_the_store_and_input_waits_for_it() {
         &Snapshot {
             last_id: 300,
             rooms: vec![lobby],
-            accounts: Vec::new(),
+            ..Snapshot::default()
         },
     );
     w.store.messages = (1..=300).map(|n| (message(n), false)).collect();

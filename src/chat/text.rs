@@ -59,6 +59,20 @@ pub fn utc(secs: i64) -> String {
     )
 }
 
+/// Unix seconds as a sanction's end is shown: `2026-12-08T10:30Z`
+/// (sanctions end on whole minutes, so nothing is lost).
+pub fn utc_minute(secs: i64) -> String {
+    let mut text = utc(secs);
+    text.truncate(16);
+    text.push('Z');
+    text
+}
+
+/// When a sanction ends: [`utc_minute`], or `forever`.
+pub fn until_text(until: Option<i64>) -> String {
+    until.map_or_else(|| "forever".to_owned(), utc_minute)
+}
+
 /// The proleptic Gregorian date of a day count from 1970-01-01 (Howard
 /// Hinnant's `civil_from_days`).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -30,12 +30,28 @@ use crate::chat::text::valid_name;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Event {
     LoggedIn,
-    LoginFailed { known_account: bool },
+    LoginFailed {
+        known_account: bool,
+    },
     Registered,
     NameTaken,
+    /// A login with a token (`T`).
+    TokenLogin,
+    /// A token that logs nobody in (the name is unknown: `user=-`).
+    TokenFailed,
+    PasswordChanged,
 }
 
 pub(super) fn record(event: Event, peer: SocketAddr, name: &str) {
+    if event == Event::TokenFailed {
+        log::info!(
+            target: "neochat::audit",
+            "login failed from={} port={} user=- reason=bad-token",
+            peer.ip(),
+            peer.port()
+        );
+        return;
+    }
     if event
         == (Event::LoginFailed {
             known_account: false,
@@ -59,6 +75,9 @@ pub(super) fn record(event: Event, peer: SocketAddr, name: &str) {
         } => ("login failed", " reason=unknown-user"),
         Event::Registered => ("register ok", ""),
         Event::NameTaken => ("register failed", " reason=name-taken"),
+        Event::TokenLogin => ("login ok", " method=token"),
+        Event::PasswordChanged => ("password changed", ""),
+        Event::TokenFailed => ("login failed", " reason=bad-token"),
     };
     log::info!(
         target: "neochat::audit",

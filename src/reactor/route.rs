@@ -24,6 +24,13 @@ use crate::chat::session::{Action, AuthOutcome, AuthRequest, ConnId};
 use crate::limits::{Hit, LoginAnswer, Source};
 use crate::store::ops::{Answer, Op, Reply};
 
+/// The connection of actions that come from no session (what the admin
+/// subcommands changed): none, so an [`Action::Send`] would go nowhere.
+const NOBODY: ConnId = ConnId {
+    key: usize::MAX,
+    serial: u64::MAX,
+};
+
 impl Server {
     // ---- carrying out what sessions ask ----
 
@@ -38,7 +45,7 @@ impl Server {
                 Action::SendTo(to, line) => self.queue(to, &line),
                 Action::Kick(to, line) => {
                     self.queue(to, &line);
-                    self.mark_closing(to, Closing::AfterFlush, "taken over");
+                    self.mark_closing(to, Closing::AfterFlush, "closed by the server");
                 }
                 Action::Auth(request) => self.start_auth(id, request),
                 Action::Close(reason) => self.mark_closing(id, Closing::AfterFlush, reason),
@@ -57,19 +64,20 @@ impl Server {
         };
         let admission = conn.admission;
         let (attempt, refusal) = match &request {
-            AuthRequest::Login { name, .. } => match self.limits.check_login(&admission, name, now)
-            {
-                Ok(()) => {
-                    self.limits.login_started(&admission, name, now);
-                    (Attempt::Login(name.clone(), now), None)
+            AuthRequest::Login { name, .. } | AuthRequest::ChangePassword { name, .. } => {
+                match self.limits.check_login(&admission, name, now) {
+                    Ok(()) => {
+                        self.limits.login_started(&admission, name, now);
+                        (Attempt::Login(name.clone(), now), None)
+                    }
+                    Err(t) => {
+                        let outcome = AuthOutcome::TooManyAttempts {
+                            retry_secs: t.secs(),
+                        };
+                        (Attempt::Login(name.clone(), now), Some((t.hit, outcome)))
+                    }
                 }
-                Err(t) => {
-                    let outcome = AuthOutcome::TooManyAttempts {
-                        retry_secs: t.secs(),
-                    };
-                    (Attempt::Login(name.clone(), now), Some((t.hit, outcome)))
-                }
-            },
+            }
             AuthRequest::Register { name, .. } => {
                 // An address that guessed (or probed names) too much may
                 // not learn whether one more name is taken.
@@ -287,11 +295,8 @@ impl Server {
 
     /// Hands an op to the store thread (which never makes the loop wait).
     pub(super) fn store_op(&mut self, op: Op) {
-        let reader = match &op {
-            Op::Load { conn, .. } => Some((*conn, true)),
-            Op::History { conn, .. } => Some((*conn, false)),
-            _ => None,
-        };
+        let e = crate::store::Error::new(crate::store::ErrorKind::Database, "store busy");
+        let reader = op.failed_reply(&e);
         if let Err(refused) = self.store.send(op) {
             crate::warn_every!(
                 crate::log_every::PERIOD,
@@ -300,13 +305,7 @@ impl Server {
             );
             // A read that will never be answered must not hang its
             // connection: it is answered here, with an error.
-            if let Some((conn, load)) = reader {
-                let e = crate::store::Error::new(crate::store::ErrorKind::Database, "store busy");
-                let reply = if load {
-                    Reply::Loaded(Err(e))
-                } else {
-                    Reply::History(Err(e))
-                };
+            if let Some((conn, reply)) = reader {
                 self.store_refused.push_back(Answer { conn, reply });
             }
         }
@@ -323,9 +322,20 @@ impl Server {
             let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
                 continue;
             };
+            if let Reply::TokenAccount(Ok(found)) = &answer.reply {
+                match found {
+                    Some(name) => audit::record(Event::TokenLogin, conn.peer, name),
+                    None => audit::record(Event::TokenFailed, conn.peer, ""),
+                }
+            }
             conn.session
                 .handle_store_reply(answer.reply, &mut self.chat.ctx(now));
             self.answered(id);
+        }
+        // What an operator changed with the admin subcommands.
+        while let Some(change) = self.store.try_change() {
+            self.chat.hub.apply_change(change, &mut self.chat.actions);
+            self.apply(NOBODY);
         }
     }
 
@@ -362,6 +372,10 @@ impl Server {
                     let answer = match outcome {
                         AuthOutcome::LoggedIn(shown) => {
                             audit::record(Event::LoggedIn, peer, shown);
+                            LoginAnswer::LoggedIn
+                        }
+                        AuthOutcome::PasswordChanged => {
+                            audit::record(Event::PasswordChanged, peer, &name);
                             LoginAnswer::LoggedIn
                         }
                         AuthOutcome::WrongCredentials => {

@@ -85,6 +85,20 @@ pub(crate) fn names(conn: &Connection) -> Result<Vec<String>, Error> {
 pub(crate) enum Write {
     Register(NewAccount),
     Rehash(Rehash),
+    Password(PasswordChange),
+}
+
+/// `/passwd`: the current password matched `old`; `new` replaces it if
+/// it is still the stored hash, and every token of the account is revoked.
+pub(crate) struct PasswordChange {
+    /// Who asked: the store thread answers them.
+    pub conn: ConnId,
+    /// As registered.
+    pub name: String,
+    pub old: String,
+    pub new: String,
+    /// Set when the user has gone: nothing is changed.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// A password hashed again at the configured cost, after a login. Nobody
@@ -120,6 +134,8 @@ pub(crate) enum Stored {
     Failed,
     /// A re-hash replaced the old hash.
     Rehashed,
+    /// A `/passwd` replaced the old hash (and revoked the tokens).
+    PasswordChanged,
     /// A re-hash found the old hash gone (another login re-hashed it, or
     /// the account was changed or deleted meanwhile): nothing to do.
     Superseded,
@@ -135,6 +151,16 @@ pub(crate) fn apply(conn: &Connection, write: &Write) -> Result<Stored, Error> {
             } else {
                 Stored::Superseded
             });
+        }
+        Write::Password(p) => {
+            if p.cancel.load(Ordering::Relaxed) {
+                return Ok(Stored::Cancelled);
+            }
+            if !update_hash(conn, &p.name, &p.old, &p.new)? {
+                return Ok(Stored::Superseded);
+            }
+            super::moderation::revoke_tokens(conn, &p.name)?;
+            return Ok(Stored::PasswordChanged);
         }
     };
     // The user gave up (or timed out) while we hashed: store nothing, or
@@ -176,6 +202,22 @@ impl AuthLink {
                 self.rehashed(&rehash, stored);
                 return None;
             }
+            Write::Password(change) => {
+                let outcome = if stored == Stored::PasswordChanged {
+                    if let (Some(from), Some(to)) = (hash_cost(&change.old), hash_cost(&change.new))
+                    {
+                        self.costs.moved(from, to);
+                    }
+                    AuthOutcome::PasswordChanged
+                } else {
+                    AuthOutcome::Unavailable
+                };
+                return Some(Done {
+                    conn: change.conn,
+                    outcome,
+                    known_account: true,
+                });
+            }
         };
         let outcome = match stored {
             Stored::Inserted => {
@@ -186,9 +228,11 @@ impl AuthLink {
             }
             // Another connection registered the name meanwhile.
             Stored::Taken => AuthOutcome::NameTaken,
-            Stored::Cancelled | Stored::Failed | Stored::Rehashed | Stored::Superseded => {
-                AuthOutcome::Unavailable
-            }
+            Stored::Cancelled
+            | Stored::Failed
+            | Stored::Rehashed
+            | Stored::Superseded
+            | Stored::PasswordChanged => AuthOutcome::Unavailable,
         };
         Some(Done {
             conn: account.conn,

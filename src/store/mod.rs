@@ -20,6 +20,7 @@ use crate::owner_only;
 
 pub(crate) mod accounts;
 pub(crate) mod messages;
+pub(crate) mod moderation;
 pub mod ops;
 pub(crate) mod rooms;
 pub mod schema;

@@ -122,6 +122,107 @@ pub enum Op {
         limit: usize,
         before: Option<u64>,
     },
+    /// Store a new login token of `account`, and answer
+    /// [`Reply::TokenStored`] once it is (the user is shown the token only
+    /// then).
+    CreateToken {
+        conn: ConnId,
+        account: String,
+        hash: TokenHash,
+        created_at: i64,
+        expires_at: i64,
+    },
+    /// Whose token is this (if it is valid at `now`)? Answers
+    /// [`Reply::TokenAccount`].
+    CheckToken {
+        conn: ConnId,
+        hash: TokenHash,
+        now: i64,
+    },
+    /// Revoke one token (`/logout`).
+    RevokeToken { hash: TokenHash },
+    /// Revoke every token of the account (`/logout all`, `/passwd`).
+    RevokeTokens { account: String },
+    /// Make (`on`) or unmake `account` an operator of `room`.
+    Operator {
+        room: String,
+        account: String,
+        on: bool,
+        by: String,
+        at: i64,
+    },
+    /// Store a ban or a mute (replacing one of the same kind).
+    Sanction { row: SanctionRow, at: i64 },
+    /// End a ban or a mute.
+    Lift {
+        room: String,
+        account: String,
+        kind: SanctionKind,
+    },
+    /// An operator deleted the account: remove whatever the loop wrote for
+    /// it since (cursors, memberships, tokens), as the deletion did.
+    Forget { account: String },
+}
+
+impl Op {
+    /// For a read, who waits for its answer, and the answer it gets if the
+    /// read cannot be carried out.
+    pub fn failed_reply(&self, e: &super::Error) -> Option<(ConnId, Reply)> {
+        let e = e.clone();
+        Some(match self {
+            Op::Load { conn, .. } => (*conn, Reply::Loaded(Err(e))),
+            Op::History { conn, .. } => (*conn, Reply::History(Err(e))),
+            Op::CreateToken { conn, .. } => (*conn, Reply::TokenStored(Err(e))),
+            Op::CheckToken { conn, .. } => (*conn, Reply::TokenAccount(Err(e))),
+            _ => return None,
+        })
+    }
+}
+
+/// A ban or a mute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SanctionKind {
+    Ban,
+    Mute,
+}
+
+impl SanctionKind {
+    /// As stored in `sanctions.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SanctionKind::Ban => "ban",
+            SanctionKind::Mute => "mute",
+        }
+    }
+}
+
+/// A ban or mute of one account in one room (the lobby: server-wide).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SanctionRow {
+    pub room: String,
+    /// As registered.
+    pub account: String,
+    pub kind: SanctionKind,
+    /// Unix seconds it ends at; `None` for ever.
+    pub until: Option<i64>,
+    pub reason: String,
+    pub by: String,
+}
+
+/// The SHA-256 of a login token: all the store ever keeps of it.
+pub type TokenHash = [u8; 32];
+
+/// What an operator changed with `neochat-server op|users ...` while the
+/// server ran, read from the `changes` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Made a server operator.
+    OpAdded(String),
+    OpRemoved(String),
+    /// The account was deleted (and its name retired).
+    Deleted(String),
+    /// Its password was reset (and its tokens revoked).
+    PasswordReset(String),
 }
 
 /// An answer of the store thread to the connection that asked.
@@ -135,6 +236,10 @@ pub struct Answer {
 pub enum Reply {
     Loaded(Result<AccountState, super::Error>),
     History(Result<Vec<Message>, super::Error>),
+    TokenStored(Result<(), super::Error>),
+    /// The account a token logs in (as registered), `None` if the token
+    /// is unknown, revoked or expired.
+    TokenAccount(Result<Option<String>, super::Error>),
 }
 
 /// What the loop needs at start, read once before it accepts anybody.
@@ -146,6 +251,13 @@ pub struct Snapshot {
     pub rooms: Vec<RoomRow>,
     /// Every account name, as registered.
     pub accounts: Vec<String>,
+    /// Server operators, as registered.
+    pub server_ops: Vec<String>,
+    /// Bans and mutes that have not ended.
+    pub sanctions: Vec<SanctionRow>,
+    /// The newest row of `changes` (what the admin subcommands did): the
+    /// store thread reports those after it.
+    pub last_change: i64,
 }
 
 /// A room as stored.
@@ -160,8 +272,11 @@ pub struct RoomRow {
     /// The highest message number the room ever had (kept when old
     /// messages expire, so numbers never go back).
     pub count: u64,
-    /// How many accounts are members (0 for the lobby: everyone is).
-    pub members: u64,
+    /// The accounts that are members, as registered (none for the lobby:
+    /// everyone is).
+    pub members: Vec<String>,
+    /// Its operators (besides the owner), as registered.
+    pub ops: Vec<String>,
     /// The newest messages, oldest first, at most the ring's size.
     pub recent: Vec<Message>,
 }

@@ -9,7 +9,7 @@
 use rusqlite::Connection;
 
 use super::ops::{LOBBY, RoomRow, Snapshot};
-use super::{Error, accounts, messages};
+use super::{Error, accounts, messages, moderation};
 
 /// A new room, with its owner as its first member (having seen nothing).
 /// A room of that name still stored (which the loop believes deleted)
@@ -41,6 +41,7 @@ pub(crate) fn delete(conn: &Connection, name: &str) -> Result<(), Error> {
         ));
     }
     messages::delete_room(conn, name)?;
+    moderation::delete_room(conn, name)?;
     conn.prepare_cached("DELETE FROM members WHERE room = ?1")?
         .execute([name])?;
     conn.prepare_cached("DELETE FROM rooms WHERE name = ?1")?
@@ -120,22 +121,18 @@ pub(crate) fn snapshot(conn: &Connection, ring: usize) -> Result<Snapshot, Error
 fn read_snapshot(conn: &Connection, ring: usize) -> Result<Snapshot, Error> {
     let mut rooms = conn
         .prepare(
-            "SELECT name, owner, topic, topic_by, count,
-                    (SELECT count(*) FROM members WHERE members.room = rooms.name)
+            "SELECT name, owner, topic, topic_by, count
              FROM rooms ORDER BY name <> ?1, name",
         )?
         .query_map([LOBBY], |r| {
             let topic: Option<String> = r.get(2)?;
             let by: Option<String> = r.get(3)?;
-            let name: String = r.get(0)?;
-            let members: u64 = r.get(5)?;
             Ok(RoomRow {
                 owner: r.get(1)?,
                 topic: topic.map(|t| (t, by.unwrap_or_default())),
                 count: r.get(4)?,
-                members: if name == LOBBY { 0 } else { members },
-                name,
-                recent: Vec::new(),
+                name: r.get(0)?,
+                ..RoomRow::default()
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -156,12 +153,26 @@ fn read_snapshot(conn: &Connection, ring: usize) -> Result<Snapshot, Error> {
             },
         );
     }
+    let mut members = conn.prepare(
+        "SELECT coalesce(users.name, members.account) FROM members
+         LEFT JOIN users ON users.name = members.account
+         WHERE members.room = ?1",
+    )?;
     for room in &mut rooms {
         room.recent = messages::recent(conn, &room.name, ring)?;
+        if room.name != LOBBY {
+            room.members = members
+                .query_map([&room.name], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            room.ops = moderation::room_ops(conn, &room.name)?;
+        }
     }
     Ok(Snapshot {
         last_id: messages::last_id(conn)?,
         rooms,
         accounts: accounts::names(conn)?,
+        server_ops: moderation::server_ops(conn)?,
+        sanctions: moderation::sanctions(conn, super::writer::unix_now())?,
+        last_change: moderation::last_change(conn)?,
     })
 }

@@ -128,6 +128,8 @@ fn writer(path: &Path, done: Sender<Done>) -> Writer {
         conn: Some(conn),
         writable: true,
         answers: mpsc::channel().0,
+        changes: mpsc::channel().0,
+        last_change: 0,
         wake: Arc::new(|| {}),
         link: Some(AuthLink {
             done,
@@ -401,7 +403,7 @@ fn a_fresh_database_has_the_lobby_and_nothing_else() {
                 name: LOBBY.into(),
                 ..RoomRow::default()
             }],
-            accounts: vec![],
+            ..Snapshot::default()
         }
     );
     assert!(store.shutdown(ANSWER));
@@ -570,17 +572,17 @@ fn rooms_members_and_cursors() {
         panic!("three rooms");
     };
     assert_eq!(
-        (lobby.count, lobby.members, lobby.owner.clone()),
+        (lobby.count, lobby.members.len(), lobby.owner.clone()),
         (1, 0, None)
     );
     assert_eq!(lobby.recent, [public(1, LOBBY, 1, "alice", "hi all")]);
     assert_eq!(
-        (go.count, go.members, go.owner.as_deref()),
-        (0, 1, Some("bob"))
+        (go.count, go.members.clone(), go.owner.as_deref()),
+        (0, vec!["Alice".to_owned()], Some("bob"))
     );
     assert_eq!(go.topic, None);
     assert_eq!(rust.count, 3);
-    assert_eq!(rust.members, 1);
+    assert_eq!(rust.members, ["alice"]);
     assert_eq!(rust.topic, Some(("crabs".into(), "alice".into())));
     let recent: Vec<u64> = rust.recent.iter().map(|m| m.id).collect();
     assert_eq!(recent, [3, 4], "the ring's newest two, oldest first");
@@ -812,7 +814,7 @@ fn a_read_only_database_answers_reads_and_drops_writes() {
     assert!(store.shutdown(ANSWER));
     let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let config = StoreConfig::new(&path);
-    let store = Store::spawn(ro, Access::ReadOnly, &config, Arc::new(|| {})).unwrap();
+    let store = Store::spawn(ro, Access::ReadOnly, &config, 0, Arc::new(|| {})).unwrap();
     assert!(!store.writable());
     send(
         &store,
@@ -835,7 +837,7 @@ fn a_read_only_database_answers_reads_and_drops_writes() {
     // A connection that cannot write, taken for one that can: the write
     // fails with SQLite's error, logged, not a panic.
     let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let store = Store::spawn(ro, Access::ReadWrite, &config, Arc::new(|| {})).unwrap();
+    let store = Store::spawn(ro, Access::ReadWrite, &config, 0, Arc::new(|| {})).unwrap();
     send(
         &store,
         Op::Message {

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::accounts::{self, AuthLink, Stored, Write};
-use super::ops::{Answer, Op, Reply, Snapshot};
-use super::{Access, Error, ErrorKind, messages, migrate, open, private_files, rooms};
+use super::ops::{Answer, Change, Op, Reply, Snapshot};
+use super::{Access, Error, ErrorKind, messages, migrate, moderation, open, private_files, rooms};
 
 /// The most commands carried out in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -61,6 +61,13 @@ const LINGER_POLL: Duration = Duration::from_millis(5);
 /// The newest messages of each room the snapshot holds, by default (the
 /// loop's ring).
 pub const DEFAULT_RING: usize = 256;
+
+/// How often the thread reads what the admin subcommands changed (the
+/// `changes` table) while the server runs.
+pub const CHANGES_EVERY: Duration = Duration::from_secs(2);
+
+/// Rows of `changes` are kept this long (seconds), then deleted.
+const CHANGES_KEPT: i64 = 86_400;
 
 /// Called after answers are queued: wakes the loop.
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
@@ -183,6 +190,7 @@ impl AccountWriter {
 pub struct Store {
     cmds: Sender<Cmd>,
     answers: Receiver<Answer>,
+    changes: Receiver<Change>,
     /// Bytes of ops waiting in the channel.
     queued: Arc<AtomicUsize>,
     max_queue: usize,
@@ -217,7 +225,7 @@ impl Store {
             ),
         }
         let snapshot = rooms::snapshot(&conn, config.ring)?;
-        let store = Store::spawn(conn, access, &config, wake)?;
+        let store = Store::spawn(conn, access, &config, snapshot.last_change, wake)?;
         Ok((store, snapshot))
     }
 
@@ -226,15 +234,19 @@ impl Store {
         conn: Connection,
         access: Access,
         config: &StoreConfig,
+        last_change: i64,
         wake: Wake,
     ) -> Result<Store, Error> {
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (answer_tx, answer_rx) = mpsc::channel();
+        let (change_tx, change_rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             conn: Some(conn),
             writable: access == Access::ReadWrite,
             answers: answer_tx,
+            changes: change_tx,
+            last_change,
             wake,
             link: None,
             queued: queued.clone(),
@@ -250,6 +262,7 @@ impl Store {
         Ok(Store {
             cmds: cmd_tx,
             answers: answer_rx,
+            changes: change_rx,
             queued,
             max_queue: config.max_queue,
             thread: Some(thread),
@@ -282,6 +295,12 @@ impl Store {
     /// The next answer, if any.
     pub fn try_recv(&self) -> Option<Answer> {
         self.answers.try_recv().ok()
+    }
+
+    /// The next change an operator made with the admin subcommands, if any
+    /// (read every [`CHANGES_EVERY`]; the loop is woken for them).
+    pub fn try_change(&self) -> Option<Change> {
+        self.changes.try_recv().ok()
     }
 
     /// Waits up to `timeout` until everything sent so far is committed;
@@ -381,6 +400,10 @@ pub(crate) struct Writer {
     /// False on a read-only database: writes are dropped, reads go on.
     pub(crate) writable: bool,
     pub(crate) answers: Sender<Answer>,
+    /// Where what the admin subcommands changed is reported.
+    pub(crate) changes: Sender<Change>,
+    /// The newest row of `changes` reported.
+    pub(crate) last_change: i64,
     pub(crate) wake: Wake,
     pub(crate) link: Option<AuthLink>,
     pub(crate) queued: Arc<AtomicUsize>,
@@ -393,19 +416,14 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn run(mut self, cmds: &Receiver<Cmd>) {
-        let expiring = self.writable && self.history_days.is_some();
-        let mut next_expiry = expiring.then(|| Instant::now() + self.retention.every);
+        let mut next_expiry = self.writable.then(|| Instant::now() + self.retention.every);
+        let mut next_changes = Instant::now() + CHANGES_EVERY;
         loop {
-            let first = match next_expiry {
-                Some(at) => match cmds.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(cmd) => Some(cmd),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match cmds.recv() {
-                    Ok(cmd) => Some(cmd),
-                    Err(_) => break,
-                },
+            let due = next_expiry.map_or(next_changes, |at| at.min(next_changes));
+            let first = match cmds.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(cmd) => Some(cmd),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             if let Some(first) = first {
                 let batch = self.gather(first, cmds);
@@ -414,7 +432,11 @@ impl Writer {
                 }
             }
             // Due even while the loop keeps the thread busy: one small
-            // transaction between batches.
+            // read or transaction between batches.
+            if Instant::now() >= next_changes {
+                self.read_changes();
+                next_changes = Instant::now() + CHANGES_EVERY;
+            }
             if let Some(at) = next_expiry
                 && Instant::now() >= at
             {
@@ -428,6 +450,32 @@ impl Writer {
             }
         }
         self.close();
+    }
+
+    /// Reports what the admin subcommands changed since the last look
+    /// (one read of an index when nothing did) and wakes the loop for it.
+    fn read_changes(&mut self) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        match moderation::changes_after(conn, self.last_change) {
+            Ok((changes, last)) => {
+                self.last_change = last;
+                if changes.is_empty() {
+                    return;
+                }
+                for change in changes {
+                    if self.changes.send(change).is_err() {
+                        return;
+                    }
+                }
+                (self.wake)();
+            }
+            Err(e) => crate::warn_every!(
+                crate::log_every::PERIOD,
+                "cannot read what the admin commands changed: {e}"
+            ),
+        }
     }
 
     /// Everything waiting after `first`, at most [`MAX_BATCH`]. A batch of
@@ -580,25 +628,35 @@ impl Writer {
         apply(tx, batch, false, now)
     }
 
-    /// Deletes one small batch of expired messages; how many.
+    /// Deletes one small batch of expired messages (and the expired tokens,
+    /// and old rows of `changes`); how many messages.
     fn expire_once(&mut self) -> usize {
-        let (Some(days), Some(conn)) = (self.history_days, self.conn.as_mut()) else {
+        let Some(conn) = self.conn.as_mut() else {
             return 0;
         };
-        let cutoff = (self.clock)().saturating_sub(i64::from(days) * 86_400);
+        let now = (self.clock)();
+        let days = self.history_days;
         let batch = self.retention.batch;
         let result = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(Error::from)
             .and_then(|tx| {
-                let n = messages::expire(&tx, cutoff, batch)?;
+                moderation::expire_tokens(&tx, now)?;
+                moderation::prune_changes(&tx, now.saturating_sub(CHANGES_KEPT))?;
+                let n = match days {
+                    Some(days) => {
+                        let cutoff = now.saturating_sub(i64::from(days) * 86_400);
+                        messages::expire(&tx, cutoff, batch)?
+                    }
+                    None => 0,
+                };
                 tx.commit()?;
                 Ok(n)
             });
         match result {
             Ok(n) => {
                 if n > 0 {
-                    log::debug!("{n} messages older than {days} days deleted");
+                    log::debug!("{n} messages older than {days:?} days deleted");
                 }
                 n
             }
@@ -613,14 +671,10 @@ impl Writer {
 /// What a command comes to when it could not be carried out.
 fn failed(cmd: &Cmd, e: &Error) -> Outcome {
     match cmd {
-        Cmd::Op {
-            op: Op::Load { .. },
-            ..
-        } => Outcome::Reply(Reply::Loaded(Err(e.clone()))),
-        Cmd::Op {
-            op: Op::History { .. },
-            ..
-        } => Outcome::Reply(Reply::History(Err(e.clone()))),
+        Cmd::Op { op, .. } => match op.failed_reply(e) {
+            Some((_, reply)) => Outcome::Reply(reply),
+            None => Outcome::Done,
+        },
         Cmd::Account(_) => Outcome::Stored(Stored::Failed),
         _ => Outcome::Done,
     }
@@ -629,7 +683,10 @@ fn failed(cmd: &Cmd, e: &Error) -> Outcome {
 /// The connection an op answers, if it answers.
 fn asker(op: &Op) -> Option<crate::session::ConnId> {
     match op {
-        Op::Load { conn, .. } | Op::History { conn, .. } => Some(*conn),
+        Op::Load { conn, .. }
+        | Op::History { conn, .. }
+        | Op::CreateToken { conn, .. }
+        | Op::CheckToken { conn, .. } => Some(*conn),
         _ => None,
     }
 }
@@ -712,7 +769,16 @@ fn apply(
 /// A command nobody waits for: it may wait [`LINGER`] for company.
 fn is_lazy(cmd: &Cmd) -> bool {
     match cmd {
-        Cmd::Op { op, .. } => !matches!(op, Op::Load { .. } | Op::History { .. }),
+        // Tokens too: a revoked token must be gone at once.
+        Cmd::Op { op, .. } => !matches!(
+            op,
+            Op::Load { .. }
+                | Op::History { .. }
+                | Op::CreateToken { .. }
+                | Op::CheckToken { .. }
+                | Op::RevokeToken { .. }
+                | Op::RevokeTokens { .. }
+        ),
         _ => false,
     }
 }
@@ -742,6 +808,24 @@ fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Out
             let found = messages::history(conn, account, of, *limit, *before);
             return Ok(Outcome::Reply(Reply::History(found)));
         }
+        Op::CheckToken { hash, now, .. } => {
+            let found = moderation::check_token(conn, hash, *now);
+            return Ok(Outcome::Reply(Reply::TokenAccount(found)));
+        }
+        Op::CreateToken { .. } if !writable => {
+            let e = Error::new(ErrorKind::ReadOnly, "the database is read-only");
+            return Ok(Outcome::Reply(Reply::TokenStored(Err(e))));
+        }
+        Op::CreateToken {
+            account,
+            hash,
+            created_at,
+            expires_at,
+            ..
+        } => {
+            let stored = moderation::create_token(conn, account, hash, *created_at, *expires_at);
+            return Ok(Outcome::Reply(Reply::TokenStored(stored)));
+        }
         _ if !writable => {
             crate::warn_every!(
                 crate::log_every::PERIOD,
@@ -761,6 +845,24 @@ fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Out
         Op::Part { room, account } => rooms::part(conn, room, account)?,
         Op::Seen { account, seen } => rooms::seen(conn, account, seen, now)?,
         Op::Delivered { account, up_to } => messages::delivered(conn, account, *up_to)?,
+        Op::RevokeToken { hash } => moderation::revoke_token(conn, hash)?,
+        Op::RevokeTokens { account } => {
+            moderation::revoke_tokens(conn, account)?;
+        }
+        Op::Operator {
+            room,
+            account,
+            on,
+            by,
+            at,
+        } => moderation::operator(conn, room, account, *on, by, *at)?,
+        Op::Sanction { row, at } => moderation::sanction(conn, row, *at)?,
+        Op::Lift {
+            room,
+            account,
+            kind,
+        } => moderation::lift(conn, room, account, *kind)?,
+        Op::Forget { account } => moderation::forget(conn, account)?,
     }
     Ok(Outcome::Done)
 }
