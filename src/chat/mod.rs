@@ -15,6 +15,8 @@ pub mod text;
 pub mod token;
 
 #[cfg(test)]
+mod account_tests;
+#[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod tests;
