@@ -20,6 +20,14 @@
 //! `--password-file` or `NEOCHAT_PASSWORD` logs in by itself and stdin is
 //! piped to the chat.
 //!
+//! Login tokens: `--remember` logs in as usual, then asks the server
+//! `/token` and keeps the answer (never shown) in a file only the user can
+//! read; later runs log in with `T` and that token, asking no password,
+//! and fall back to the password when the server refuses it (the file is
+//! then deleted). `--forget` logs in with the token, sends `/logout`
+//! (which revokes it) and deletes the file; `/logout` and `/logout all`
+//! typed in the chat delete the file they revoke.
+//!
 //! The prompt shows the current room (`> ` in the lobby, `#rust> ` in a
 //! room), followed from the server's answers to `/join` and `/part`; lines
 //! of other rooms are marked `[#room]`, history lines carry the time they
@@ -30,8 +38,8 @@
 //! room), `wire` (bounded line reading, error phrases, address checks),
 //! `tls` (handshake, certificate verifier), `known` (the
 //! pin file, fingerprints), `trust` (the trust decision and its questions),
-//! `conn` (plain or TLS stream split for the reader thread and the
-//! writer), `term` (terminal mode, hidden password, screen width), `prompt`
+//! `tokens` (the kept login tokens), `conn` (plain or TLS stream split
+//! for the reader thread and the writer), `term` (terminal mode, hidden password, screen width), `prompt`
 //! (login questions), `chat` (the reader thread and the screen around
 //! rustyline).
 
@@ -52,6 +60,8 @@ mod rooms;
 mod term;
 #[path = "neochat/tls.rs"]
 mod tls;
+#[path = "neochat/tokens.rs"]
+mod tokens;
 #[path = "neochat/trust.rs"]
 mod trust;
 #[path = "neochat/wire.rs"]
@@ -76,6 +86,13 @@ use known::Fingerprint;
 /// How long the prompt waits for the server's answer to `/join` or `/part`.
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
+/// How long the prompt waits for the end of `/passwd` (the server checks
+/// one password and hashes another).
+const PASSWD_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `--forget` waits for any one line from the server.
+const FORGET_WAIT: Duration = Duration::from_secs(15);
+
 const ABOUT: &str = "The NeoChat terminal client: log in, chat, send private messages.";
 
 const AFTER_HELP: &str = "\
@@ -89,9 +106,20 @@ In the chat, type a line to say it to everybody in the current room, or a comman
   /history [#ROOM|@USER] [N]   the last N messages (default 20)
   /quit or Ctrl-D  leave               //text       say a line starting with '/'
   /passwd          change your password (the client asks for both, hidden)
+  /token           a login token for scripts (shown: keep it secret)
+  /logout [all]    leave and revoke this login's token (all: every token)
 The prompt shows the current room (`#rust> `; `> ` is the lobby). Lines of
 another room start with [#room]; history lines with the UTC date and time they
 were delivered (`12-01 10:38`).
+
+Staying logged in: `neochat --remember HOST:PORT` logs in as usual, then keeps
+a login token from the server (valid 30 days, unless revoked) in
+$XDG_CONFIG_HOME/neochat/tokens/USER@HOST:PORT (else ~/.config/neochat/...),
+readable by you only. From then on `neochat HOST:PORT` (a script too) logs in
+with it and asks no password (with tokens of several accounts kept, give --user
+NAME); a token the server refuses is deleted, and the password asked as usual.
+`neochat --forget HOST:PORT` revokes the token on the server and deletes it;
+so do /logout (this login's token) and /logout all (every token) in the chat.
 
 Scripts and bots (no terminal): give --user and the password in a file or in
 NEOCHAT_PASSWORD; every line of stdin is then sent, and the client quits at
@@ -110,8 +138,8 @@ sends nothing. Scripts cannot be asked: give --fingerprint SHA256:... (from
 the server's operator: `neochat-server fingerprint`).
 
 Environment: NEOCHAT_PASSWORD (with --user), NO_COLOR (no colours),
-XDG_CONFIG_HOME and HOME (where known_servers is), SSL_CERT_FILE and
-SSL_CERT_DIR (other certificate authorities than the system's).
+XDG_CONFIG_HOME and HOME (where known_servers and tokens are), SSL_CERT_FILE
+and SSL_CERT_DIR (other certificate authorities than the system's).
 Exit status: 0 after /quit or end of input, 1 when the connection fails, the
 server closes it or its certificate is not trusted, 2 for bad arguments,
 130 after Ctrl-C.";
@@ -139,6 +167,17 @@ struct Args {
     /// Create the account --user instead of logging in to it
     #[arg(long, requires = "user")]
     register: bool,
+
+    /// Log in as usual, then keep a login token for this server and
+    /// account (readable by you only), so that the next runs log in
+    /// without asking the password
+    #[arg(long)]
+    remember: bool,
+
+    /// Revoke the login token kept for this server (with --user, that
+    /// account's) and delete it
+    #[arg(long, conflicts_with_all = ["remember", "register", "password_file"])]
+    forget: bool,
 
     /// Use TLS, even to this machine (TLS is the default for other hosts)
     #[arg(long, conflicts_with = "plain")]
@@ -179,7 +218,36 @@ fn main() -> ExitCode {
         color: stdout_tty && !no_color,
     };
 
-    let auto = match auto_login(&args, stdin_tty) {
+    // The token kept for this server, unless the password is wanted.
+    let key = known::server_key(&args.server);
+    let token_dir = tokens::default_dir();
+    let stored = if args.remember || args.register {
+        None
+    } else {
+        match kept_token(
+            token_dir.as_deref(),
+            &key,
+            args.user.as_deref(),
+            args.forget,
+        ) {
+            Ok(stored) => stored,
+            Err(code) => return ExitCode::from(code),
+        }
+    };
+    if args.forget && stored.is_none() {
+        match &args.user {
+            Some(user) => say(&format!(
+                "neochat: no login token is kept for {user} at {key}; nothing to forget"
+            )),
+            None => say(&format!(
+                "neochat: no login token is kept for {key}; nothing to forget"
+            )),
+        }
+        return ExitCode::SUCCESS;
+    }
+
+    let auto = match auto_login(&args, stdin_tty, stored.is_some()) {
+        Ok(_) if args.forget => None,
         Ok(auto) => auto,
         Err(msg) => {
             eprintln!("neochat: {msg}");
@@ -206,6 +274,11 @@ fn main() -> ExitCode {
     // there to answer a question about the certificate.
     let scripted = auto.as_ref().is_some_and(|a| a.password.is_some());
     let asker = if scripted { None } else { editor.as_mut() };
+    if args.forget
+        && let Some(stored) = stored
+    {
+        return forget(&args, &key, stored, style, asker);
+    }
     let conn = match open(&args, asker) {
         Ok(conn) => conn,
         Err(code) => return ExitCode::from(code),
@@ -223,11 +296,211 @@ fn main() -> ExitCode {
         style,
         last: None,
         rooms: Arc::new(rooms::Rooms::default()),
+        quiet: false,
     };
-    let name = session.login(&mut reader, &writer, auto.as_ref(), editor.as_mut());
+    let mut token = stored.map(|stored| {
+        eprintln!(
+            "neochat: logging in as {} with the login token kept in {}",
+            stored.user,
+            stored.path.display()
+        );
+        TokenTry {
+            stored,
+            state: TryState::Unsent,
+            fallback: true,
+        }
+    });
+    let entered = session.login(
+        &mut reader,
+        &writer,
+        auto.as_ref(),
+        editor.as_mut(),
+        &mut token,
+    );
+    let Entered::As(name) = entered else {
+        // Only a login without fallback (`--forget`) gives up on a token.
+        return ExitCode::FAILURE;
+    };
+    let used = token
+        .filter(|t| t.state == TryState::Sent)
+        .map(|t| t.stored.path);
+    let keep = Arc::new(tokens::Keep::new(token_dir, &key, &name, used));
+    if args.remember {
+        keep.want();
+        // A failed send means the server is gone: the reader thread says so.
+        let _ = writer.send_line(b"/token");
+    }
     match editor {
-        Some(editor) => session.chat_interactive(reader, writer, editor, &name, stdout_tty, saved),
-        None => session.chat_piped(reader, writer, saved),
+        Some(editor) => session.chat_interactive(reader, writer, editor, stdout_tty, saved, keep),
+        None => session.chat_piped(reader, writer, saved, keep),
+    }
+}
+
+/// The login token kept for `server` (a `known::server_key`) and `user`,
+/// if any; warnings about the store are printed. With several accounts'
+/// tokens and no `--user`, none is used (`--forget` must be told which:
+/// `Err(2)`).
+fn kept_token(
+    dir: Option<&std::path::Path>,
+    server: &str,
+    user: Option<&str>,
+    forget: bool,
+) -> Result<Option<tokens::Stored>, u8> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let (found, warnings) = match tokens::find(dir, server, user) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!(
+                "neochat: warning: cannot read {}: {}; no kept login token is used",
+                dir.display(),
+                wire::describe(&e)
+            );
+            return Ok(None);
+        }
+    };
+    for w in warnings {
+        eprintln!("neochat: warning: {w}");
+    }
+    match found {
+        tokens::Found::Nothing => Ok(None),
+        tokens::Found::One(stored) => {
+            if tokens::readable_by_others(&stored.path) {
+                eprintln!(
+                    "neochat: warning: {} can be read by other users; \
+                     `chmod 600` it, or `neochat --forget` the token",
+                    stored.path.display()
+                );
+            }
+            Ok(Some(stored))
+        }
+        tokens::Found::Several(names) => {
+            let names = names.join(", ");
+            if forget {
+                eprintln!(
+                    "neochat: login tokens are kept for {names} at {server}; \
+                     say which to forget with --user NAME"
+                );
+                return Err(2);
+            }
+            eprintln!(
+                "neochat: login tokens are kept for {names} at {server}; \
+                 give --user NAME to log in with one"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `--forget`: logs in with the kept token, sends `/logout` (the server
+/// revokes the token this connection logged in with) and deletes the
+/// file, saying what was done. A token the server no longer takes is just
+/// deleted. When the server cannot be reached the file is kept, so that
+/// the token can still be revoked later.
+fn forget(
+    args: &Args,
+    server: &str,
+    stored: tokens::Stored,
+    style: Style,
+    asker: Option<&mut DefaultEditor>,
+) -> ExitCode {
+    let path = stored.path.clone();
+    let user = stored.user.clone();
+    let still_kept = || {
+        eprintln!(
+            "neochat: the token is still kept in {}, so that it can be revoked when \
+             the server answers; run --forget again then (deleting the file forgets \
+             it here only)",
+            path.display()
+        );
+    };
+    let conn = match open(args, asker) {
+        Ok(conn) => conn,
+        Err(code) => {
+            still_kept();
+            return ExitCode::from(code);
+        }
+    };
+    // A server that stops answering must not hold the client for ever.
+    let halves = conn
+        .set_read_timeout(Some(FORGET_WAIT))
+        .and_then(|()| conn.split());
+    let (reader, writer) = match halves {
+        Ok(halves) => halves,
+        Err(e) => {
+            eprintln!("neochat: {}", wire::describe(&e));
+            still_kept();
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reader = BufReader::new(reader);
+    let mut session = Session {
+        style,
+        last: None,
+        rooms: Arc::new(rooms::Rooms::default()),
+        quiet: true,
+    };
+    let mut token = Some(TokenTry {
+        stored,
+        state: TryState::Unsent,
+        fallback: false,
+    });
+    let deleted = |done: &str| {
+        tokens::remove_saying(&path, done).unwrap_or_else(|| format!("neochat: {done}"))
+    };
+    match session.login(&mut reader, &writer, None, None, &mut token) {
+        Entered::As(_) => {}
+        Entered::TokenRefused => {
+            say(&deleted(&format!(
+                "the server no longer takes the login token of {user} at {server} \
+                 (expired or revoked)"
+            )));
+            return ExitCode::SUCCESS;
+        }
+        Entered::NoTokens => {
+            say(&deleted(&format!(
+                "{server} does not take login tokens, so there is nothing to revoke"
+            )));
+            return ExitCode::SUCCESS;
+        }
+    }
+    if writer.send_line(b"/logout").is_err() {
+        // The reason, if any, is the next thing read.
+    }
+    let mut buf = Vec::new();
+    let answer = loop {
+        match wire::read_line(&mut reader, &mut buf, wire::MAX_LINE) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break None,
+        }
+        let line = sanitize(&buf);
+        match classify(&line) {
+            Line::Notice("bye") => break Some(Ok(())),
+            Line::Error(_) => break Some(Err(line)),
+            _ => {}
+        }
+    };
+    match answer {
+        Some(Ok(())) => {
+            say(&deleted(&format!(
+                "the server revoked the login token of {user} at {server}"
+            )));
+            ExitCode::SUCCESS
+        }
+        Some(Err(line)) => {
+            let _ = writer.send_line(b"/quit");
+            say(&deleted(&format!(
+                "the server did not confirm that it revoked the token ({line})"
+            )));
+            ExitCode::FAILURE
+        }
+        None => {
+            say(&deleted(
+                "the connection ended before the server confirmed that it revoked the token",
+            ));
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -250,10 +523,11 @@ fn parse_args() -> Args {
 }
 
 /// Checks the `--user` options and reads the password source. An error is
-/// a usage problem (exit 2).
-fn auto_login(args: &Args, stdin_tty: bool) -> Result<Option<Auto>, String> {
+/// a usage problem (exit 2). With a kept token (`token`), nothing has to be
+/// asked, so neither a terminal nor a password is needed.
+fn auto_login(args: &Args, stdin_tty: bool, token: bool) -> Result<Option<Auto>, String> {
     let Some(user) = &args.user else {
-        if !stdin_tty {
+        if !stdin_tty && !token {
             return Err(
                 "standard input is not a terminal, so the client cannot ask for a \
                  name and password; use --user NAME with --password-file PATH or \
@@ -285,7 +559,7 @@ fn auto_login(args: &Args, stdin_tty: bool) -> Result<Option<Auto>, String> {
         Some(pw) if pw.chars().any(display::is_unsafe) => {
             return Err("the password contains control characters".into());
         }
-        None if !term::has_tty() => {
+        None if !token && !term::has_tty() => {
             return Err(
                 "no terminal to ask the password on; use --password-file PATH or \
                  NEOCHAT_PASSWORD in the environment"
@@ -354,6 +628,13 @@ fn say(text: &str) {
 /// The connection failed while reading: a TLS error is said as such, and
 /// anything else is the server closing.
 fn lost(e: &io::Error, last: Option<&str>) -> ! {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        eprintln!("neochat: the server stopped answering");
+        std::process::exit(1)
+    }
     match tls::tls_error(e) {
         Some(tls) => {
             eprintln!("neochat: TLS error: {tls}");
@@ -401,12 +682,45 @@ struct Session {
     /// The current room, followed by the reader thread, read by the main
     /// thread for the prompt and the echo of typed lines.
     rooms: Arc<rooms::Rooms>,
+    /// Show nothing the server sends (`--forget` only says what it did).
+    quiet: bool,
+}
+
+/// A kept token tried at login: `T` at the choice prompt, then the token.
+struct TokenTry {
+    stored: tokens::Stored,
+    state: TryState,
+    /// When the server refuses it, delete it and log in with the password;
+    /// else `login` returns.
+    fallback: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TryState {
+    Unsent,
+    /// `T` sent.
+    Chosen,
+    /// The token sent.
+    Sent,
+}
+
+/// How the login ended (only `As` when a refused token falls back).
+enum Entered {
+    /// Logged in as this name.
+    As(String),
+    /// `! invalid or expired token`.
+    TokenRefused,
+    /// The server did not take `T`: it knows no tokens.
+    NoTokens,
 }
 
 impl Session {
     fn show(&mut self, line: &str) {
         if matches!(classify(line), Line::Error(_) | Line::Notice(_)) {
             self.last = Some(line.to_owned());
+        }
+        if self.quiet {
+            return;
         }
         let here = self.rooms.current();
         say(&self
@@ -415,6 +729,8 @@ impl Session {
     }
 
     /// Follows the server's prompts until logged in; returns the name.
+    /// With a kept `token`, tries it first; refused, it is deleted and the
+    /// login goes on with the password (or returns, without fallback).
     /// Exits on end of input, on a prompt for a field it does not know, or
     /// on a login error when answering by itself.
     fn login(
@@ -423,9 +739,13 @@ impl Session {
         writer: &Writer,
         auto: Option<&Auto>,
         mut editor: Option<&mut DefaultEditor>,
-    ) -> String {
+        token: &mut Option<TokenTry>,
+    ) -> Entered {
         let mut buf = Vec::new();
         let mut registering = auto.is_some_and(|a| a.register);
+        // Whether a password can be had if the token is refused.
+        let can_ask =
+            editor.is_some() || auto.is_some_and(|a| a.password.is_some() || term::has_tty());
         loop {
             match wire::read_line(reader, &mut buf, wire::MAX_LINE) {
                 Ok(true) => {}
@@ -439,12 +759,48 @@ impl Session {
                     let name = logged_in_as(text).map(str::to_owned);
                     self.show(&line);
                     match name {
-                        Some(name) => return name,
+                        Some(name) => return Entered::As(name),
                         None => continue,
                     }
                 }
                 Line::Error(text) => {
                     self.show(&line);
+                    if let Some(t) = token.as_ref() {
+                        let refused =
+                            t.state == TryState::Sent && text == "invalid or expired token";
+                        // A server without tokens answers `T` as a bad choice.
+                        let unknown = t.state == TryState::Chosen;
+                        if refused || unknown {
+                            if !t.fallback {
+                                return match refused {
+                                    true => Entered::TokenRefused,
+                                    false => Entered::NoTokens,
+                                };
+                            }
+                            if refused {
+                                let done = "the server refused the kept login token \
+                                            (expired or revoked)";
+                                let note = tokens::remove_saying(&t.stored.path, done)
+                                    .unwrap_or_else(|| format!("neochat: {done}"));
+                                eprintln!("{note}");
+                            } else {
+                                eprintln!(
+                                    "neochat: the server does not take login tokens; \
+                                     logging in with the password"
+                                );
+                            }
+                            *token = None;
+                            if !can_ask {
+                                eprintln!(
+                                    "neochat: no terminal to ask the password on; log in \
+                                     with --user NAME and --password-file PATH or \
+                                     NEOCHAT_PASSWORD (--remember keeps a new token)"
+                                );
+                                std::process::exit(1);
+                            }
+                            continue;
+                        }
+                    }
                     if auto.is_some() {
                         eprintln!("neochat: login failed: {text}");
                         std::process::exit(1);
@@ -456,6 +812,21 @@ impl Session {
                     continue;
                 }
             };
+            if let Some(t) = token.as_mut() {
+                let answer = match (Field::of(field), t.state) {
+                    (Some(Field::Choice), TryState::Unsent) => Some((TryState::Chosen, "T")),
+                    (Some(Field::Token), TryState::Chosen) => {
+                        Some((TryState::Sent, t.stored.token.as_str()))
+                    }
+                    _ => None,
+                };
+                if let Some((state, answer)) = answer {
+                    t.state = state;
+                    // The reason of a failed send is the next thing read.
+                    let _ = writer.send_line(answer.as_bytes());
+                    continue;
+                }
+            }
             let answer = match (Field::of(field), auto, editor.as_deref_mut()) {
                 (None, _, _) => {
                     // Never guess what an unknown field wants: a server asking
@@ -508,9 +879,9 @@ impl Session {
         reader: BufReader<Reader>,
         writer: Writer,
         mut editor: DefaultEditor,
-        name: &str,
         stdout_tty: bool,
         saved: Arc<term::SavedMode>,
+        keep: Arc<tokens::Keep>,
     ) -> ExitCode {
         let style = self.style;
         let rooms = self.rooms.clone();
@@ -520,13 +891,14 @@ impl Session {
         };
         let quitting = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(()));
-        let secrets = Arc::new(Mutex::new(chat::Secrets::default()));
+        let passwd = Arc::new(chat::Passwd::default());
         let done = chat::spawn_reader(
             self,
             reader,
             chat::Answers {
                 writer: writer.clone(),
-                secrets: secrets.clone(),
+                passwd: passwd.clone(),
+                keep: keep.clone(),
             },
             printer,
             quitting.clone(),
@@ -540,22 +912,36 @@ impl Session {
             match editor.readline(&prompt) {
                 Ok(line) => {
                     let input = classify_input(&line);
-                    if input == Input::Quit {
+                    let leaving = matches!(input, Input::Quit | Input::Logout { .. });
+                    if leaving {
                         quitting.store(true, Ordering::SeqCst);
                     }
+                    if let Input::Logout { all } = input
+                        && let Some(note) = keep.logging_out(all)
+                    {
+                        eprintln!("{note}");
+                    }
                     if input == Input::Passwd {
+                        if !line.trim().eq_ignore_ascii_case("/passwd") {
+                            // Whatever was typed after it may be a password:
+                            // off the screen, and never sent.
+                            if stdout_tty {
+                                chat::redraw_typed(&lock, &prompt, &line, None, true);
+                            }
+                            say(
+                                "neochat: /passwd takes nothing after it; the client asks for both passwords, hidden",
+                            );
+                        }
                         // The passwords are asked here, hidden, and given to
                         // the server's questions by the reader thread.
                         let current = prompt::ask_secret("Current password: ");
                         let new = prompt::choose_password("New password (8-72 bytes): ");
-                        if let Ok(mut s) = secrets.lock() {
-                            *s = chat::Secrets {
-                                current: Some(current),
-                                new: Some(new),
-                            };
-                        }
+                        passwd.prepare(current, new);
                         let _ = writer.send_line(b"/passwd");
                         let _ = editor.add_history_entry("/passwd");
+                        // Nothing typed meanwhile may reach the server as an
+                        // answer to its questions.
+                        passwd.wait(PASSWD_WAIT);
                     } else if input != Input::Blank {
                         // Noted before sending, so the answer cannot come
                         // first.
@@ -569,7 +955,7 @@ impl Session {
                     if stdout_tty {
                         let here = rooms.current();
                         let now = clock(SystemTime::now());
-                        let echo = style.echo(&now, name, here.as_deref(), &line);
+                        let echo = style.echo(&now, keep.user(), here.as_deref(), &line);
                         let blank = input == Input::Blank;
                         chat::redraw_typed(&lock, &prompt, &line, echo.as_deref(), blank);
                     }
@@ -577,7 +963,7 @@ impl Session {
                     // the room the server put us in; a server that does not
                     // answer within a second leaves it as it was.
                     rooms.wait_answer(ANSWER_WAIT);
-                    if input == Input::Quit {
+                    if leaving {
                         break ExitCode::SUCCESS;
                     }
                 }
@@ -605,6 +991,7 @@ impl Session {
         reader: BufReader<Reader>,
         writer: Writer,
         saved: Arc<term::SavedMode>,
+        keep: Arc<tokens::Keep>,
     ) -> ExitCode {
         let quitting = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(()));
@@ -614,7 +1001,8 @@ impl Session {
             reader,
             chat::Answers {
                 writer: writer.clone(),
-                secrets: Arc::new(Mutex::new(chat::Secrets::default())),
+                passwd: Arc::new(chat::Passwd::default()),
+                keep: keep.clone(),
             },
             chat::Printer::Stdout,
             quitting.clone(),
@@ -624,12 +1012,19 @@ impl Session {
         let mut stdin = io::stdin().lock();
         let mut buf = Vec::new();
         while let Ok(true) = wire::read_line(&mut stdin, &mut buf, 1 << 20) {
-            let quit = classify_input(&String::from_utf8_lossy(&buf)) == Input::Quit;
-            if quit {
+            let text = String::from_utf8_lossy(&buf);
+            let input = classify_input(&text);
+            let leaving = matches!(input, Input::Quit | Input::Logout { .. });
+            if leaving {
                 quitting.store(true, Ordering::SeqCst);
             }
-            rooms.typed(&String::from_utf8_lossy(&buf));
-            if writer.send_line(&buf).is_err() || quit {
+            if let Input::Logout { all } = input
+                && let Some(note) = keep.logging_out(all)
+            {
+                eprintln!("{note}");
+            }
+            rooms.typed(&text);
+            if writer.send_line(&buf).is_err() || leaving {
                 break;
             }
         }

@@ -1703,3 +1703,312 @@ fn rooms_history_and_the_prompt_follow_the_server() {
         ]
     );
 }
+
+// ------------------------------------------------------ login tokens
+//
+// Against a fake server speaking issue 12's lines (`T`, `? token`,
+// `* token ...`, `! invalid or expired token`, `/logout`): the real one
+// does not have tokens yet.
+
+/// The token the fake server gives for `/token` (32 characters, as the
+/// real one's).
+const FRESH: &str = "fresh-Token_0123456789abcdefghij";
+/// A token kept by an earlier run that the fake server still takes.
+const VALID: &str = "valid-Token_0123456789abcdefghij";
+/// A token kept by an earlier run that the fake server refuses.
+const STALE: &str = "stale-Token_0123456789abcdefghij";
+
+/// A fake server with tokens, for the account alice (any password): `T`
+/// logs in with `VALID` or `FRESH` only, else `! invalid or expired token`
+/// and the choice again. In the chat, `/token` gets `* token FRESH`,
+/// `/passwd` asks both passwords and changes, `/logout [all]` and `/quit`
+/// get `* bye` and the end.
+fn token_server(c: &mut FakeConn) {
+    c.welcome();
+    loop {
+        let Some(choice) = c.line() else { return };
+        match choice.as_str() {
+            "T" => {
+                c.send("? token\n");
+                let Some(token) = c.line() else { return };
+                if token == VALID || token == FRESH {
+                    break;
+                }
+                c.send("! invalid or expired token\n? choice Sign up (R) or Login (L)\n");
+            }
+            "L" => {
+                c.send("? username\n");
+                if c.line().is_none() {
+                    return;
+                }
+                c.send("? password\n");
+                if c.line().is_none() {
+                    return;
+                }
+                break;
+            }
+            _ => c.send("! please answer R or L\n? choice Sign up (R) or Login (L)\n"),
+        }
+    }
+    c.send("* logged in as alice\n* online (1): alice\n");
+    while let Some(line) = c.line() {
+        match line.as_str() {
+            "/token" => c.send(&format!("* token {FRESH}\n")),
+            "/passwd" => {
+                c.send("? password current\n");
+                let _ = c.line();
+                c.send("? password new\n");
+                let _ = c.line();
+                c.send("* password changed\n");
+            }
+            "/logout" | "/logout all" | "/quit" => {
+                c.send("* bye\n");
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Home {
+    /// Where the client keeps the token of `user` at `addr`.
+    fn token_file(&self, user: &str, addr: SocketAddr) -> PathBuf {
+        self.dir
+            .path()
+            .join("config/neochat/tokens")
+            .join(format!("{user}@{addr}"))
+    }
+
+    /// Keeps `token` for alice at `addr`, as an earlier `--remember` did.
+    fn keep_token(&self, addr: SocketAddr, token: &str) -> PathBuf {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = self.token_file("alice", addr);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path.parent().unwrap())
+            .unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .unwrap();
+        file.write_all(format!("{token}\n").as_bytes()).unwrap();
+        path
+    }
+}
+
+#[test]
+fn remember_keeps_a_private_token_and_the_next_run_logs_in_with_it() {
+    let fake = Fake::start(None, token_server);
+    let addr = fake.addr.to_string();
+    let home = Home::new();
+    let env = home.env(&[]);
+
+    let mut t = Pty::spawn(&[&addr, "--remember", "--user", "alice"], &env);
+    t.expect("Password:");
+    t.type_keys("alice-password\r");
+    t.expect("logged in as alice");
+    t.expect("remembered the login of alice at");
+    t.expect("> ");
+    // This connection logged in with the password: /logout revokes no
+    // kept token, so the file stays.
+    t.type_keys("/logout\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    assert!(!contains(&t.raw(), FRESH.as_bytes()), "{}", t.plain());
+    assert_eq!(
+        fake.record().lines(),
+        ["L", "alice", "alice-password", "/token", "/logout"]
+    );
+    let path = home.token_file("alice", fake.addr);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{FRESH}\n")
+    );
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(mode_of(path.parent().unwrap()), 0o700);
+    // Nothing else in the directory (no temporary file left).
+    assert_eq!(
+        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+        1
+    );
+
+    // The next run asks nothing: `T` and the token, then the chat.
+    let mut t = Pty::spawn(&[&addr], &env);
+    t.expect("logged in as alice");
+    t.expect("> ");
+    t.type_keys("hello\r");
+    t.expect("alice: hello");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    let plain = t.plain();
+    assert!(!plain.contains("Password"), "{plain}");
+    assert!(!plain.contains("Sign up"), "{plain}");
+    assert!(!contains(&t.raw(), FRESH.as_bytes()), "{plain}");
+    assert_eq!(fake.record().lines(), ["T", FRESH, "hello", "/quit"]);
+    assert!(path.exists());
+
+    // A script needs no password either; /logout of a token login
+    // deletes the token it revokes.
+    let (status, out, err) = run_piped(&[&addr], &env, "hi\n/logout\n");
+    assert!(status.success(), "{out}{err}");
+    assert!(out.trim_end().ends_with("* bye"), "{out}");
+    assert!(!out.contains(FRESH) && !err.contains(FRESH), "{out}{err}");
+    assert_eq!(fake.record().lines(), ["T", FRESH, "hi", "/logout"]);
+    assert!(!path.exists(), "{err}");
+    assert!(err.contains("deleted"), "{err}");
+
+    // Without the token, a script without a password is refused again.
+    let (status, _, err) = run_piped(&[&addr], &env, "");
+    assert_eq!(status.code(), Some(2), "{err}");
+    fake.no_more_connections();
+}
+
+#[test]
+fn a_refused_token_is_deleted_and_the_password_asked() {
+    let fake = Fake::start(None, token_server);
+    let addr = fake.addr.to_string();
+    let home = Home::new();
+    let path = home.keep_token(fake.addr, STALE);
+
+    let mut t = Pty::spawn(&[&addr], &home.env(&[]));
+    t.expect("refused the kept login token");
+    t.expect("Sign up (R) or Login (L)?");
+    t.type_keys("L\r");
+    t.expect("Username:");
+    t.type_keys("alice\r");
+    t.expect("Password:");
+    t.type_keys("alice-password\r");
+    t.expect("logged in as alice");
+    t.expect("> ");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    assert!(!contains(&t.raw(), STALE.as_bytes()), "{}", t.plain());
+    assert!(!path.exists());
+    assert_eq!(
+        fake.record().lines(),
+        ["T", STALE, "L", "alice", "alice-password", "/quit"]
+    );
+
+    // A script with a password falls back by itself.
+    home.keep_token(fake.addr, STALE);
+    let (status, out, err) = run_piped(&[&addr, "--user", "alice"], &home.env(&[PW]), "hi\n");
+    assert!(status.success(), "{out}{err}");
+    assert!(err.contains("refused the kept login token"), "{err}");
+    assert!(!path.exists());
+    assert_eq!(
+        fake.record().lines(),
+        ["T", STALE, "L", "alice", "x-password", "hi", "/quit"]
+    );
+}
+
+#[test]
+fn forget_revokes_on_the_server_and_deletes_the_file() {
+    let fake = Fake::start(None, token_server);
+    let addr = fake.addr.to_string();
+    let home = Home::new();
+    // A relative XDG_CONFIG_HOME is ignored (the XDG rule): the tokens are
+    // under $HOME/.config.
+    let env = [("HOME", home.home.as_str()), ("XDG_CONFIG_HOME", "rel")];
+    let dir = home.dir.path().join(".config/neochat/tokens");
+    let path = dir.join(format!("alice@{addr}"));
+
+    // --remember with a scripted login keeps the token there.
+    let env_pw = [env[0], env[1], PW];
+    let (status, out, err) = run_piped(&[&addr, "--remember", "--user", "alice"], &env_pw, "");
+    assert!(status.success(), "{out}{err}");
+    assert!(!out.contains(FRESH) && !err.contains(FRESH), "{out}{err}");
+    assert_eq!(
+        fake.record().lines(),
+        ["L", "alice", "x-password", "/token", "/quit"]
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), FRESH);
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(mode_of(&dir), 0o700);
+
+    let (status, out, err) = run_piped(&[&addr, "--forget"], &env, "");
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("the server revoked the login token of alice"),
+        "{out}"
+    );
+    assert!(out.contains("deleted"), "{out}");
+    assert!(!out.contains(FRESH) && !err.contains(FRESH), "{out}{err}");
+    assert_eq!(fake.record().lines(), ["T", FRESH, "/logout"]);
+    assert!(!path.exists());
+
+    // Nothing kept: said, and no connection at all.
+    let (status, out, err) = run_piped(&[&addr, "--forget"], &env, "");
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("no login token is kept"), "{out}");
+    fake.no_more_connections();
+
+    // A token the server no longer takes is just deleted.
+    std::fs::write(&path, format!("{STALE}\n")).unwrap();
+    let (status, out, err) = run_piped(&[&addr, "--forget"], &env, "");
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("no longer takes the login token"), "{out}");
+    assert!(!path.exists());
+    assert_eq!(fake.record().lines(), ["T", STALE]);
+
+    // A server that cannot be reached: the token is kept, to be revoked
+    // later.
+    let dead = dead_addr();
+    let kept = dir.join(format!("alice@{dead}"));
+    std::fs::write(&kept, format!("{VALID}\n")).unwrap();
+    let (status, _, err) = run_piped(&[&dead.to_string(), "--forget"], &env, "");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("still kept"), "{err}");
+    assert!(kept.exists());
+}
+
+#[test]
+fn passwd_after_a_token_login_is_hidden_and_forgets_the_revoked_token() {
+    let fake = Fake::start(None, token_server);
+    let addr = fake.addr.to_string();
+    let home = Home::new();
+    let path = home.keep_token(fake.addr, VALID);
+
+    let mut t = Pty::spawn(&[&addr], &home.env(&[]));
+    t.expect("logged in as alice");
+    t.expect("> ");
+    // A password typed after /passwd is never sent.
+    t.type_keys("/passwd typed-in-the-line\r");
+    t.expect("takes nothing after it");
+    t.expect("Current password:");
+    t.type_keys("old-password-1\r");
+    t.expect("New password (8-72 bytes):");
+    t.type_keys("new-password-2\r");
+    t.expect("Type it again:");
+    t.type_keys("new-password-2\r");
+    t.expect("* password changed");
+    // Every token of the account is revoked with it: the kept one goes.
+    t.expect("deleted");
+    t.expect("> ");
+    t.type_keys("/quit\r");
+    t.expect("* bye");
+    assert!(t.wait_exit().success(), "{}", t.plain());
+    assert!(!path.exists());
+    for secret in ["old-password-1", "new-password-2", VALID] {
+        assert!(
+            !contains(&t.raw(), secret.as_bytes()),
+            "{secret} shown:\n{}",
+            t.plain()
+        );
+    }
+    assert_eq!(
+        fake.record().lines(),
+        [
+            "T",
+            VALID,
+            "/passwd",
+            "old-password-1",
+            "new-password-2",
+            "/quit"
+        ]
+    );
+}

@@ -1,13 +1,15 @@
 //! The chat phase's plumbing: the thread that prints what the server sends
 //! (and answers the server's `/passwd` questions with the passwords the
-//! main thread asked for hidden, and tells `rooms::Rooms` what the server
-//! said, so the prompt follows the current room), and keeping rustyline's
+//! main thread asked for hidden, hands the server's lines to
+//! `tokens::Keep`, which keeps the token `--remember` asked for without
+//! showing it, and tells `rooms::Rooms` what the server said, so the
+//! prompt follows the current room), and keeping rustyline's
 //! screen tidy around it (drawing messages above the line being typed,
 //! rewriting one's own lines, leaving cleanly when the server goes away).
 
 use std::io::{self, BufReader, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,6 +17,7 @@ use rustyline::ExternalPrinter;
 
 use crate::conn::{Reader, Writer};
 use crate::display::{Line, classify, clock, sanitize};
+use crate::tokens::Keep;
 use crate::{Session, say, term, tls, wire};
 
 /// Answers to the server's `/passwd` questions (`? password current`,
@@ -22,25 +25,88 @@ use crate::{Session, say, term, tls, wire};
 /// so that no password is ever typed into the chat line, shown, or kept in
 /// its history. Each answer is given once.
 #[derive(Default)]
-pub struct Secrets {
-    pub current: Option<String>,
-    pub new: Option<String>,
+struct Secrets {
+    current: Option<String>,
+    new: Option<String>,
+    /// `/passwd` was sent and the server has not said how it ended.
+    waiting: bool,
 }
 
-/// What the reader thread needs to answer the `/passwd` questions.
+/// The `/passwd` exchange, shared by the main thread (which asks the
+/// passwords and waits for the end) and the reader thread (which answers
+/// the server's questions).
+#[derive(Default)]
+pub struct Passwd {
+    secrets: Mutex<Secrets>,
+    ended: Condvar,
+}
+
+impl Passwd {
+    fn lock(&self) -> MutexGuard<'_, Secrets> {
+        self.secrets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Holds the two answers until the server asks for them; call before
+    /// sending `/passwd`.
+    pub fn prepare(&self, current: String, new: String) {
+        *self.lock() = Secrets {
+            current: Some(current),
+            new: Some(new),
+            waiting: true,
+        };
+    }
+
+    /// Waits until the server said how `/passwd` ended (changed, or an
+    /// error), for at most `limit`: until then a line typed ahead could be
+    /// taken by the server as a password, and a password as a chat line.
+    pub fn wait(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut s = self.lock();
+        while s.waiting {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            s = match self.ended.wait_timeout(s, left) {
+                Ok((s, _)) => s,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Takes the prepared answer to a prompt seen during the chat, if any.
+    fn take(&self, field: &str, hint: &str) -> Option<String> {
+        let mut s = self.lock();
+        match (field, hint) {
+            ("password", "current") => s.current.take(),
+            ("password", "new") => s.new.take(),
+            _ => None,
+        }
+    }
+
+    /// Follows the end of the exchange: `* password changed`, or any error
+    /// while it lasts (a wrong current password, a refused new one, a
+    /// server without `/passwd`). The answers not given yet are dropped.
+    fn heard(&self, line: &Line<'_>) {
+        let mut s = self.lock();
+        let ended = match line {
+            Line::Notice(text) => *text == "password changed",
+            Line::Error(_) => true,
+            _ => false,
+        };
+        if ended && s.waiting {
+            *s = Secrets::default();
+            self.ended.notify_all();
+        }
+    }
+}
+
+/// What the reader thread needs to answer the server's questions and to
+/// look after the kept login token.
 pub struct Answers {
     pub writer: Writer,
-    pub secrets: Arc<Mutex<Secrets>>,
-}
-
-/// Takes the prepared answer to a prompt seen during the chat, if any.
-fn prepared(secrets: &Mutex<Secrets>, field: &str, hint: &str) -> Option<String> {
-    let mut s = secrets.lock().ok()?;
-    match (field, hint) {
-        ("password", "current") => s.current.take(),
-        ("password", "new") => s.new.take(),
-        _ => None,
-    }
+    pub passwd: Arc<Passwd>,
+    pub keep: Arc<Keep>,
 }
 
 /// Where the reader thread prints.
@@ -51,7 +117,7 @@ pub enum Printer {
 }
 
 /// Starts the thread that prints what the server sends, and answers the
-/// `/passwd` questions from `secrets`. When the server closes, it signals
+/// `/passwd` questions from `answers`. When the server closes, it signals
 /// the returned channel if the user is leaving, and otherwise puts the
 /// terminal back, says why and exits 1.
 pub fn spawn_reader(
@@ -73,6 +139,17 @@ pub fn spawn_reader(
                 Err(e) => break Some(e),
             }
             let line = sanitize(&buf);
+            // Said after the line it is about.
+            let heard = answers.keep.heard(&classify(&line));
+            if heard.hide {
+                // The token the client asked for itself: never shown, and
+                // never the "last word" repeated when the server closes.
+                if let Some(note) = &heard.note {
+                    let _guard = lock.lock();
+                    note_to(&mut printer, note);
+                }
+                continue;
+            }
             // Follow the current room first: the answer to a `/join` is
             // already shown as a line of the room one is in.
             session.rooms.heard(&classify(&line));
@@ -83,7 +160,7 @@ pub fn spawn_reader(
                     .incoming(&clock(SystemTime::now()), here.as_deref(), &line);
             match classify(&line) {
                 Line::Prompt { field, hint } => {
-                    if let Some(answer) = prepared(&answers.secrets, field, hint) {
+                    if let Some(answer) = answers.passwd.take(field, hint) {
                         // A failed send means the server is gone: the next
                         // read says so.
                         let _ = answers.writer.send_line(answer.as_bytes());
@@ -96,14 +173,13 @@ pub fn spawn_reader(
                 }
                 Line::Error(_) => {
                     // A refused current password: the new one is not wanted.
-                    if let Ok(mut s) = answers.secrets.lock()
-                        && s.current.is_none()
-                    {
-                        s.new = None;
-                    }
+                    answers.passwd.heard(&classify(&line));
                     session.last = Some(line);
                 }
-                Line::Notice(_) => session.last = Some(line),
+                Line::Notice(_) => {
+                    answers.passwd.heard(&classify(&line));
+                    session.last = Some(line);
+                }
                 _ => {}
             }
             let _guard = lock.lock();
@@ -116,6 +192,9 @@ pub fn spawn_reader(
                     }
                 }
                 Printer::Stdout => say(&shown),
+            }
+            if let Some(note) = &heard.note {
+                note_to(&mut printer, note);
             }
         };
         if quitting.load(Ordering::SeqCst) {
@@ -149,6 +228,20 @@ pub fn spawn_reader(
         std::process::exit(1);
     });
     done_rx
+}
+
+/// Tells the user something of the client's own while the reader thread
+/// runs: above the line being edited, or on stderr (a script's stdout is
+/// the chat).
+fn note_to(printer: &mut Printer, note: &str) {
+    match printer {
+        Printer::Editor(p) => {
+            if p.print(format!("{note}\n")).is_err() {
+                eprintln!("{note}");
+            }
+        }
+        Printer::Stdout => eprintln!("{note}"),
+    }
 }
 
 /// Returns once rustyline has finished drawing every message handed to

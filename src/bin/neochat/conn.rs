@@ -15,6 +15,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use rustls::ClientConnection;
 
@@ -36,6 +37,14 @@ struct Shared {
 }
 
 impl Conn {
+    /// Bounds every later read on the socket (both halves share it): a read
+    /// that waits longer fails with `WouldBlock` or `TimedOut`.
+    pub fn set_read_timeout(&self, limit: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Plain(sock) | Conn::Tls(_, sock) => sock.set_read_timeout(limit),
+        }
+    }
+
     /// Splits the stream into its reading and writing halves.
     pub fn split(self) -> io::Result<(Reader, Writer)> {
         match self {

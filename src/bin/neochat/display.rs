@@ -169,6 +169,10 @@ pub enum Input<'a> {
     /// `/passwd`, in any case (anything after it is never sent): the
     /// client asks the passwords itself, hidden.
     Passwd,
+    /// `/logout` (`all: false`) or `/logout all`, in any case: the server
+    /// says `* bye` and closes. With anything else after it, a `Command`
+    /// (the server answers with its usage).
+    Logout { all: bool },
     /// Any other slash command, sent as typed.
     Command,
 }
@@ -193,6 +197,11 @@ pub fn classify_input(line: &str) -> Input<'_> {
     match command.to_ascii_lowercase().as_str() {
         "quit" => Input::Quit,
         "passwd" => Input::Passwd,
+        "logout" => match args.trim_matches(is_blank) {
+            "" => Input::Logout { all: false },
+            a if a.eq_ignore_ascii_case("all") => Input::Logout { all: true },
+            _ => Input::Command,
+        },
         "me" if !args.trim_matches(is_blank).is_empty() => Input::Me(args),
         "msg" | "to" => match args.find(is_blank) {
             Some(i) if !args[i..].trim_matches(is_blank).is_empty() => {
@@ -361,7 +370,9 @@ impl Style {
                 out.push_str(": ");
                 out.push_str(text);
             }
-            Input::Blank | Input::Quit | Input::Passwd | Input::Command => return None,
+            Input::Blank | Input::Quit | Input::Passwd | Input::Logout { .. } | Input::Command => {
+                return None;
+            }
         }
         Some(out)
     }
@@ -490,6 +501,12 @@ mod tests {
         assert_eq!(classify_input("/passwd"), Input::Passwd);
         assert_eq!(classify_input("/PASSWD oops-a-password"), Input::Passwd);
         assert_eq!(classify_input("/passwdx"), Input::Command);
+        assert_eq!(classify_input("/logout"), Input::Logout { all: false });
+        assert_eq!(classify_input("/LOGOUT  "), Input::Logout { all: false });
+        assert_eq!(classify_input("/logout all"), Input::Logout { all: true });
+        assert_eq!(classify_input("/logout ALL "), Input::Logout { all: true });
+        assert_eq!(classify_input("/logout x"), Input::Command);
+        assert_eq!(classify_input("/logoutall"), Input::Command);
         assert_eq!(classify_input("/who"), Input::Command);
         assert_eq!(classify_input("/me waves"), Input::Me("waves"));
         assert_eq!(classify_input("/me"), Input::Command);

@@ -2,8 +2,9 @@
 //! for servers that no certificate authority vouches for, like OpenSSH's
 //! `known_hosts`.
 //!
-//! Owns the file's place (`$XDG_CONFIG_HOME/neochat/known_servers`, else
-//! `$HOME/.config/neochat/known_servers`), its format (one
+//! Owns the client's directory (`$XDG_CONFIG_HOME/neochat`, else
+//! `$HOME/.config/neochat`) and the file's place in it (`known_servers`),
+//! its format (one
 //! `HOST:PORT SHA256:...` line per server; blank lines and `#` comments
 //! allowed), reading it without ever failing on a bad line (a warning
 //! instead), and adding a pin atomically (temporary file, then rename;
@@ -79,10 +80,16 @@ pub fn server_key(addr: &str) -> String {
     }
 }
 
-/// Where the pins live, from the environment: `$XDG_CONFIG_HOME` when it is
-/// an absolute path (the XDG rule: a relative one is ignored), else
-/// `$HOME/.config`. `None` when neither is usable.
+/// Where the pins live: `known_servers` in [`config_dir`].
 pub fn default_path() -> Option<PathBuf> {
+    Some(config_dir()?.join("known_servers"))
+}
+
+/// The client's directory, from the environment: `neochat` in
+/// `$XDG_CONFIG_HOME` when it is an absolute path (the XDG rule: a
+/// relative one is ignored), else in `$HOME/.config`. `None` when neither
+/// is usable. The login tokens live there too (`tokens.rs`).
+pub fn config_dir() -> Option<PathBuf> {
     let absolute = |var: &str| {
         std::env::var_os(var)
             .map(PathBuf::from)
@@ -90,7 +97,7 @@ pub fn default_path() -> Option<PathBuf> {
     };
     let base =
         absolute("XDG_CONFIG_HOME").or_else(|| absolute("HOME").map(|h| h.join(".config")))?;
-    Some(base.join("neochat").join("known_servers"))
+    Some(base.join("neochat"))
 }
 
 /// One valid line of the file.
