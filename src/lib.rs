@@ -21,6 +21,8 @@
 //! - [`store`]: the SQLite database: opening it, its file modes, errors,
 //!   numbered schema migrations, the queries per table, and the one store
 //!   thread that makes every write in group commits (`store::Store`).
+//! - [`admin`]: the work of the admin subcommands (`neochat-server op ...`,
+//!   `users ...`) on a database, with the server stopped or running.
 //! - [`auth`]: the worker pool that runs bcrypt (and reads accounts) off the
 //!   loop and wakes it with results; new accounts go to the store thread.
 //! - [`log_every`]: log lines for events that can repeat fast, throttled
@@ -32,6 +34,7 @@
 //!
 //! The wire protocol is described in `docs/protocol.md`.
 
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod config;

@@ -1,12 +1,17 @@
 //! `neochat-server`: parses flags, sets up logging, runs the library's
 //! server; `neochat-server fingerprint` prints the TLS certificate's
-//! fingerprint for clients to check.
+//! fingerprint for clients to check; `neochat-server op ...` and `users
+//! ...` are the operator's commands on the database (the work is
+//! `neochat::admin`; here, the flags, the password prompt and the output).
 
-use std::path::PathBuf;
+use std::fmt::Display;
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use neochat::Server;
+use neochat::admin;
 use neochat::config::Flags;
 use neochat::transport::tls;
 
@@ -34,6 +39,58 @@ enum Command {
         #[arg(long, value_name = "PEM")]
         tls_cert: Option<PathBuf>,
     },
+    /// Grant, take back or list the server operators (the server may be
+    /// running: it takes the change within seconds)
+    Op {
+        #[command(flatten)]
+        db: Db,
+        #[command(subcommand)]
+        action: OpAction,
+    },
+    /// List accounts, delete one, or reset its password (the server may be
+    /// running: it closes the account's connections within seconds)
+    Users {
+        #[command(flatten)]
+        db: Db,
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+/// The database the admin subcommands work on.
+#[derive(clap::Args, Debug)]
+struct Db {
+    /// The server's database (must exist: it is never created here)
+    #[arg(long, value_name = "PATH", default_value = "neochat.db", global = true)]
+    db: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum OpAction {
+    /// Make an account a server operator
+    Add { name: String },
+    /// Make a server operator an ordinary account again
+    Remove { name: String },
+    /// Print the server operators, one a line
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersAction {
+    /// Print every account: name, creation time, ` op`, ` banned until <time>`
+    List,
+    /// Delete an account and everything of it; its name can never be
+    /// registered again
+    Delete { name: String },
+    /// Set a new password (asked twice on the terminal, or one line from
+    /// stdin) and revoke every token of the account
+    ResetPassword {
+        name: String,
+        /// bcrypt cost of the new hash, 4 to 31
+        #[arg(long, value_name = "N", default_value_t = 12,
+              value_parser = clap::value_parser!(u32).range(4..=31))]
+        bcrypt_cost: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +98,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match args.command {
         Some(Command::Fingerprint { db, tls_cert }) => fingerprint(&db, tls_cert),
+        Some(Command::Op { db, action }) => op(&db.db, action),
+        Some(Command::Users { db, action }) => users(&db.db, action),
         None => serve(&args.flags),
     }
 }
@@ -57,6 +116,112 @@ fn fingerprint(db: &std::path::Path, tls_cert: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn op(db: &Path, action: OpAction) -> ExitCode {
+    match action {
+        OpAction::Add { name } => report(admin::op_add(db, &name).map(|r| [r])),
+        OpAction::Remove { name } => report(admin::op_remove(db, &name).map(|r| [r])),
+        OpAction::List => report(admin::op_list(db)),
+    }
+}
+
+fn users(db: &Path, action: UsersAction) -> ExitCode {
+    match action {
+        UsersAction::List => report(admin::users_list(db)),
+        UsersAction::Delete { name } => report(admin::users_delete(db, &name).map(|r| [r])),
+        UsersAction::ResetPassword { name, bcrypt_cost } => reset_password(db, &name, bcrypt_cost),
+    }
+}
+
+fn reset_password(db: &Path, name: &str, cost: u32) -> ExitCode {
+    // An unknown name (or a missing database) is told before the password
+    // is asked for.
+    let shown = match admin::user(db, name) {
+        Ok(shown) => shown,
+        Err(e) => return fail(e),
+    };
+    let password = match new_password(&shown) {
+        Ok(password) => password,
+        Err(e) => return fail(e),
+    };
+    report(admin::reset_password(db, name, &password, cost).map(|r| [r]))
+}
+
+/// Prints each item on its own line, or the error; the exit code.
+fn report<T: Display, E: Display>(result: Result<impl IntoIterator<Item = T>, E>) -> ExitCode {
+    let lines = match result {
+        Ok(lines) => lines,
+        Err(e) => return fail(e),
+    };
+    let mut out = io::stdout().lock();
+    for line in lines {
+        if let Err(e) = writeln!(out, "{line}") {
+            return fail(format!("cannot write the output: {e}"));
+        }
+    }
+    match out.flush() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("cannot write the output: {e}")),
+    }
+}
+
+fn fail(e: impl Display) -> ExitCode {
+    eprintln!("neochat-server: {e}");
+    ExitCode::FAILURE
+}
+
+/// The new password: asked twice, hidden, on the terminal; else one line
+/// of stdin (a script's pipe), without its LF or CRLF.
+fn new_password(name: &str) -> Result<String, String> {
+    if !io::stdin().is_terminal() {
+        return password_from_stdin();
+    }
+    let first = hidden(&format!("new password for {name}: "))?;
+    admin::check_password(&first).map_err(|e| e.to_string())?;
+    let again = hidden("again: ")?;
+    if first != again {
+        return Err("the passwords do not match: nothing changed".to_owned());
+    }
+    Ok(first)
+}
+
+/// Reads a password from the terminal without echo. rpassword answers
+/// Ctrl-C by raising SIGINT with the terminal still in its raw mode, which
+/// would kill the process and leave the terminal so; ignored meanwhile,
+/// the interrupt comes back as an error after the terminal is restored.
+fn hidden(prompt: &str) -> Result<String, String> {
+    // SAFETY: plain syscalls on our own signal disposition.
+    let old = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let result = rpassword::prompt_password(prompt);
+    // SAFETY: as above, putting back what was there.
+    unsafe { libc::signal(libc::SIGINT, old) };
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::Interrupted => "interrupted: nothing changed".to_owned(),
+        io::ErrorKind::UnexpectedEof => "no password typed: nothing changed".to_owned(),
+        _ => format!("cannot read the password from the terminal: {e}"),
+    })
+}
+
+/// One line of stdin, at most a few KiB read (a password is 72 bytes at
+/// most: a longer line is refused whole, never cut).
+fn password_from_stdin() -> Result<String, String> {
+    let mut line = Vec::new();
+    io::stdin()
+        .lock()
+        .take(4096)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    if line.is_empty() {
+        return Err("no password on stdin".to_owned());
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    String::from_utf8(line).map_err(|_| "the password on stdin is not valid UTF-8".to_owned())
 }
 
 fn serve(flags: &Flags) -> ExitCode {

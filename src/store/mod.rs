@@ -63,6 +63,9 @@ pub enum ErrorKind {
     ReadOnly,
     /// A worker thread could not be started.
     Thread,
+    /// Another connection held the lock this needed for longer than the
+    /// busy timeout (SQLITE_BUSY).
+    Busy,
 }
 
 impl Error {
@@ -88,7 +91,12 @@ impl std::error::Error for Error {}
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Error {
-        Error::new(ErrorKind::Database, e.to_string())
+        let kind = if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
+            ErrorKind::Busy
+        } else {
+            ErrorKind::Database
+        };
+        Error::new(kind, e.to_string())
     }
 }
 

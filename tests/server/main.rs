@@ -4,6 +4,7 @@
 //! module per area; helpers live in `util`.
 
 mod abuse;
+mod admin;
 mod attacks;
 mod chat;
 mod crash;
