@@ -4,6 +4,7 @@
 //! module per area; helpers live in `util`.
 
 mod abuse;
+mod accounts_v2;
 mod attacks;
 mod chat;
 mod crash;
@@ -13,6 +14,7 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod moderation_v2;
 mod output;
 mod remote;
 mod review;
