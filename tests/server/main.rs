@@ -4,6 +4,7 @@
 //! module per area; helpers live in `util`.
 
 mod abuse;
+mod accounts_v2;
 mod admin;
 mod attacks;
 mod chat;
@@ -14,6 +15,7 @@ mod harness;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod moderation_v2;
 mod output;
 mod remote;
 mod review;
