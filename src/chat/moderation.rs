@@ -528,18 +528,22 @@ pub(super) fn ban(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
                 by: call.user.to_owned(),
             };
             ctx.hub.set_sanction(act.room, row, ctx.wall, ctx.actions);
-            if act.lobby {
+            // Someone not there is banned all the same; only the operator
+            // is told.
+            let present = if act.lobby {
+                let online = ctx.hub.is_online(&act.target);
                 let line = format!("! banned until {when}: {reason}\n");
                 ctx.hub
                     .close_conns(&act.target, None, line.as_bytes(), true, ctx.actions);
+                online
             } else {
                 let line = format!(
                     "{} ! you were banned from {} by {} until {when}: {reason}\n",
                     act.tag, act.tag, call.user
                 );
                 ctx.hub
-                    .remove_member(act.room, &act.target, Some(line.as_bytes()), ctx.actions);
-            }
+                    .remove_member(act.room, &act.target, Some(line.as_bytes()), ctx.actions)
+            };
             log_act(
                 "ban",
                 call.user,
@@ -552,7 +556,11 @@ pub(super) fn ban(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
                 act.target,
                 call.user
             );
-            tell_room_and_actor(ctx, act.room, call.conn, notice);
+            if present {
+                tell_room_and_actor(ctx, act.room, call.conn, notice);
+            } else {
+                ctx.send(&notice);
+            }
         },
     )
 }

@@ -772,6 +772,7 @@ fn a_room_ban_without_a_duration_is_forever_and_reaches_non_members() {
     let mut dave = login(s.addr, "dave", &pw("dave"));
     dave.send("/join #rust\n");
     dave.expect("! you are banned from #rust until forever");
+    alice.expect("* dave joined");
     alice.send("/who #rust\n");
     alice.expect("#rust * online (2): alice, bob");
 }
