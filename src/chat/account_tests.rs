@@ -357,3 +357,57 @@ impl World {
         (i, out)
     }
 }
+
+#[test]
+fn a_banned_room_operator_operates_no_more() {
+    let mut w = World::new();
+    let a = w.chatter("alice");
+    let b = w.chatter("bob");
+    let c = w.chatter("carol");
+    for i in [a, b, c] {
+        w.line(i, "/join #rust");
+    }
+    w.line(a, "/op #rust bob");
+    w.line(a, "/ban #rust bob");
+    w.take(b);
+    assert_eq!(
+        w.line(b, "/kick #rust carol"),
+        "! you are not an operator of #rust\n"
+    );
+}
+
+#[test]
+fn a_login_whose_state_was_read_while_it_was_banned_is_refused() {
+    let mut w = World::new();
+    let a = w.chatter("alice");
+    w.op("alice");
+    w.account("bob", "password-bob");
+    w.eager = false;
+    let b = w.connect();
+    w.take(b);
+    w.send(b, b"L\nbob\npassword-bob\n");
+    w.answer(b);
+    // bob's state is being read: not online yet.
+    w.send(a, b"/ban bob\n");
+    w.settle();
+    assert!(
+        w.take(b)
+            .ends_with("! banned until forever: no reason given\n")
+    );
+    assert!(w.closed[b]);
+    assert!(!w.hub.is_online("bob"));
+}
+
+#[test]
+fn a_server_operator_sets_the_topic_of_a_room_they_are_not_in() {
+    let mut w = World::new();
+    let a = w.chatter("alice");
+    let b = w.chatter("bob");
+    w.op("alice");
+    w.line(b, "/join #rust");
+    w.take(a);
+    assert_eq!(
+        w.line(a, "/topic #rust be kind"),
+        "#rust * topic: be kind (set by alice)\n"
+    );
+}

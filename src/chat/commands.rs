@@ -402,11 +402,16 @@ fn topic(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
     } else if !ctx.hub.may_set_topic(room, call.user) {
         let tag = ctx.hub.room(room).map(|r| r.tag()).unwrap_or_default();
         ctx.send(&format!("! you are not an operator of {tag}"));
-    } else if !ctx.hub.is_member(call.user, room) {
+    } else if !ctx.hub.is_member(call.user, room) && !ctx.hub.is_server_op(call.user) {
         let tag = ctx.hub.room(room).map(|r| r.tag()).unwrap_or_default();
         ctx.send(&format!("! you are not in {tag}"));
     } else {
         ctx.hub.set_topic(room, call.user, text, ctx.actions);
+        // A server operator who is not a member is told too.
+        if !ctx.hub.is_member(call.user, room) {
+            let tag = ctx.hub.room(room).map(|r| r.tag()).unwrap_or_default();
+            ctx.send(&format!("{tag} * topic: {text} (set by {})", call.user));
+        }
     }
     Then::Stay
 }

@@ -318,11 +318,14 @@ impl Hub {
     ) -> Vec<RoomId> {
         let key = fold(shown);
         if !self.online.contains_key(&key) {
+            // Only rooms that still count it a member: a kick or ban
+            // while the state was read has removed it since.
             let rooms: Vec<RoomId> = loaded
                 .map(|s| {
                     s.rooms
                         .iter()
                         .filter_map(|(name, _)| self.by_name.get(name).copied())
+                        .filter(|r| self.rooms[r.0].members.contains(&key))
                         .collect()
                 })
                 .unwrap_or_default();

@@ -289,6 +289,8 @@ impl Hub {
                 let shown = self.account(&name).unwrap_or(&name).to_owned();
                 let line = b"! password reset by an operator; log in again\n";
                 self.close_conns(&shown, None, line, false, out);
+                // A `/token` made between the reset and now is revoked too.
+                out.push(Action::Store(Op::RevokeTokens { account: shown }));
             }
             Change::Deleted(name) => {
                 log::info!(target: "neochat::moderation", "account deleted user={name} by=command-line");
@@ -541,6 +543,19 @@ pub(super) fn ban(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
                     "{} ! you were banned from {} by {} until {when}: {reason}\n",
                     act.tag, act.tag, call.user
                 );
+                // A banned operator operates no more.
+                let key = fold(&act.target);
+                if let Some(r) = ctx.hub.rooms.get_mut(act.room.0)
+                    && r.ops.remove(&key)
+                {
+                    ctx.actions.push(Action::Store(Op::Operator {
+                        room: r.name.clone(),
+                        account: act.target.clone(),
+                        on: false,
+                        by: call.user.to_owned(),
+                        at: ctx.wall,
+                    }));
+                }
                 ctx.hub
                     .remove_member(act.room, &act.target, Some(line.as_bytes()), ctx.actions)
             };

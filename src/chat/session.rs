@@ -233,7 +233,7 @@ enum State {
 }
 
 /// Where a `/passwd` is.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 enum Passwd {
     Off,
     /// `? password current` was sent.
@@ -244,6 +244,27 @@ enum Passwd {
     },
     /// The auth job is out; input waits.
     Checking,
+}
+
+/// A token waiting to be shown: never printed, not even in a debug log.
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+// Never print a password, not even in a debug log.
+impl std::fmt::Debug for Passwd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Passwd::Off => "Off",
+            Passwd::Current => "Current",
+            Passwd::New { .. } => "New",
+            Passwd::Checking => "Checking",
+        })
+    }
 }
 
 /// Flood control: a token bucket refilled continuously.
@@ -291,7 +312,7 @@ pub struct Session {
     /// The token this connection logged in with (`/logout` revokes it).
     token: Option<TokenHash>,
     /// A token `/token` made, shown once the store has it.
-    new_token: Option<String>,
+    new_token: Option<Secret>,
     passwd: Passwd,
 }
 
@@ -465,6 +486,10 @@ impl Session {
                 let line = b"* password changed from another connection\n";
                 ctx.hub
                     .close_conns(&name, Some(self.id), line, false, ctx.actions);
+                // The change revoked every token; one a `/token` stored
+                // since goes too.
+                ctx.actions
+                    .push(Action::Store(Op::RevokeTokens { account: name }));
             }
             AuthOutcome::WrongCredentials => {
                 ctx.send("! wrong password");
@@ -509,7 +534,7 @@ impl Session {
             (Reply::TokenStored(stored), state @ State::Chatting { .. }) => {
                 self.state = state;
                 self.waiting = false;
-                let Some(token) = self.new_token.take() else {
+                let Some(Secret(token)) = self.new_token.take() else {
                     return;
                 };
                 match stored {
@@ -521,6 +546,19 @@ impl Session {
                 }
             }
             (Reply::Loaded(loaded), State::Loading { name }) => match loaded {
+                // Banned (or deleted) while the state was read.
+                Ok(_)
+                    if ctx.hub.server_ban_line(&name, ctx.wall).is_some()
+                        || ctx.hub.account(&name).is_none() =>
+                {
+                    ctx.hub.load_abandoned(&name);
+                    let line = ctx
+                        .hub
+                        .server_ban_line(&name, ctx.wall)
+                        .unwrap_or_else(|| "! account deleted by an operator".to_owned());
+                    ctx.send(&line);
+                    self.end("banned", ctx);
+                }
                 Ok(state) => {
                     ctx.send(&format!("* logged in as {name}"));
                     self.enter_chat(name, Some(state), ctx);
@@ -868,7 +906,7 @@ impl Session {
             Then::Wait => self.waiting = true,
             Then::Quit => self.end("quit", ctx),
             Then::Token(token) => {
-                self.new_token = Some(token);
+                self.new_token = Some(Secret(token));
                 self.waiting = true;
             }
             Then::Passwd => {

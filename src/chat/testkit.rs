@@ -238,6 +238,7 @@ impl World {
     }
 
     pub(crate) fn account(&mut self, name: &str, password: &str) {
+        self.hub.registered(name);
         self.accounts.insert(
             name.to_ascii_lowercase(),
             (name.to_owned(), password.to_owned()),
