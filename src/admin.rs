@@ -301,9 +301,11 @@ pub fn user(db: &Path, name: &str) -> Result<String, Error> {
 
 /// `users delete`: the account, its tokens, its memberships (the lobby's
 /// too), its roles, the sanctions on it and the private messages waiting
-/// for it go, and so do the rooms it leaves empty (with their messages,
-/// roles and sanctions). Its name is retired: it can never be registered
-/// again. Rooms it owns that still have members keep their owner's name.
+/// for it go. Its name is retired: it can never be registered again. Rooms
+/// it owns that still have members keep their owner's name. Rooms it
+/// leaves empty are deleted by the server (a running one, which has them
+/// in memory, when it reads the change; else at its next start:
+/// `store::rooms::drop_empty`), never here, behind a running server's back.
 pub fn users_delete(db: &Path, name: &str) -> Result<Report, Error> {
     with_db(db, |conn| {
         write(conn, |conn| {
@@ -463,10 +465,6 @@ fn record(conn: &Connection, kind: &str, account: &str) -> Result<(), Error> {
 
 /// Everything of `name` (as registered) goes; see [`users_delete`].
 fn delete_account(conn: &Connection, name: &str) -> Result<(), Error> {
-    let rooms: Vec<String> = conn
-        .prepare("SELECT room FROM members WHERE account = ?1 AND room <> ?2")?
-        .query_map((name, LOBBY), |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
     for sql in [
         "DELETE FROM tokens WHERE account = ?1",
         "DELETE FROM members WHERE account = ?1",
@@ -477,29 +475,10 @@ fn delete_account(conn: &Connection, name: &str) -> Result<(), Error> {
     ] {
         conn.execute(sql, [name])?;
     }
-    for room in rooms {
-        let members: i64 = conn.query_row(
-            "SELECT count(*) FROM members WHERE room = ?1",
-            [&room],
-            |r| r.get(0),
-        )?;
-        if members == 0 {
-            delete_room(conn, &room)?;
-        }
-    }
     conn.execute(
         "INSERT INTO retired (name, at) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
         (name, unix_now()),
     )?;
-    Ok(())
-}
-
-/// A room left with no member: it, its messages, its roles and its
-/// sanctions (never the lobby: `store::rooms::delete` refuses it).
-fn delete_room(conn: &Connection, room: &str) -> Result<(), Error> {
-    store::rooms::delete(conn, room)?;
-    conn.execute("DELETE FROM operators WHERE room = ?1", [room])?;
-    conn.execute("DELETE FROM sanctions WHERE room = ?1", [room])?;
     Ok(())
 }
 

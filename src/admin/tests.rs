@@ -264,6 +264,12 @@ fn users_delete_leaves_nothing_of_the_account_and_retires_its_name() {
 
     let report = users_delete(&path, "ALICE").expect("delete");
     assert_eq!(report.to_string(), "deleted Alice");
+    // #solo is left to the server, which deletes empty rooms.
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM rooms WHERE name = 'solo'"),
+        1
+    );
+    assert_eq!(rooms::drop_empty(&conn).expect("drop empty"), 1);
 
     for (sql, want) in [
         ("SELECT count(*) FROM users WHERE name = 'alice'", 0),

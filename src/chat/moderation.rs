@@ -290,7 +290,10 @@ impl Hub {
                 let line = b"! password reset by an operator; log in again\n";
                 self.close_conns(&shown, None, line, false, out);
                 // A `/token` made between the reset and now is revoked too.
-                out.push(Action::Store(Op::RevokeTokens { account: shown }));
+                out.push(Action::Store(Op::RevokeTokens {
+                    conn: None,
+                    account: shown,
+                }));
             }
             Change::Deleted(name) => {
                 log::info!(target: "neochat::moderation", "account deleted user={name} by=command-line");

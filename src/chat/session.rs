@@ -314,6 +314,8 @@ pub struct Session {
     /// A token `/token` made, shown once the store has it.
     new_token: Option<Secret>,
     passwd: Passwd,
+    /// A `/logout` (`Some(true)`: all) waits for its revocation.
+    logout: Option<bool>,
 }
 
 impl Session {
@@ -333,6 +335,7 @@ impl Session {
             token: None,
             new_token: None,
             passwd: Passwd::Off,
+            logout: None,
         }
     }
 
@@ -488,8 +491,10 @@ impl Session {
                     .close_conns(&name, Some(self.id), line, false, ctx.actions);
                 // The change revoked every token; one a `/token` stored
                 // since goes too.
-                ctx.actions
-                    .push(Action::Store(Op::RevokeTokens { account: name }));
+                ctx.actions.push(Action::Store(Op::RevokeTokens {
+                    conn: None,
+                    account: name,
+                }));
             }
             AuthOutcome::WrongCredentials => {
                 ctx.send("! wrong password");
@@ -531,6 +536,27 @@ impl Session {
                     self.ask_choice(ctx);
                 }
             },
+            (Reply::Revoked(done), State::Chatting { name }) => {
+                self.state = State::Chatting { name: name.clone() };
+                self.waiting = false;
+                let Some(all) = self.logout.take() else {
+                    return;
+                };
+                if let Err(e) = done {
+                    log::warn!("conn {}: revoking tokens: {e}", self.id.key);
+                    ctx.send("! service temporarily unavailable, try again");
+                    return;
+                }
+                if all {
+                    let line = b"* logged out from another connection\n";
+                    ctx.hub
+                        .close_conns(&name, Some(self.id), line, false, ctx.actions);
+                } else {
+                    self.token = None;
+                }
+                ctx.send("* bye");
+                self.end("logout", ctx);
+            }
             (Reply::TokenStored(stored), state @ State::Chatting { .. }) => {
                 self.state = state;
                 self.waiting = false;
@@ -913,19 +939,25 @@ impl Session {
                 self.passwd = Passwd::Current;
                 ctx.send("? password current");
             }
+            // The revocation must be on disk before the user is told
+            // goodbye: input waits for the store's answer.
             Then::Logout { all } => {
-                if all {
-                    ctx.actions.push(Action::Store(Op::RevokeTokens {
+                let conn = Some(self.id);
+                let op = if all {
+                    Op::RevokeTokens {
+                        conn,
                         account: name.clone(),
-                    }));
-                    let line = b"* logged out from another connection\n";
-                    ctx.hub
-                        .close_conns(&name, Some(self.id), line, false, ctx.actions);
-                } else if let Some(hash) = self.token.take() {
-                    ctx.actions.push(Action::Store(Op::RevokeToken { hash }));
-                }
-                ctx.send("* bye");
-                self.end("logout", ctx);
+                    }
+                } else if let Some(hash) = self.token {
+                    Op::RevokeToken { conn, hash }
+                } else {
+                    ctx.send("* bye");
+                    self.end("logout", ctx);
+                    return;
+                };
+                ctx.actions.push(Action::Store(op));
+                self.logout = Some(all);
+                self.waiting = true;
             }
         }
     }

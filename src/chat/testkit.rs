@@ -64,12 +64,14 @@ impl FakeStore {
                     .map(|(a, _)| a.clone());
                 return Some((conn, Reply::TokenAccount(Ok(found))));
             }
-            Op::RevokeToken { hash } => {
+            Op::RevokeToken { conn, hash } => {
                 self.tokens.remove(&hash);
+                return conn.map(|c| (c, Reply::Revoked(Ok(()))));
             }
-            Op::RevokeTokens { account } => {
+            Op::RevokeTokens { conn, account } => {
                 self.tokens
                     .retain(|_, (a, _)| !a.eq_ignore_ascii_case(&account));
+                return conn.map(|c| (c, Reply::Revoked(Ok(()))));
             }
             Op::Join {
                 room,

@@ -139,10 +139,18 @@ pub enum Op {
         hash: TokenHash,
         now: i64,
     },
-    /// Revoke one token (`/logout`).
-    RevokeToken { hash: TokenHash },
-    /// Revoke every token of the account (`/logout all`, `/passwd`).
-    RevokeTokens { account: String },
+    /// Revoke one token (`/logout`); with `conn`, answer
+    /// [`Reply::Revoked`] once it is gone for good.
+    RevokeToken {
+        conn: Option<ConnId>,
+        hash: TokenHash,
+    },
+    /// Revoke every token of the account (`/logout all`, `/passwd`), as
+    /// [`Op::RevokeToken`].
+    RevokeTokens {
+        conn: Option<ConnId>,
+        account: String,
+    },
     /// Make (`on`) or unmake `account` an operator of `room`.
     Operator {
         room: String,
@@ -174,6 +182,12 @@ impl Op {
             Op::History { conn, .. } => (*conn, Reply::History(Err(e))),
             Op::CreateToken { conn, .. } => (*conn, Reply::TokenStored(Err(e))),
             Op::CheckToken { conn, .. } => (*conn, Reply::TokenAccount(Err(e))),
+            Op::RevokeToken {
+                conn: Some(conn), ..
+            }
+            | Op::RevokeTokens {
+                conn: Some(conn), ..
+            } => (*conn, Reply::Revoked(Err(e))),
             _ => return None,
         })
     }
@@ -237,6 +251,8 @@ pub enum Reply {
     Loaded(Result<AccountState, super::Error>),
     History(Result<Vec<Message>, super::Error>),
     TokenStored(Result<(), super::Error>),
+    /// The revocation is committed (an error if it could not be).
+    Revoked(Result<(), super::Error>),
     /// The account a token logs in (as registered), `None` if the token
     /// is unknown, revoked or expired.
     TokenAccount(Result<Option<String>, super::Error>),

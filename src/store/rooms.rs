@@ -49,6 +49,23 @@ pub(crate) fn delete(conn: &Connection, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Deletes every room (not the lobby) with no member left, with its
+/// messages, operators and sanctions: what `neochat-server users delete`
+/// leaves to the server. How many.
+pub(crate) fn drop_empty(conn: &Connection) -> Result<usize, Error> {
+    let empty: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM rooms WHERE name <> ?1
+             AND NOT EXISTS (SELECT 1 FROM members WHERE members.room = rooms.name)",
+        )?
+        .query_map([LOBBY], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for room in &empty {
+        delete(conn, room)?;
+    }
+    Ok(empty.len())
+}
+
 /// Sets (or with `None` clears) a room's topic.
 pub(crate) fn topic(
     conn: &Connection,

@@ -962,3 +962,127 @@ fn the_store_thread_expires_on_its_clock() {
     }
     assert!(store.shutdown(ANSWER));
 }
+
+fn token_reply(store: &Store) -> Reply {
+    answer(store).reply
+}
+
+#[test]
+fn tokens_are_stored_hashed_checked_by_expiry_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = store_in(dir.path(), |_| {});
+    let path = dir.path().join("chat.db");
+    let db = Connection::open(&path).unwrap();
+    db.execute(
+        "INSERT INTO users (name, hash, created_at) VALUES ('Alice', 'x', 1)",
+        [],
+    )
+    .unwrap();
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    for (hash, expires_at) in [(a, 2_000), (b, 5_000)] {
+        send(
+            &store,
+            Op::CreateToken {
+                conn: conn_id(1),
+                account: "alice".into(),
+                hash,
+                created_at: 1_000,
+                expires_at,
+            },
+        );
+        assert!(matches!(token_reply(&store), Reply::TokenStored(Ok(()))));
+    }
+    let check = |hash, now| {
+        send(
+            &store,
+            Op::CheckToken {
+                conn: conn_id(2),
+                hash,
+                now,
+            },
+        );
+        match token_reply(&store) {
+            Reply::TokenAccount(Ok(found)) => found,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(check(a, 1_999), Some("Alice".to_owned()), "as registered");
+    assert_eq!(check(a, 2_000), None, "expired");
+    assert_eq!(check([3; 32], 1_000), None, "unknown");
+    send(
+        &store,
+        Op::RevokeToken {
+            conn: Some(conn_id(3)),
+            hash: b,
+        },
+    );
+    assert!(matches!(token_reply(&store), Reply::Revoked(Ok(()))));
+    assert_eq!(check(b, 1_000), None, "revoked");
+    // What is kept is the hash, never a token.
+    let stored: Vec<u8> = db
+        .query_row("SELECT hash FROM tokens", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, a);
+    send(
+        &store,
+        Op::RevokeTokens {
+            conn: None,
+            account: "ALICE".into(),
+        },
+    );
+    assert!(store.flush(ANSWER));
+    assert_eq!(count(&db, "SELECT count(*) FROM tokens"), 0);
+    assert!(store.shutdown(ANSWER));
+}
+
+#[test]
+fn a_revocation_that_cannot_be_stored_answers_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.db");
+    let (store, _, _) = store_in(dir.path(), |_| {});
+    assert!(store.shutdown(ANSWER));
+    let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let config = StoreConfig::new(&path);
+    let store = Store::spawn(ro, Access::ReadOnly, &config, 0, Arc::new(|| {})).unwrap();
+    send(
+        &store,
+        Op::RevokeTokens {
+            conn: Some(conn_id(1)),
+            account: "alice".into(),
+        },
+    );
+    assert!(matches!(token_reply(&store), Reply::Revoked(Err(_))));
+    assert!(store.shutdown(ANSWER));
+}
+
+#[test]
+fn changes_made_by_the_admin_commands_reach_the_loop_even_after_pruning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, snapshot, wakes) = store_in(dir.path(), |_| {});
+    assert_eq!(snapshot.last_change, 0);
+    let db = Connection::open(dir.path().join("chat.db")).unwrap();
+    db.execute_batch(
+        "INSERT INTO changes (at, kind, account) VALUES (1, 'op-add', 'alice');
+         INSERT INTO changes (at, kind, account) VALUES (1, 'delete', 'bob');",
+    )
+    .unwrap();
+    let deadline = Instant::now() + ANSWER;
+    let mut seen = Vec::new();
+    while seen.len() < 2 && Instant::now() < deadline {
+        let _ = wakes.recv_timeout(Duration::from_millis(100));
+        while let Some(change) = store.try_change() {
+            seen.push(change);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ops::Change::OpAdded("alice".into()),
+            ops::Change::Deleted("bob".into())
+        ]
+    );
+    // Pruning keeps the newest row, so ids never start again below it.
+    assert_eq!(moderation::prune_changes(&db, i64::MAX).unwrap(), 1);
+    assert_eq!(count(&db, "SELECT max(id) FROM changes"), 2);
+    assert!(store.shutdown(ANSWER));
+}

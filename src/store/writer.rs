@@ -224,6 +224,13 @@ impl Store {
                 config.db.display()
             ),
         }
+        if access == Access::ReadWrite {
+            match rooms::drop_empty(&conn) {
+                Ok(0) => {}
+                Ok(n) => log::info!("{n} rooms left empty by deleted accounts were deleted"),
+                Err(e) => log::warn!("cannot delete rooms left empty: {e}"),
+            }
+        }
         let snapshot = rooms::snapshot(&conn, config.ring)?;
         let store = Store::spawn(conn, access, &config, snapshot.last_change, wake)?;
         Ok((store, snapshot))
@@ -687,6 +694,7 @@ fn asker(op: &Op) -> Option<crate::session::ConnId> {
         | Op::History { conn, .. }
         | Op::CreateToken { conn, .. }
         | Op::CheckToken { conn, .. } => Some(*conn),
+        Op::RevokeToken { conn, .. } | Op::RevokeTokens { conn, .. } => *conn,
         _ => None,
     }
 }
@@ -766,6 +774,15 @@ fn apply(
     Ok(outcomes)
 }
 
+/// A revocation done: answered if somebody waits for it.
+fn revoked(answered: bool) -> Outcome {
+    if answered {
+        Outcome::Reply(Reply::Revoked(Ok(())))
+    } else {
+        Outcome::Done
+    }
+}
+
 /// A command nobody waits for: it may wait [`LINGER`] for company.
 fn is_lazy(cmd: &Cmd) -> bool {
     match cmd {
@@ -812,6 +829,21 @@ fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Out
             let found = moderation::check_token(conn, hash, *now);
             return Ok(Outcome::Reply(Reply::TokenAccount(found)));
         }
+        // A revocation someone waits for must not be dropped silently.
+        Op::RevokeToken { conn: Some(_), .. } | Op::RevokeTokens { conn: Some(_), .. }
+            if !writable =>
+        {
+            let e = Error::new(ErrorKind::ReadOnly, "the database cannot be written");
+            return Ok(Outcome::Reply(Reply::Revoked(Err(e))));
+        }
+        Op::RevokeToken { conn: who, hash } if writable => {
+            moderation::revoke_token(conn, hash)?;
+            return Ok(revoked(who.is_some()));
+        }
+        Op::RevokeTokens { conn: who, account } if writable => {
+            moderation::revoke_tokens(conn, account)?;
+            return Ok(revoked(who.is_some()));
+        }
         Op::CreateToken { .. } if !writable => {
             let e = Error::new(ErrorKind::ReadOnly, "the database is read-only");
             return Ok(Outcome::Reply(Reply::TokenStored(Err(e))));
@@ -845,8 +877,8 @@ fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Out
         Op::Part { room, account } => rooms::part(conn, room, account)?,
         Op::Seen { account, seen } => rooms::seen(conn, account, seen, now)?,
         Op::Delivered { account, up_to } => messages::delivered(conn, account, *up_to)?,
-        Op::RevokeToken { hash } => moderation::revoke_token(conn, hash)?,
-        Op::RevokeTokens { account } => {
+        Op::RevokeToken { hash, .. } => moderation::revoke_token(conn, hash)?,
+        Op::RevokeTokens { account, .. } => {
             moderation::revoke_tokens(conn, account)?;
         }
         Op::Operator {
