@@ -17,6 +17,7 @@ use std::fmt;
 use std::io::{self, IsTerminal, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -646,6 +647,19 @@ fn join_all(
     how: How,
     label: &str,
 ) -> Result<Vec<usize>, Error> {
+    join_with(net, c, names, None, how, label)
+}
+
+/// [`join_all`], logging peer `k` in with `tokens[k]` (`T`) instead of a
+/// password when `tokens` is given (NeoChat only).
+fn join_with(
+    net: &mut Net,
+    c: &Common,
+    names: &[String],
+    tokens: Option<&[String]>,
+    how: How,
+    label: &str,
+) -> Result<Vec<usize>, Error> {
     let addr = c.target.addr();
     let first = net.peers.len();
     let mut ids: Vec<usize> = Vec::with_capacity(names.len());
@@ -677,8 +691,13 @@ fn join_all(
             let peer = &mut net.peers[i];
             match c.target {
                 Target::NeoChat(_) => {
-                    let kind = if how.login_first { 'L' } else { 'R' };
-                    let hello = format!("{kind}\n{name}\n{}\n", c.password);
+                    let hello = match tokens.and_then(|t| t.get(k)) {
+                        Some(token) => format!("T\n{token}\n"),
+                        None => {
+                            let kind = if how.login_first { 'L' } else { 'R' };
+                            format!("{kind}\n{name}\n{}\n", c.password)
+                        }
+                    };
                     peer.queue(hello.as_bytes());
                 }
                 Target::Redis(_) if how.subscribe => {
@@ -766,6 +785,10 @@ fn join_all(
                     return fail(format!(
                         "account {name} exists with another password (--password), \
                          or does not exist"
+                    ));
+                } else if line.starts_with(b"! invalid or expired token") {
+                    return fail(format!(
+                        "{name}: the server refused the token it handed out in setup"
                     ));
                 } else if line.starts_with(b"! ") {
                     return fail(format!(
@@ -1454,6 +1477,90 @@ fn create_accounts(c: &Common, names: &[String]) -> Result<(), Error> {
 /// Accounts created (or checked) per batch by `create_accounts`.
 const CREATE_BATCH: usize = 500;
 
+/// Setup of a token storm: creates (or finds) the accounts `names` as
+/// [`create_accounts`] does, a batch at a time with at most
+/// [`HANDSHAKES_IN_FLIGHT`] password logins in flight, and while each batch
+/// is logged in asks every account for a token (`/token`, answered
+/// `* token <token>`). One password login per account, at the server's
+/// bcrypt cost; the tokens do not depend on it. Returns the tokens in the
+/// order of `names`.
+fn fetch_tokens(c: &Common, names: &[String]) -> Result<Vec<String>, Error> {
+    let mut tokens = Vec::with_capacity(names.len());
+    for (k, chunk) in names.chunks(CREATE_BATCH).enumerate() {
+        let mut net = Net::new()?;
+        let label = format!("getting tokens ({} of {})", k * CREATE_BATCH, names.len());
+        let ids = join_all(&mut net, c, chunk, How::LOBBY, &label)?;
+        let mut got: Vec<Option<String>> = vec![None; net.peers.len()];
+        for &i in &ids {
+            net.peers[i].input.clear();
+            net.peers[i].queue(b"/token\n");
+            net.flush(i)?;
+        }
+        let deadline = Instant::now() + c.setup_timeout;
+        let mut missing = ids.len();
+        while missing > 0 {
+            if Instant::now() > deadline {
+                return fail(format!(
+                    "setup timed out: {missing} of {} accounts got no token",
+                    ids.len()
+                ));
+            }
+            net.turn(Duration::from_millis(50), |i, peer, data| {
+                if got[i].is_some() {
+                    // After its `/quit`: `* bye`, then closed.
+                    return Ok(());
+                }
+                if data.is_empty() {
+                    return fail(format!(
+                        "{}: the server closed the connection before its token",
+                        peer.name
+                    ));
+                }
+                peer.input.extend_from_slice(data);
+                let mut input = std::mem::take(&mut peer.input);
+                let name = peer.name.clone();
+                let mut token = None;
+                take_lines(&mut input, |line| {
+                    if token.is_some() {
+                        return Ok(());
+                    }
+                    if let Some(t) = line.strip_prefix(b"* token ") {
+                        let t = String::from_utf8_lossy(t).trim().to_owned();
+                        if t.is_empty() || t.contains(char::is_whitespace) {
+                            return fail(format!("{name}: malformed token line"));
+                        }
+                        token = Some(t);
+                    } else if line.starts_with(b"! ") {
+                        return fail(format!(
+                            "{name}: /token said `{}` (does the server support tokens?)",
+                            String::from_utf8_lossy(line)
+                        ));
+                    }
+                    Ok(())
+                })?;
+                if token.is_some() {
+                    got[i] = token;
+                    missing -= 1;
+                    // Done with this one: say goodbye, ignore what follows.
+                    peer.queue(b"/quit\n");
+                    peer.flush()
+                        .map_err(|e| Error(format!("{name}: write: {e}")))?;
+                } else {
+                    peer.input = input;
+                }
+                Ok(())
+            })?;
+        }
+        for &i in &ids {
+            let token = got[i]
+                .take()
+                .ok_or_else(|| Error(format!("{}: no token", net.peers[i].name)))?;
+            tokens.push(token);
+        }
+    }
+    Ok(tokens)
+}
+
 /// Options of the `logins` scenario.
 #[derive(Clone, Debug)]
 pub struct LoginOpts {
@@ -1467,12 +1574,17 @@ pub struct LoginOpts {
     pub no_pair: bool,
     /// The server's process id (storm without a pair: its CPU time).
     pub pid: Option<u32>,
+    /// The storm logs in with tokens (`T`), fetched in setup (one password
+    /// login and a `/token` per account, not timed), instead of passwords.
+    pub token: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct LoginReport {
     pub target: String,
     pub logins: usize,
+    /// The storm logged in with tokens, not passwords.
+    pub token: bool,
     pub storm_seconds: f64,
     pub logins_per_sec: f64,
     pub quiet: Percentiles,
@@ -1485,125 +1597,101 @@ pub struct LoginReport {
     pub bytes_read: u64,
 }
 
-/// Logins: N accounts log in at once (at the server's bcrypt cost) while a
-/// chat pair exchanges messages; reports logins/s and the pair's latency
-/// before and during the storm. NeoChat only.
+/// Logins: N accounts log in at once (at the server's bcrypt cost, or with
+/// tokens if `o.token`) while a chat pair exchanges messages; reports
+/// logins/s and the pair's latency before and during the storm. NeoChat
+/// only.
+///
+/// The pair runs on its own thread with its own poll, so that the storm's
+/// thousands of sockets (opened, read, drained) never delay it for the
+/// generator's reasons. A pair message counts by when it was due: before
+/// the storm (quiet), or from its start to the last login (storm, however
+/// late it is read); the pair stops at the first message due after.
 pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
     if !matches!(c.target, Target::NeoChat(_)) {
         return fail("the logins scenario is for NeoChat targets only");
     }
     let storm_names = names(&c.prefix, "l", o.logins);
-    // Create the accounts first (once; later runs find them and log in).
-    create_accounts(c, &storm_names)?;
+    // Create the accounts first (once; later runs find them and log in),
+    // and with --token get each a token while it is logged in.
+    let tokens = if o.token {
+        Some(fetch_tokens(c, &storm_names)?)
+    } else {
+        create_accounts(c, &storm_names)?;
+        None
+    };
     if o.no_pair {
-        return storm_only(c, o, &storm_names);
+        return storm_only(c, o, &storm_names, tokens.as_deref());
     }
     let mut net = Net::new()?;
     let pair = join_all(&mut net, c, &names(&c.prefix, "p", 2), How::LOBBY, "pair")?;
-    let (a, b) = (pair[0], pair[1]);
-    let a_prefix = format!("{}: ", net.peers[a].name);
-    let epoch = Instant::now();
-    let mut seq = 0u64;
-    let mut buf = Vec::new();
-    let mut quiet = histogram();
-    let mut storm = histogram();
-    let mut storming = false;
-    let mut storm_ids: Vec<usize> = Vec::new();
-    let mut storm_start = epoch;
-    let mut storm_secs = None;
-    let mut is_storm = Vec::new();
-    let deadline = epoch + o.quiet + c.setup_timeout;
-    let mut progress = Progress::new(c.progress, "logins");
-    loop {
-        let now = Instant::now();
-        if now > deadline {
-            return fail("the login storm did not finish in time");
-        }
-        if !storming && now >= epoch + o.quiet {
-            storming = true;
-            storm_start = now;
-            for name in &storm_names {
-                let i = net.connect(
-                    c.target.addr(),
-                    source_for(c.target.addr(), net.peers.len(), net.block),
-                    name.clone(),
-                    c.tls,
-                )?;
-                net.peers[i].queue(format!("L\n{name}\n{}\n", c.password).as_bytes());
-                storm_ids.push(i);
+    let clock = std::sync::Arc::new(StormClock {
+        epoch: Instant::now(),
+        from: AtomicU64::new(u64::MAX),
+        to: AtomicU64::new(u64::MAX),
+        abort: AtomicBool::new(false),
+    });
+    let deadline = clock.epoch + o.quiet + c.setup_timeout;
+    let pair_thread = {
+        let clock = clock.clone();
+        let rate = o.pair_rate;
+        std::thread::Builder::new()
+            .name("pair".into())
+            .spawn(move || pair_loop(net, pair[0], pair[1], rate, &clock, deadline))?
+    };
+    let storm = (|| {
+        let storm_at = clock.epoch + o.quiet;
+        while Instant::now() < storm_at {
+            if pair_thread.is_finished() {
+                // It failed: its error is reported below.
+                return Ok(None);
             }
-            is_storm = vec![false; net.peers.len()];
-            for &i in &storm_ids {
-                is_storm[i] = true;
-            }
+            std::thread::sleep(Duration::from_millis(10).min(storm_at - Instant::now()));
         }
-        if storming && storm_secs.is_none() && storm_ids.iter().all(|&i| net.peers[i].ready) {
-            storm_secs = Some(storm_start.elapsed().as_secs_f64());
-        }
-        if let Some(secs) = storm_secs {
-            // Keep measuring the pair for as long as the storm took, at most 1 s more.
-            if storm_start.elapsed().as_secs_f64() > secs + 1.0_f64.min(secs) {
-                break;
-            }
-        }
-        let due = (now.duration_since(epoch).as_secs_f64() * o.pair_rate) as u64 + 1;
-        while seq < due {
-            let t = (seq as f64 / o.pair_rate * 1e9) as u64;
-            payload(seq, t, 64, &mut buf);
-            buf.push(b'\n');
-            net.peers[a].queue(&buf);
-            seq += 1;
-        }
-        net.flush(a)?;
-        let in_storm = storming && storm_secs.is_none();
-        let a_prefix = a_prefix.as_bytes();
-        let next = epoch + Duration::from_secs_f64(seq as f64 / o.pair_rate);
-        net.turn_until(next, |i, peer, data| {
-            if data.is_empty() {
-                return fail(format!("{}: closed by the server", peer.name));
-            }
-            if i == b {
-                peer.input.extend_from_slice(data);
-                let mut input = std::mem::take(&mut peer.input);
-                let now = epoch.elapsed().as_nanos() as u64;
-                take_lines(&mut input, |line| {
-                    if let Some(p) = line.strip_prefix(a_prefix)
-                        && let Some(t) = stamp_of(p)
-                    {
-                        let h = if in_storm { &mut storm } else { &mut quiet };
-                        h.saturating_record(now.saturating_sub(t).max(1));
-                    }
-                    Ok(())
-                })?;
-                peer.input = input;
-            } else if is_storm.get(i).copied().unwrap_or(false) && !peer.ready {
-                peer.input.extend_from_slice(data);
-                let mut input = std::mem::take(&mut peer.input);
-                let mut ready = false;
-                let name = peer.name.clone();
-                take_lines(&mut input, |line| {
-                    if line.starts_with(b"* online (") {
-                        ready = true;
-                    } else if line.starts_with(b"! ") && !ready {
-                        return fail(format!("{name}: {}", String::from_utf8_lossy(line)));
-                    }
-                    Ok(())
-                })?;
-                peer.ready = ready;
-                peer.input = if ready { Vec::new() } else { input };
-            }
-            Ok(())
-        })?;
-        progress.show(|| {
-            let done = storm_ids.iter().filter(|&&i| net.peers[i].ready).count();
-            format!("{done} of {} logged in", storm_names.len())
-        });
+        let started = Instant::now();
+        let from = (started - clock.epoch).as_nanos() as u64;
+        clock.from.store(from, Ordering::SeqCst);
+        // Everybody at once: no window, all connections opened and their
+        // logins sent before the first answer is read.
+        let how = How {
+            login_first: true,
+            window: storm_names.len(),
+            ..How::LOBBY
+        };
+        let mut storm_net = Net::new()?;
+        join_with(
+            &mut storm_net,
+            c,
+            &storm_names,
+            tokens.as_deref(),
+            how,
+            "login storm",
+        )?;
+        let secs = started.elapsed().as_secs_f64();
+        clock.to.store(from + (secs * 1e9) as u64, Ordering::SeqCst);
+        // Held open until the pair has read its last storm message, so that
+        // closing them does not delay it.
+        Ok::<_, Error>(Some((secs, storm_net)))
+    })();
+    if storm.is_err() {
+        clock.abort.store(true, Ordering::SeqCst);
     }
-    progress.done();
-    let secs = storm_secs.unwrap_or(f64::NAN);
+    let pair_result = pair_thread
+        .join()
+        .unwrap_or_else(|_| fail("the chat pair's thread panicked"));
+    let (secs, storm_net) = match storm? {
+        Some(done) => done,
+        None => {
+            pair_result?;
+            return fail("the chat pair stopped before the storm");
+        }
+    };
+    let (quiet, storm) = pair_result?;
+    drop(storm_net);
     Ok(LoginReport {
         target: c.target.to_string(),
         logins: o.logins,
+        token: o.token,
         storm_seconds: secs,
         logins_per_sec: o.logins as f64 / secs,
         quiet: Percentiles::of(&quiet),
@@ -1613,11 +1701,98 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
     })
 }
 
-/// The storm alone: every connection opened and its `L` sent at once (no
-/// window), timed until the last one is in Chatting. Peers in Chatting are
-/// read in bulk once a second, as in setup, so the generator keeps up with
-/// whatever the server sends them.
-fn storm_only(c: &Common, o: &LoginOpts, storm_names: &[String]) -> Result<LoginReport, Error> {
+/// When the storm ran, in nanoseconds since the pair's epoch: shared by the
+/// storm (the calling thread) and the pair's thread.
+struct StormClock {
+    epoch: Instant,
+    /// `u64::MAX` until the storm starts.
+    from: AtomicU64,
+    /// `u64::MAX` until the last login is in.
+    to: AtomicU64,
+    /// The storm failed: the pair stops at once.
+    abort: AtomicBool,
+}
+
+/// The chat pair of the `logins` scenario: `a` sends 64-byte messages at
+/// `rate` a second (each stamped with the time it was due), `b` times them.
+/// Returns the quiet and storm histograms once a message due after the
+/// storm has been read.
+fn pair_loop(
+    mut net: Net,
+    a: usize,
+    b: usize,
+    rate: f64,
+    clock: &StormClock,
+    deadline: Instant,
+) -> Result<(Histogram<u64>, Histogram<u64>), Error> {
+    let a_prefix = format!("{}: ", net.peers[a].name);
+    let a_prefix = a_prefix.as_bytes();
+    let epoch = clock.epoch;
+    let mut seq = 0u64;
+    let mut buf = Vec::new();
+    let mut quiet = histogram();
+    let mut storm = histogram();
+    let mut after_storm = false;
+    while !after_storm && !clock.abort.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now > deadline {
+            return fail("the login storm did not finish in time");
+        }
+        let due = (now.duration_since(epoch).as_secs_f64() * rate) as u64 + 1;
+        while seq < due {
+            let t = (seq as f64 / rate * 1e9) as u64;
+            payload(seq, t, 64, &mut buf);
+            buf.push(b'\n');
+            net.peers[a].queue(&buf);
+            seq += 1;
+        }
+        net.flush(a)?;
+        let from = clock.from.load(Ordering::SeqCst);
+        let to = clock.to.load(Ordering::SeqCst);
+        let next = epoch + Duration::from_secs_f64(seq as f64 / rate);
+        net.turn_until(next, |i, peer, data| {
+            if data.is_empty() {
+                return fail(format!("{}: closed by the server", peer.name));
+            }
+            if i != b {
+                return Ok(());
+            }
+            peer.input.extend_from_slice(data);
+            let mut input = std::mem::take(&mut peer.input);
+            let now = epoch.elapsed().as_nanos() as u64;
+            take_lines(&mut input, |line| {
+                if let Some(p) = line.strip_prefix(a_prefix)
+                    && let Some(t) = stamp_of(p)
+                {
+                    let h = if t < from {
+                        &mut quiet
+                    } else if t <= to {
+                        &mut storm
+                    } else {
+                        after_storm = true;
+                        return Ok(());
+                    };
+                    h.saturating_record(now.saturating_sub(t).max(1));
+                }
+                Ok(())
+            })?;
+            peer.input = input;
+            Ok(())
+        })?;
+    }
+    Ok((quiet, storm))
+}
+
+/// The storm alone: every connection opened and its `L` (or `T`, with
+/// `tokens`) sent at once (no window), timed until the last one is in
+/// Chatting. Peers in Chatting are read in bulk once a second, as in setup,
+/// so the generator keeps up with whatever the server sends them.
+fn storm_only(
+    c: &Common,
+    o: &LoginOpts,
+    storm_names: &[String],
+    tokens: Option<&[String]>,
+) -> Result<LoginReport, Error> {
     let mut net = Net::new()?;
     let cpu_before = o.pid.map(cpu_secs).transpose()?;
     let started = Instant::now();
@@ -1626,7 +1801,7 @@ fn storm_only(c: &Common, o: &LoginOpts, storm_names: &[String]) -> Result<Login
         window: storm_names.len(),
         ..How::LOBBY
     };
-    let ids = join_all(&mut net, c, storm_names, how, "login storm")?;
+    let ids = join_with(&mut net, c, storm_names, tokens, how, "login storm")?;
     let secs = started.elapsed().as_secs_f64();
     let server_cpu_secs = match (o.pid, cpu_before) {
         (Some(pid), Some(b)) => Some(cpu_secs(pid)? - b),
@@ -1636,6 +1811,7 @@ fn storm_only(c: &Common, o: &LoginOpts, storm_names: &[String]) -> Result<Login
     Ok(LoginReport {
         target: c.target.to_string(),
         logins: o.logins,
+        token: o.token,
         storm_seconds: secs,
         logins_per_sec: o.logins as f64 / secs,
         quiet: Percentiles::default(),
@@ -1746,6 +1922,7 @@ impl LoginReport {
         Json::new()
             .str("scenario", "logins")
             .str("target", &self.target)
+            .str("mode", if self.token { "token" } else { "password" })
             .num("logins", self.logins as f64)
             .num("storm_seconds", self.storm_seconds)
             .num("logins_per_sec", self.logins_per_sec)

@@ -63,10 +63,11 @@ enum Scenario {
     /// server's resident memory per connection (needs its --pid). Uses
     /// several 127.0.0.x source addresses past 20,000 connections.
     Idle(IdleArgs),
-    /// N accounts log in at once, at the server's bcrypt cost, while a chat
-    /// pair exchanges messages. Reports logins/s and the pair's latency
-    /// before and during the storm; with --no-pair, only the storm: the
-    /// time until all N are in Chatting. NeoChat only.
+    /// N accounts log in at once, at the server's bcrypt cost (or with
+    /// tokens: --token), while a chat pair exchanges messages. Reports
+    /// logins/s and the pair's latency before and during the storm; with
+    /// --no-pair, only the storm: the time until all N are in Chatting.
+    /// NeoChat only.
     Logins(LoginArgs),
 }
 
@@ -142,6 +143,13 @@ struct LoginArgs {
     /// (with --no-pair)
     #[arg(long)]
     pid: Option<u32>,
+    /// Log the storm in with tokens (`T`) instead of passwords. Setup (not
+    /// timed) logs each account in once with its password, 128 at a time,
+    /// and asks it for a token (`/token`); that takes N bcrypt checks at the
+    /// server's cost, so run the server at a low --bcrypt-cost (a token
+    /// login never runs bcrypt) and give it --max-clients above N + 2
+    #[arg(long)]
+    token: bool,
 }
 
 fn parse_room(s: &str) -> Result<String, String> {
@@ -272,6 +280,7 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                     quiet: secs(l.quiet),
                     no_pair: l.no_pair,
                     pid: l.pid,
+                    token: l.token,
                 },
             )?;
             if args.json {
@@ -279,7 +288,11 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
             } else {
                 println!("scenario        logins");
                 println!("target          {}", r.target);
-                println!("logins          {}", r.logins);
+                println!(
+                    "logins          {} ({})",
+                    r.logins,
+                    if r.token { "tokens" } else { "passwords" }
+                );
                 println!(
                     "storm           {:.2} s, {:.1} logins/s",
                     r.storm_seconds, r.logins_per_sec
