@@ -50,6 +50,9 @@ pub(super) struct Conn {
     pub(super) job: Option<Arc<AtomicBool>>,
     /// On the `paced` list: its input waits for the pacer.
     pub(super) paced: bool,
+    /// On the `deferred` list: not chatting yet, its input waits for a
+    /// turn with room for it (see `Server::read_or_defer`).
+    pub(super) deferred: bool,
     /// Reading stopped because the transport's own output piled up; the
     /// flush that drains it reads again.
     pub(super) input_paused: bool,

@@ -313,11 +313,18 @@ impl Server {
 
     /// Hands the store thread's answers to the sessions that asked.
     pub(super) fn drain_store(&mut self, now: Instant) {
-        while let Some(answer) = self
-            .store
-            .try_recv()
-            .or_else(|| self.store_refused.pop_front())
-        {
+        for n in 0.. {
+            if n == super::PER_TURN {
+                self.answers_left = true;
+                break;
+            }
+            let Some(answer) = self
+                .store
+                .try_recv()
+                .or_else(|| self.store_refused.pop_front())
+            else {
+                break;
+            };
             let id = answer.conn;
             let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
                 continue;
@@ -353,11 +360,18 @@ impl Server {
     }
 
     pub(super) fn drain_results(&mut self, now: Instant) {
-        while let Some(done) = self
-            .local_results
-            .pop_front()
-            .or_else(|| self.auth.try_recv())
-        {
+        for n in 0.. {
+            if n == super::PER_TURN {
+                self.answers_left = true;
+                break;
+            }
+            let Some(done) = self
+                .local_results
+                .pop_front()
+                .or_else(|| self.auth.try_recv())
+            else {
+                break;
+            };
             let id = done.conn;
             // A result for a connection that is gone (or whose slot holds a
             // newer one) must not log anybody in.

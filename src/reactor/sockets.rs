@@ -28,7 +28,7 @@ impl Server {
     // ---- accepting ----
 
     pub(super) fn accept(&mut self, which: usize, now: Instant) {
-        loop {
+        for _ in 0..super::PER_TURN {
             let Some(listener) = self.listeners.get(which) else {
                 return;
             };
@@ -82,6 +82,8 @@ impl Server {
                 }
             }
         }
+        // More may wait: edge-triggered, no new event would say so.
+        self.accept_more = true;
     }
 
     pub(super) fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
@@ -152,6 +154,7 @@ impl Server {
             dirty: false,
             job: None,
             paced: false,
+            deferred: false,
             input_paused: false,
             admission,
             attempt: None,
