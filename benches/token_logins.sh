@@ -8,7 +8,7 @@
 #
 #   - token: N accounts (default 10,000) log in at once with `T` and a token
 #     (`neochat-bench logins --token`) while a chat pair exchanges 500
-#     messages/s in the lobby: storm seconds and the pair's p99 quiet and
+#     messages/s in its own room (#pair): storm seconds and the pair's p99 quiet and
 #     during the storm. The server runs at bcrypt cost 4: setup logs every
 #     account in once with its password to get its token, and a token
 #     login never runs bcrypt, so the cost changes setup only.
@@ -79,11 +79,11 @@ stop
 
 for run in $(seq "$RUNS"); do
     start tok 29720 $COMMON --bcrypt-cost 4
-    bench token 29720 --prefix tok logins -n "$N" --token --quiet "$QUIET"
+    bench token 29720 --prefix tok --room pair logins -n "$N" --token --quiet "$QUIET"
     stop
     for n in $PW_NS; do
         start pw 29721 $COMMON --bcrypt-cost 12
-        bench "pw.$n" 29721 --prefix pw logins -n "$n" --quiet "$QUIET"
+        bench "pw.$n" 29721 --prefix pw --room pair logins -n "$n" --quiet "$QUIET"
         stop
     done
     echo "# run $run done, load $(cut -d' ' -f1-3 /proc/loadavg)"
