@@ -557,6 +557,10 @@ impl Session {
                 ctx.send("* bye");
                 self.end("logout", ctx);
             }
+            (Reply::TokenThrottled { retry_secs }, State::CheckingToken { .. }) => {
+                ctx.send(&format!("! too many attempts, try again in {retry_secs} s"));
+                self.login_failed(ctx);
+            }
             (Reply::TokenStored(stored), state @ State::Chatting { .. }) => {
                 self.state = state;
                 self.waiting = false;

@@ -546,6 +546,16 @@ impl Limits {
         }
     }
 
+    /// A token logged nobody in: the address is charged a failed login,
+    /// as for an unknown name (a token names no account).
+    pub fn token_failed(&mut self, adm: &Admission, now: Instant) {
+        if let Some(limit) = self.config.login_attempts
+            && !adm.exempt
+        {
+            self.source_failures.record(adm.source, now, limit);
+        }
+    }
+
     /// Whether a hit of `hit` from `source` should be logged now: at most
     /// once per [`WARN_EVERY`] for each pair. At the cap the pair logged
     /// longest ago is forgotten, so a new source is always logged.

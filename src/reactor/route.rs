@@ -295,6 +295,21 @@ impl Server {
 
     /// Hands an op to the store thread (which never makes the loop wait).
     pub(super) fn store_op(&mut self, op: Op) {
+        // A token check from an address over its failed logins is refused
+        // without a read, as a password would be without a bcrypt.
+        if let Op::CheckToken { conn, .. } = &op
+            && let Some(admission) = self.conns.get(*conn).map(|c| c.admission)
+        {
+            let now = Instant::now();
+            if let Err(t) = self.limits.check_source(&admission, now) {
+                self.warn_limit(t.hit, admission.source, now);
+                let reply = Reply::TokenThrottled {
+                    retry_secs: t.secs(),
+                };
+                self.store_refused.push_back(Answer { conn: *conn, reply });
+                return;
+            }
+        }
         let e = crate::store::Error::new(crate::store::ErrorKind::Database, "store busy");
         let reader = op.failed_reply(&e);
         if let Err(refused) = self.store.send(op) {
@@ -332,7 +347,10 @@ impl Server {
             if let Reply::TokenAccount(Ok(found)) = &answer.reply {
                 match found {
                     Some(name) => audit::record(Event::TokenLogin, conn.peer, name),
-                    None => audit::record(Event::TokenFailed, conn.peer, ""),
+                    None => {
+                        audit::record(Event::TokenFailed, conn.peer, "");
+                        self.limits.token_failed(&conn.admission, now);
+                    }
                 }
             }
             conn.session

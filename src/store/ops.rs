@@ -256,6 +256,11 @@ pub enum Reply {
     /// The account a token logs in (as registered), `None` if the token
     /// is unknown, revoked or expired.
     TokenAccount(Result<Option<String>, super::Error>),
+    /// Not looked up: the address failed too many logins lately (made by
+    /// the loop, never by the store thread).
+    TokenThrottled {
+        retry_secs: u64,
+    },
 }
 
 /// What the loop needs at start, read once before it accepts anybody.

@@ -533,3 +533,45 @@ fn abandoned_guesses_count_for_their_address() {
     owner.login_here("fred", &pw("fred"), "fred");
     probe.finish();
 }
+
+/// A token that logs nobody in is a failed login of its address too: past
+/// `--login-attempts` such guesses in a minute, even a good token (or
+/// password) from there is refused without a look-up, and other addresses
+/// are not affected.
+#[test]
+fn wrong_tokens_throttle_the_address_like_wrong_passwords() {
+    let server = Server::start(&["--exempt", "none"]);
+    let addr = server.addr;
+    let mut owner = connect_from(addr, 3);
+    owner.expect_welcome();
+    owner.register_here("gina", &pw("gina"));
+    owner.send("/token\n");
+    let token = owner
+        .line()
+        .strip_prefix("* token ")
+        .map(str::to_owned)
+        .expect("a token");
+    owner.quit();
+    let wrong = "A".repeat(32);
+    for _ in 0..5 {
+        let mut c = connect_from(addr, 2);
+        c.expect_welcome();
+        c.send(&format!("T\n{wrong}\n"));
+        c.expect("? token");
+        c.expect("! invalid or expired token");
+        c.expect(CHOICE);
+    }
+    let mut c = connect_from(addr, 2);
+    c.expect_welcome();
+    c.send(&format!("T\n{token}\n"));
+    c.expect("? token");
+    expect_throttled(&mut c);
+    c.expect(CHOICE);
+    login_throttled(&mut c, "gina", &pw("gina"));
+    // From another address the token works.
+    let mut other = connect_from(addr, 4);
+    other.expect_welcome();
+    other.send(&format!("T\n{token}\n"));
+    other.expect("? token");
+    other.expect("* logged in as gina");
+}
