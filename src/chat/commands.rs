@@ -407,11 +407,6 @@ fn topic(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
         ctx.send(&format!("! you are not in {tag}"));
     } else {
         ctx.hub.set_topic(room, call.user, text, ctx.actions);
-        // A server operator who is not a member is told too.
-        if !ctx.hub.is_member(call.user, room) {
-            let tag = ctx.hub.room(room).map(|r| r.tag()).unwrap_or_default();
-            ctx.send(&format!("{tag} * topic: {text} (set by {})", call.user));
-        }
     }
     Then::Stay
 }

@@ -81,7 +81,7 @@ impl Hub {
         let Some(r) = self.rooms.get(room.0).filter(|_| room != LOBBY_ID) else {
             return Rank::Member;
         };
-        if r.owner.as_deref().is_some_and(|o| fold(o) == key) {
+        if super::rooms::r_owner_is(self, room, name) {
             Rank::Owner
         } else if r.ops.contains(&key) {
             Rank::Operator
@@ -110,15 +110,22 @@ impl Hub {
         kind: SanctionKind,
         wall: i64,
     ) -> Option<&Sanction> {
-        self.rooms
-            .get(room.0)?
-            .sanctions
-            .get(&(fold(name), kind))
-            .filter(|s| s.holds(wall))
+        let sanctions = &self.rooms.get(room.0)?.sanctions;
+        // Every line asks (for its room and the lobby): without sanctions
+        // there, nothing to fold or look up.
+        if sanctions.is_empty() {
+            return None;
+        }
+        sanctions.get(&(fold(name), kind)).filter(|s| s.holds(wall))
     }
 
-    /// A server ban's refusal, `! banned until <time>: <reason>`.
-    pub fn server_ban_line(&self, name: &str, wall: i64) -> Option<String> {
+    /// Why a login of `name` is refused, if it is: a server ban (`!
+    /// banned until <time>: <reason>`), or the account was deleted (by
+    /// the admin subcommands) meanwhile.
+    pub fn barred(&self, name: &str, wall: i64) -> Option<String> {
+        if self.account(name).is_none() {
+            return Some("! account deleted by an operator".to_owned());
+        }
         let s = self.sanction(LOBBY_ID, name, SanctionKind::Ban, wall)?;
         Some(format!(
             "! banned until {}: {}",
@@ -231,6 +238,38 @@ impl Hub {
             }));
         }
         true
+    }
+
+    /// Makes (`on`) or unmakes `shown` an operator of `room`, stored; false
+    /// if it already was (or was not).
+    fn set_room_op(
+        &mut self,
+        room: RoomId,
+        shown: &str,
+        on: bool,
+        by: &str,
+        wall: i64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(r) = self.rooms.get_mut(room.0) else {
+            return false;
+        };
+        let key = fold(shown);
+        let changed = if on {
+            r.ops.insert(key)
+        } else {
+            r.ops.remove(&key)
+        };
+        if changed {
+            out.push(Action::Store(Op::Operator {
+                room: r.name.clone(),
+                account: shown.to_owned(),
+                on,
+                by: by.to_owned(),
+                at: wall,
+            }));
+        }
+        changed
     }
 
     /// Records a ban or mute, replacing one of its kind.
@@ -504,35 +543,57 @@ pub(super) fn kick(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
     )
 }
 
+/// `/ban` and `/mute`'s common step: the duration and reason after the
+/// target, the sanction recorded and logged. Returns when it ends (as
+/// shown) and the reason, or `None` after telling the user the duration is
+/// bad.
+fn impose(
+    act: &Act,
+    call: &Call<'_>,
+    ctx: &mut Ctx<'_>,
+    kind: SanctionKind,
+) -> Option<(String, String)> {
+    let (secs, reason) = match split_duration(&act.rest) {
+        Ok(split) => split,
+        Err(line) => {
+            ctx.send(&line);
+            return None;
+        }
+    };
+    let reason = reason_of(reason);
+    let until = secs.map(|s| ends_at(ctx.wall, s));
+    let when = until_text(until);
+    let room = ctx
+        .hub
+        .room(act.room)
+        .map_or_else(|| LOBBY.to_owned(), |r| r.name.clone());
+    let row = SanctionRow {
+        room,
+        account: act.target.clone(),
+        kind,
+        until,
+        reason: reason.clone(),
+        by: call.user.to_owned(),
+    };
+    ctx.hub.set_sanction(act.room, row, ctx.wall, ctx.actions);
+    log_act(
+        kind.as_str(),
+        call.user,
+        act,
+        &format!(" until={when} reason={reason:?}"),
+    );
+    Some((when, reason))
+}
+
 pub(super) fn ban(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
     with_act(
         call,
         ctx,
         "/ban [#room] <user> [duration] [reason]",
         |act, call, ctx| {
-            let (secs, reason) = match split_duration(&act.rest) {
-                Ok(split) => split,
-                Err(line) => {
-                    ctx.send(&line);
-                    return;
-                }
+            let Some((when, reason)) = impose(&act, call, ctx, SanctionKind::Ban) else {
+                return;
             };
-            let reason = reason_of(reason);
-            let until = secs.map(|s| ends_at(ctx.wall, s));
-            let when = until_text(until);
-            let room_name = ctx
-                .hub
-                .room(act.room)
-                .map_or_else(|| LOBBY.to_owned(), |r| r.name.clone());
-            let row = SanctionRow {
-                room: room_name,
-                account: act.target.clone(),
-                kind: SanctionKind::Ban,
-                until,
-                reason: reason.clone(),
-                by: call.user.to_owned(),
-            };
-            ctx.hub.set_sanction(act.room, row, ctx.wall, ctx.actions);
             // Someone not there is banned all the same; only the operator
             // is told.
             let present = if act.lobby {
@@ -547,27 +608,17 @@ pub(super) fn ban(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
                     act.tag, act.tag, call.user
                 );
                 // A banned operator operates no more.
-                let key = fold(&act.target);
-                if let Some(r) = ctx.hub.rooms.get_mut(act.room.0)
-                    && r.ops.remove(&key)
-                {
-                    ctx.actions.push(Action::Store(Op::Operator {
-                        room: r.name.clone(),
-                        account: act.target.clone(),
-                        on: false,
-                        by: call.user.to_owned(),
-                        at: ctx.wall,
-                    }));
-                }
+                ctx.hub.set_room_op(
+                    act.room,
+                    &act.target,
+                    false,
+                    call.user,
+                    ctx.wall,
+                    ctx.actions,
+                );
                 ctx.hub
                     .remove_member(act.room, &act.target, Some(line.as_bytes()), ctx.actions)
             };
-            log_act(
-                "ban",
-                call.user,
-                &act,
-                &format!(" until={when} reason={reason:?}"),
-            );
             let notice = format!(
                 "{}* {} was banned by {} until {when}: {reason}",
                 act.prefix(),
@@ -589,35 +640,9 @@ pub(super) fn mute(call: &Call<'_>, ctx: &mut Ctx<'_>) -> Then {
         ctx,
         "/mute [#room] <user> [duration]",
         |act, call, ctx| {
-            let (secs, reason) = match split_duration(&act.rest) {
-                Ok(split) => split,
-                Err(line) => {
-                    ctx.send(&line);
-                    return;
-                }
+            let Some((when, _)) = impose(&act, call, ctx, SanctionKind::Mute) else {
+                return;
             };
-            let reason = reason_of(reason);
-            let until = secs.map(|s| ends_at(ctx.wall, s));
-            let when = until_text(until);
-            let room_name = ctx
-                .hub
-                .room(act.room)
-                .map_or_else(|| LOBBY.to_owned(), |r| r.name.clone());
-            let row = SanctionRow {
-                room: room_name,
-                account: act.target.clone(),
-                kind: SanctionKind::Mute,
-                until,
-                reason: reason.clone(),
-                by: call.user.to_owned(),
-            };
-            ctx.hub.set_sanction(act.room, row, ctx.wall, ctx.actions);
-            log_act(
-                "mute",
-                call.user,
-                &act,
-                &format!(" until={when} reason={reason:?}"),
-            );
             let told = if act.lobby {
                 format!("! you are muted until {when}\n")
             } else {
@@ -713,24 +738,18 @@ fn set_op(call: &Call<'_>, ctx: &mut Ctx<'_>, on: bool) -> Then {
         ctx.send(&format!("! no such user {typed}"));
         return Then::Stay;
     };
-    let key = fold(&target);
-    let Some(r) = ctx.hub.rooms.get_mut(room.0) else {
-        return Then::Stay;
-    };
-    if r.owner.as_deref().is_some_and(|o| fold(o) == key) {
+    if super::rooms::r_owner_is(ctx.hub, room, &target) {
         ctx.send(&format!("! {target} owns {tag}"));
         return Then::Stay;
     }
-    if key == fold(call.user) {
+    if fold(&target) == fold(call.user) {
         ctx.send("! you cannot do that to yourself");
         return Then::Stay;
     }
-    let changed = if on {
-        r.ops.insert(key)
-    } else {
-        r.ops.remove(&key)
-    };
-    if !changed {
+    if !ctx
+        .hub
+        .set_room_op(room, &target, on, call.user, ctx.wall, ctx.actions)
+    {
         ctx.send(&if on {
             format!("! {target} is already an operator of {tag}")
         } else {
@@ -738,13 +757,6 @@ fn set_op(call: &Call<'_>, ctx: &mut Ctx<'_>, on: bool) -> Then {
         });
         return Then::Stay;
     }
-    ctx.actions.push(Action::Store(Op::Operator {
-        room: name,
-        account: target.clone(),
-        on,
-        by: call.user.to_owned(),
-        at: ctx.wall,
-    }));
     log::info!(
         target: "neochat::moderation",
         "{} by={} user={target} room={tag}",

@@ -357,13 +357,18 @@ impl Hub {
         self.rank(room, shown) >= super::moderation::Rank::Operator
     }
 
-    /// Sets `room`'s topic, told to the whole room.
+    /// Sets `room`'s topic, told to the whole room, and to the setter if
+    /// not a member (a server operator).
     pub fn set_topic(&mut self, room: RoomId, shown: &str, text: &str, out: &mut Vec<Action>) {
+        let member = self.is_member(shown, room);
         let Some(r) = self.rooms.get_mut(room.0) else {
             return;
         };
         r.topic = Some((text.to_owned(), shown.to_owned()));
         let line = r.topic_set_line().expect("just set");
+        if !member {
+            out.push(Action::Send(line.clone()));
+        }
         out.push(Action::ToRoom {
             room,
             except: None,
@@ -395,7 +400,7 @@ impl Hub {
 }
 
 /// Whether `shown` owns `room`.
-fn r_owner_is(hub: &Hub, room: RoomId, shown: &str) -> bool {
+pub(super) fn r_owner_is(hub: &Hub, room: RoomId, shown: &str) -> bool {
     hub.rooms
         .get(room.0)
         .and_then(|r| r.owner.as_deref())

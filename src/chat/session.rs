@@ -460,7 +460,7 @@ impl Session {
     /// refused; else the account's state is read (if it is not online
     /// already) and it enters.
     fn logged_in(&mut self, name: String, ctx: &mut Ctx<'_>) {
-        if let Some(line) = ctx.hub.server_ban_line(&name, ctx.wall) {
+        if let Some(line) = ctx.hub.barred(&name, ctx.wall) {
             ctx.send(&line);
             self.end("banned", ctx);
             return;
@@ -576,20 +576,14 @@ impl Session {
                 }
             }
             (Reply::Loaded(loaded), State::Loading { name }) => match loaded {
-                // Banned (or deleted) while the state was read.
-                Ok(_)
-                    if ctx.hub.server_ban_line(&name, ctx.wall).is_some()
-                        || ctx.hub.account(&name).is_none() =>
-                {
-                    ctx.hub.load_abandoned(&name);
-                    let line = ctx
-                        .hub
-                        .server_ban_line(&name, ctx.wall)
-                        .unwrap_or_else(|| "! account deleted by an operator".to_owned());
-                    ctx.send(&line);
-                    self.end("banned", ctx);
-                }
                 Ok(state) => {
+                    // Banned (or deleted) while the state was read?
+                    if let Some(line) = ctx.hub.barred(&name, ctx.wall) {
+                        ctx.hub.load_abandoned(&name);
+                        ctx.send(&line);
+                        self.end("banned", ctx);
+                        return;
+                    }
                     ctx.send(&format!("* logged in as {name}"));
                     self.enter_chat(name, Some(state), ctx);
                 }

@@ -310,8 +310,9 @@ impl Server {
                 return;
             }
         }
-        let e = crate::store::Error::new(crate::store::ErrorKind::Database, "store busy");
-        let reader = op.failed_reply(&e);
+        let reader = op.failed_reply(|| {
+            crate::store::Error::new(crate::store::ErrorKind::Database, "store busy")
+        });
         if let Err(refused) = self.store.send(op) {
             crate::warn_every!(
                 crate::log_every::PERIOD,

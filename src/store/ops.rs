@@ -173,10 +173,24 @@ pub enum Op {
 }
 
 impl Op {
-    /// For a read, who waits for its answer, and the answer it gets if the
-    /// read cannot be carried out.
-    pub fn failed_reply(&self, e: &super::Error) -> Option<(ConnId, Reply)> {
-        let e = e.clone();
+    /// The connection waiting for this op's answer, if one is.
+    pub fn asker(&self) -> Option<ConnId> {
+        match self {
+            Op::Load { conn, .. }
+            | Op::History { conn, .. }
+            | Op::CreateToken { conn, .. }
+            | Op::CheckToken { conn, .. } => Some(*conn),
+            Op::RevokeToken { conn, .. } | Op::RevokeTokens { conn, .. } => *conn,
+            _ => None,
+        }
+    }
+
+    /// For an op somebody waits for, who, and the answer they get if it
+    /// cannot be carried out (the error is made only then: most ops are
+    /// messages, which nobody waits for).
+    pub fn failed_reply(&self, e: impl FnOnce() -> super::Error) -> Option<(ConnId, Reply)> {
+        self.asker()?;
+        let e = e();
         Some(match self {
             Op::Load { conn, .. } => (*conn, Reply::Loaded(Err(e))),
             Op::History { conn, .. } => (*conn, Reply::History(Err(e))),

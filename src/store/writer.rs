@@ -552,7 +552,7 @@ impl Writer {
             match (cmd, outcome) {
                 (Cmd::Op { op, cost }, outcome) => {
                     self.queued.fetch_sub(cost, Ordering::Relaxed);
-                    if let (Some(conn), Outcome::Reply(reply)) = (asker(&op), outcome) {
+                    if let (Some(conn), Outcome::Reply(reply)) = (op.asker(), outcome) {
                         // The loop has gone only at shutdown.
                         answered |= self.answers.send(Answer { conn, reply }).is_ok();
                     }
@@ -678,24 +678,12 @@ impl Writer {
 /// What a command comes to when it could not be carried out.
 fn failed(cmd: &Cmd, e: &Error) -> Outcome {
     match cmd {
-        Cmd::Op { op, .. } => match op.failed_reply(e) {
+        Cmd::Op { op, .. } => match op.failed_reply(|| e.clone()) {
             Some((_, reply)) => Outcome::Reply(reply),
             None => Outcome::Done,
         },
         Cmd::Account(_) => Outcome::Stored(Stored::Failed),
         _ => Outcome::Done,
-    }
-}
-
-/// The connection an op answers, if it answers.
-fn asker(op: &Op) -> Option<crate::session::ConnId> {
-    match op {
-        Op::Load { conn, .. }
-        | Op::History { conn, .. }
-        | Op::CreateToken { conn, .. }
-        | Op::CheckToken { conn, .. } => Some(*conn),
-        Op::RevokeToken { conn, .. } | Op::RevokeTokens { conn, .. } => *conn,
-        _ => None,
     }
 }
 

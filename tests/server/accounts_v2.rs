@@ -91,21 +91,6 @@ pub fn token_refused(addr: SocketAddr, token: &str) {
     token_fails_here(&mut c, token);
 }
 
-/// Everything `c` gets until the server has handled all it sent so far (an
-/// unknown command is the marker).
-#[track_caller]
-fn sync(c: &mut Client) -> Vec<String> {
-    c.send("/syncmarker\n");
-    let mut lines = Vec::new();
-    loop {
-        let line = c.line();
-        if line == "! unknown command /syncmarker; try /help" {
-            return lines;
-        }
-        lines.push(line);
-    }
-}
-
 /// `/passwd` from `old` to `new`, every prompt answered in turn.
 #[track_caller]
 fn change_password(c: &mut Client, old: &str, new: &str) {
@@ -180,7 +165,7 @@ fn a_token_login_enters_chatting_like_a_password_login() {
     bob.send("/join #rust\n");
     bob.expect("#rust * online (1): bob");
     bob.send("in rust\n/to #lobby in the lobby\n");
-    assert_eq!(sync(&mut bob), Vec::<String>::new());
+    assert_eq!(bob.sync(), Vec::<String>::new());
 
     let mut c = Client::connect(s.addr).with_label("Alice").with_history();
     c.expect_welcome();
@@ -380,7 +365,7 @@ fn logout_with_another_argument_is_a_usage_error() {
         c.send(&format!("{line}\n"));
         c.expect("! usage: /logout [all]");
     }
-    assert_eq!(sync(&mut c), Vec::<String>::new());
+    assert_eq!(c.sync(), Vec::<String>::new());
     c.send("still in\n");
     alice.expect("alice: still in");
     c.quit();
@@ -552,7 +537,7 @@ fn a_wrong_current_password_is_refused_and_changes_nothing() {
     let mut bob = join(s.addr, "bob", &mut [&mut alice]);
     let token = new_token(&mut alice);
     passwd_wrong(&mut alice, "not-my-password");
-    assert_eq!(sync(&mut alice), Vec::<String>::new());
+    assert_eq!(alice.sync(), Vec::<String>::new());
     alice.send("still chatting\n");
     bob.expect("alice: still chatting");
     bob.quiet();
@@ -626,7 +611,7 @@ fn passwd_with_arguments_is_a_usage_error() {
     alice.expect("! usage: /passwd");
     alice.send("/passwd new-password-1\n");
     alice.expect("! usage: /passwd");
-    assert_eq!(sync(&mut alice), Vec::<String>::new());
+    assert_eq!(alice.sync(), Vec::<String>::new());
     let mut c = Client::connect_welcomed(s.addr);
     c.login_fails("alice", "new-password-1");
     c.login_here("alice", &pw("alice"), "alice");

@@ -135,35 +135,6 @@ fn make_room(room: &str, members: &mut [&mut Client]) {
     }
 }
 
-/// Everything `c` gets until the server has handled all it sent so far (an
-/// unknown command is the marker).
-#[track_caller]
-fn sync(c: &mut Client) -> Vec<String> {
-    c.send("/syncmarker\n");
-    let mut lines = Vec::new();
-    loop {
-        let line = c.line();
-        if line == "! unknown command /syncmarker; try /help" {
-            return lines;
-        }
-        lines.push(line);
-    }
-}
-
-/// The next line must be an error (`! `), and nothing else may follow it.
-/// For refusals neither document gives an exact line for.
-#[track_caller]
-fn refused(c: &mut Client) -> String {
-    let line = c.line();
-    assert!(
-        line.starts_with("! "),
-        "{}: expected an error line, got {line:?}",
-        c.label
-    );
-    assert_eq!(sync(c), Vec::<String>::new(), "{}: after {line:?}", c.label);
-    line
-}
-
 /// Sends each command and expects `want` for each.
 #[track_caller]
 fn each_refused(c: &mut Client, commands: &[&str], want: &str) {
@@ -195,7 +166,7 @@ fn target_told(c: &mut Client, own: &str, room: &str) {
 #[track_caller]
 fn help(c: &mut Client) -> Vec<String> {
     c.send("/help\n");
-    let lines = sync(c);
+    let lines = c.sync();
     assert!(!lines.is_empty(), "{}: /help said nothing", c.label);
     for l in &lines {
         assert!(l.starts_with("* "), "{}: help line {l:?}", c.label);
@@ -447,7 +418,7 @@ fn a_member_without_a_role_is_refused_every_moderation_command() {
         ],
         "! you are not an operator of #rust",
     );
-    assert_eq!(sync(&mut bob), Vec::<String>::new());
+    assert_eq!(bob.sync(), Vec::<String>::new());
     alice.quiet();
     carol.quiet();
     // Nothing happened to carol.
@@ -488,8 +459,8 @@ fn without_being_a_server_operator_lobby_acts_are_refused() {
         ],
         NOT_SERVER_OP,
     );
-    assert_eq!(sync(&mut alice), Vec::<String>::new());
-    assert_eq!(sync(&mut bob), Vec::<String>::new());
+    assert_eq!(alice.sync(), Vec::<String>::new());
+    assert_eq!(bob.sync(), Vec::<String>::new());
     bob.send("nothing happened\n");
     alice.expect("bob: nothing happened");
 }
@@ -643,7 +614,7 @@ fn a_room_operator_named_by_the_owner_may_kick_and_set_the_topic_until_deopped()
     alice.expect(line);
     bob.expect(line);
     bob.send("/topic #rust mine now\n");
-    refused(&mut bob);
+    bob.refused();
     bob.send("/kick alice\n");
     bob.expect("! you are not an operator of #rust");
     alice.quiet();
@@ -696,7 +667,7 @@ fn op_and_deop_are_refused_to_all_but_the_owner_and_check_their_arguments() {
         got == format!("{hint} <name>") || got == format!("{hint} carol"),
         "{got:?}"
     );
-    assert_eq!(sync(&mut alice), Vec::<String>::new());
+    assert_eq!(alice.sync(), Vec::<String>::new());
     bob.quiet();
     carol.quiet();
 }
@@ -734,7 +705,7 @@ fn a_room_ban_removes_the_member_and_refuses_join_until_unbanned() {
     alice.expect("#rust * bob is no longer banned");
     carol.quiet();
     // AMBIGUOUS: whether the unbanned user is told is not said.
-    let told = sync(&mut bob);
+    let told = bob.sync();
     assert!(
         told.is_empty() || told == ["#rust * bob is no longer banned"],
         "{told:?}"
@@ -832,7 +803,7 @@ fn bad_durations_are_refused_and_sanction_nobody() {
         let got = alice.line();
         assert_eq!(got, want, "/mute #rust bob {word}");
     }
-    assert_eq!(sync(&mut alice), Vec::<String>::new());
+    assert_eq!(alice.sync(), Vec::<String>::new());
     bob.quiet();
     bob.send("/to #rust still a member and heard\n");
     alice.expect("#rust bob: still a member and heard");
@@ -871,7 +842,7 @@ fn a_room_mute_refuses_every_kind_of_line_to_that_room_only() {
         let got = bob.line();
         assert_eq!(got, muted, "answer to {line:?}");
     }
-    assert_eq!(sync(&mut bob), Vec::<String>::new());
+    assert_eq!(bob.sync(), Vec::<String>::new());
     alice.quiet();
     carol.quiet();
     // The lobby and private messages are not that room.
@@ -1020,7 +991,7 @@ fn a_server_mute_covers_every_room_me_to_and_msg() {
         let got = bob.line();
         assert_eq!(got, muted, "answer to {line:?}");
     }
-    assert_eq!(sync(&mut bob), Vec::<String>::new());
+    assert_eq!(bob.sync(), Vec::<String>::new());
     alice.quiet();
     root.quiet();
 
@@ -1114,7 +1085,7 @@ fn the_lobby_topic_is_for_server_operators_only() {
     let mut root = enter(s.addr, "root", &mut []);
     let mut alice = enter(s.addr, "alice", &mut [&mut root]);
     alice.send("/topic #lobby my lobby now\n");
-    refused(&mut alice);
+    alice.refused();
     root.quiet();
     // AMBIGUOUS: the lobby's lines carry no prefix, so its topic line is
     // taken to be `* topic: <text> (set by <name>)`.
@@ -1172,7 +1143,7 @@ fn room_bans_mutes_and_operators_survive_a_restart() {
     });
     alice.send("/mute #rust dave\n");
     alice.expect("#rust * dave is muted until forever");
-    assert_eq!(sync(&mut alice), Vec::<String>::new());
+    assert_eq!(alice.sync(), Vec::<String>::new());
     drop((alice, bob, carol, dave));
 
     let s = restart(s, &db.path, &NO_RATE);

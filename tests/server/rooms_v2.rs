@@ -53,29 +53,7 @@ fn register_seeing(addr: SocketAddr, name: &str) -> (Client, Vec<String>) {
 /// (an unknown command is the marker), in [`shown`] form.
 #[track_caller]
 fn sync(c: &mut Client) -> Vec<String> {
-    c.send("/syncmarker\n");
-    let mut lines = Vec::new();
-    loop {
-        let line = c.line();
-        if line == "! unknown command /syncmarker; try /help" {
-            return shown(&lines);
-        }
-        lines.push(line);
-    }
-}
-
-/// The next line must be an error (`! `), and the connection must still
-/// work afterwards. For errors PROTOCOL.md gives no exact text for.
-#[track_caller]
-fn refused(c: &mut Client) -> String {
-    let line = c.line();
-    assert!(
-        line.starts_with("! "),
-        "{}: expected an error line, got {line:?}",
-        c.label
-    );
-    assert_eq!(sync(c), Vec::<String>::new(), "{}: after {line:?}", c.label);
-    line
+    shown(&c.sync())
 }
 
 /// Sends `/join #room` and expects its online line (topic and history are
@@ -485,12 +463,12 @@ fn part_leaves_the_room_and_makes_the_lobby_current() {
     bob.expect("alice: back in the lobby");
     // No longer a member.
     alice.send("/to #r still here?\n");
-    refused(&mut alice);
+    alice.refused();
     bob.quiet();
     alice.send("/part #r\n");
-    refused(&mut alice);
+    alice.refused();
     alice.send("/part #nosuchroom\n");
-    refused(&mut alice);
+    alice.refused();
     bob.quiet();
     // Naming the room, in any case.
     bob.send("/part #R\n");
@@ -549,9 +527,9 @@ fn to_a_room_one_is_not_in_is_refused() {
     let mut carol = join(s.addr, "carol", &mut [&mut alice]);
     join_room(&mut alice, "#r", "#r * online (1): alice");
     carol.send("/to #r let me in\n");
-    refused(&mut carol);
+    carol.refused();
     carol.send("/to #nosuchroom hello\n");
-    refused(&mut carol);
+    carol.refused();
     alice.quiet();
     // Refused, not joined.
     carol.send("/rooms\n");
@@ -618,7 +596,7 @@ fn topic_is_set_by_the_owner_refused_to_others_and_shown() {
     // Not the owner (PROTOCOL.md's exact refusal is in Moderation; only
     // `! ` is asserted here).
     bob.send("/topic #t mine now\n");
-    refused(&mut bob);
+    bob.refused();
     alice.quiet();
     // Without text: shown (in its `/topic` form or without the setter).
     bob.send("/topic\n");
@@ -717,7 +695,7 @@ fn history_of_no_such_user_is_refused() {
     let s = Server::start(&[]);
     let mut alice = register(s.addr, "alice", &pw("alice")).with_history();
     alice.send("/history @nobody\n");
-    refused(&mut alice);
+    alice.refused();
 }
 
 #[test]
@@ -728,9 +706,9 @@ fn max_rooms_caps_the_number_of_rooms() {
     join_room(&mut alice, "#a", "#a * online (1): alice");
     join_room(&mut alice, "#b", "#b * online (1): alice");
     alice.send("/join #c\n");
-    refused(&mut alice);
+    alice.refused();
     bob.send("/join #c\n");
-    refused(&mut bob);
+    bob.refused();
     // Existing rooms can still be joined.
     join_room(&mut bob, "#a", "#a * online (2): alice, bob");
     alice.expect("#a * bob joined");
@@ -753,7 +731,7 @@ fn a_user_owns_at_most_10_rooms() {
         );
     }
     alice.send("/join #r10\n");
-    refused(&mut alice);
+    alice.refused();
     // Somebody else may create it, and she may join it (joining is not owning).
     join_room(&mut bob, "#r10", "#r10 * online (1): bob");
     join_room(&mut alice, "#r10", "#r10 * online (2): alice, bob");
@@ -897,9 +875,9 @@ fn history_off_shows_no_history_and_refuses_the_command() {
         ["#r * online (2): alice, bob"]
     );
     bob.send("/history\n");
-    refused(&mut bob);
+    bob.refused();
     bob.send("/history #r 5\n");
-    refused(&mut bob);
+    bob.refused();
     bob.quit();
     alice.expect("#r * bob joined");
     alice.expect("* bob left");
@@ -958,7 +936,7 @@ fn history_and_rooms_survive_a_restart() {
     bob.expect("* dave joined");
     // Ownership is kept too: bob may not set the topic, alice may.
     bob.send("/topic #rust bob's now\n");
-    refused(&mut bob);
+    bob.refused();
     let mut alice = login(server.addr, "alice", &pw("alice"));
     let _ = alice.lines_until_quiet(GAP);
     bob.expect("* alice joined");
@@ -999,7 +977,7 @@ fn bad_room_names_are_refused() {
         "",
     ] {
         alice.send(&format!("/join {bad}\n"));
-        refused(&mut alice);
+        alice.refused();
     }
     alice.send("/rooms\n");
     alice.expect("* rooms (1): #lobby (1 online)");

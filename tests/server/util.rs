@@ -691,6 +691,41 @@ impl Client {
         self.expect("* bye");
         self.expect_closed();
     }
+
+    /// Everything this client gets until the server has handled all it
+    /// sent so far (an unknown command is the marker), as received.
+    #[track_caller]
+    pub fn sync(&mut self) -> Vec<String> {
+        self.send("/syncmarker\n");
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            if line == "! unknown command /syncmarker; try /help" {
+                return lines;
+            }
+            lines.push(line);
+        }
+    }
+
+    /// The next line must be an error (`! `), and nothing else may follow
+    /// it; the connection still works. For refusals the protocol gives no
+    /// exact line for.
+    #[track_caller]
+    pub fn refused(&mut self) -> String {
+        let line = self.line();
+        assert!(
+            line.starts_with("! "),
+            "{}: expected an error line, got {line:?}",
+            self.label
+        );
+        assert_eq!(
+            self.sync(),
+            Vec::<String>::new(),
+            "{}: after {line:?}",
+            self.label
+        );
+        line
+    }
 }
 
 /// N from `* welcome to NeoChat (N online)`.
