@@ -26,6 +26,11 @@ impl ConnSet {
         }
     }
 
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.list.reserve(n.saturating_sub(self.list.len()));
+        self.at.reserve(n.saturating_sub(self.at.len()));
+    }
+
     pub(super) fn remove(&mut self, id: ConnId) {
         let Some(i) = self.at.remove(&id) else {
             return;

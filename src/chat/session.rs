@@ -92,6 +92,15 @@ pub enum Action {
         except: Option<ConnId>,
         line: Vec<u8>,
     },
+    /// Like [`Action::ToRoom`], for a line nobody is waiting on (who
+    /// joined, who left): it may be written a little later, so that a storm
+    /// of logins telling hundreds each never holds up the conversation.
+    /// Order is kept: a connection's lines go out as they were queued.
+    Notice {
+        room: RoomId,
+        except: Option<ConnId>,
+        line: Vec<u8>,
+    },
     /// Send a line to one other connection (a private message).
     SendTo(ConnId, Vec<u8>),
     /// Send a last line to another connection and close it without a left
@@ -1579,7 +1588,7 @@ mod tests {
                 actions: &mut actions,
             },
         );
-        assert!(actions.contains(&Action::ToRoom {
+        assert!(actions.contains(&Action::Notice {
             room: crate::chat::hub::LOBBY_ID,
             except: Some(w.sessions[b].id()),
             line: b"* bob left\n".to_vec()

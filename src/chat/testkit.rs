@@ -281,7 +281,7 @@ impl World {
         for action in actions {
             match action {
                 Action::Send(b) => self.out[from].push_str(&text(b)),
-                Action::ToRoom { room, except, line } => {
+                Action::ToRoom { room, except, line } | Action::Notice { room, except, line } => {
                     let line = text(line);
                     for id in self.hub.room_conns(room).to_vec() {
                         if Some(id) != except

@@ -46,6 +46,8 @@ pub(super) struct Conn {
     pub(super) reason: &'static str,
     /// Already on the `dirty` list.
     pub(super) dirty: bool,
+    /// Already on the `lazy` list (output that may wait a turn or two).
+    pub(super) lazy: bool,
     /// Set to abandon this connection's auth job, if one is out.
     pub(super) job: Option<Arc<AtomicBool>>,
     /// On the `paced` list: its input waits for the pacer.
@@ -127,6 +129,11 @@ impl Conns {
 
     pub(super) fn len(&self) -> usize {
         self.slab.len()
+    }
+
+    /// One past the highest key a connection can have now.
+    pub(super) fn slots(&self) -> usize {
+        self.slab.capacity()
     }
 
     pub(super) fn is_empty(&self) -> bool {

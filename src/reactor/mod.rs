@@ -41,6 +41,7 @@
 //! connection's bounded output buffer.
 
 mod audit;
+mod backlog;
 mod conn;
 mod ledger;
 pub mod outbox;
@@ -68,6 +69,7 @@ use crate::limits::{Cidr, LimitConfig, Limits};
 use crate::store::{Store, StoreConfig};
 use crate::transport::tls::{self, CertSource};
 use crate::transport::{self as tp};
+use backlog::Backlog;
 use conn::{Closing, Conns};
 use ledger::Ledger;
 use pacer::Pacer;
@@ -106,14 +108,6 @@ const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_TURN: usize = 16;
 /// How long to wait before accepting again after EMFILE and the like.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// At most this many connections accepted, this many not yet chatting
-/// read, and this many answers of the auth workers and of the store thread
-/// handled, in one turn; the rest waits for the next turn, which comes at
-/// once. A storm of logins (10,000
-/// token logins are checked in about a second) then never holds the loop
-/// for long between two looks at the sockets: the people chatting meanwhile
-/// wait at most a few such batches.
-const PER_TURN: usize = 16;
 /// Readiness events taken from epoll per turn. Small enough that a turn
 /// stays short when thousands of sockets are ready at once (a login storm):
 /// 256 against 1,024 halved the p99 of a chat pair during 10,000 token
@@ -124,6 +118,10 @@ const EVENTS_PER_POLL: usize = 256;
 const LINGER: Duration = Duration::from_secs(5);
 /// How often idle connections' output buffers are freed.
 const RELEASE_EVERY: Duration = Duration::from_secs(1);
+/// The most time a turn spends writing output that may wait.
+const LAZY_SLICE: Duration = Duration::from_micros(150);
+/// Slab slots swept for idle buffers per turn.
+const SWEEP_STEP: usize = 256;
 /// How long shutdown waits for output to drain.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// How long shutdown waits for a password worker in the middle of a
@@ -286,6 +284,9 @@ pub struct Server {
     next_serial: u64,
     /// Connections with output appended this turn.
     dirty: Vec<usize>,
+    /// Connections with output that may wait ([`Action::Notice`]), oldest
+    /// first: written after `dirty`, [`LAZY_SLICE`] of them a turn.
+    lazy: VecDeque<usize>,
     /// Connections marked closing, to remove after the turn's writes.
     doomed: Vec<ConnId>,
     /// Connections to read without waiting for an event.
@@ -305,20 +306,26 @@ pub struct Server {
     login_deadlines: VecDeque<(Instant, ConnId)>,
     linger_deadlines: VecDeque<(Instant, ConnId)>,
     accept_retry: Option<Instant>,
-    /// Connections not chatting yet with input to read, oldest first: at
-    /// most [`PER_TURN`] are read each turn, after every chatting one.
+    /// Connections not chatting yet with input to read, oldest first: read
+    /// in the turn's backlog slice, after every chatting one.
     deferred: VecDeque<ConnId>,
-    /// A listener had more connections waiting than one turn accepts
-    /// ([`PER_TURN`]): accept again next turn, at once.
+    /// A listener had more connections waiting than the last slice
+    /// accepted: accept again in the next.
     accept_more: bool,
     /// Answers of the auth workers or the store thread were left for the
-    /// next turn ([`PER_TURN`]): it comes at once.
+    /// next slice.
     answers_left: bool,
+    /// The slices of loop time given to logins ([`backlog`]).
+    backlog: Backlog,
     /// The last accept line logged said accepts are paused (what the
     /// operator reads as the current state).
     accept_stall_logged: bool,
     /// Next sweep that frees emptied output buffers.
     next_release: Instant,
+    /// Output buffers freed since the allocator last gave memory back.
+    untrimmed: usize,
+    /// Where the sweep of idle buffers goes on (a slab key).
+    sweep_from: usize,
     shutdown_deadline: Option<Instant>,
     /// Transports waiting for a time (0.3 s for a silent client, 10 s for
     /// an HTTP head).
@@ -332,6 +339,9 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         pin_mmap_threshold();
         let poll = Poll::new()?;
+        // Listeners, the waker, the database's files, the signal pipe and
+        // logs: a few dozen besides the connections.
+        sockets::reserve_descriptors(&poll, config.max_clients.saturating_add(64));
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake = {
             let waker = waker.clone();
@@ -403,7 +413,7 @@ impl Server {
             allowed_origins: config.allowed_origins.clone(),
             max_line: config.max_line,
         };
-        let chat = Chat {
+        let mut chat = Chat {
             config: SessionConfig {
                 max_line: config.max_line,
                 rate: config.rate,
@@ -412,6 +422,7 @@ impl Server {
             hub: Hub::from_snapshot(config.hub.clone(), &snapshot),
             actions: Vec::new(),
         };
+        chat.hub.reserve(config.max_clients);
         // Room for a quarter of the output limit at once, and for all
         // readers together a quarter of the total bound, but for two of the
         // longest lines whatever the limits.
@@ -440,6 +451,7 @@ impl Server {
             config,
             next_serial: 0,
             dirty: Vec::new(),
+            lazy: VecDeque::new(),
             doomed: Vec::new(),
             again: Vec::new(),
             paced: Vec::new(),
@@ -453,8 +465,11 @@ impl Server {
             accept_more: false,
             deferred: VecDeque::new(),
             answers_left: false,
+            backlog: Backlog::new(Instant::now()),
             accept_stall_logged: false,
             next_release: Instant::now() + RELEASE_EVERY,
+            untrimmed: 0,
+            sweep_from: 0,
             shutdown_deadline: None,
             transport_deadlines: BinaryHeap::new(),
             next_ping: Instant::now() + PING_EVERY,
@@ -518,6 +533,7 @@ impl Server {
                 return Err(e);
             }
             let now = Instant::now();
+            self.backlog.begin(now);
             self.pacer.refill(now);
             // Connections cut short last turn; those cut short now wait for
             // the next one, so one flooder gets one share per turn. Those
@@ -567,7 +583,7 @@ impl Server {
                     }
                 }
             }
-            for _ in 0..PER_TURN {
+            while !self.deferred.is_empty() && self.backlog.may() {
                 let Some(id) = self.deferred.pop_front() else {
                     break;
                 };
@@ -583,6 +599,7 @@ impl Server {
             self.drain_store(now);
             self.run_timers(now);
             self.end_turn(now);
+            self.backlog.end(Instant::now());
             if self
                 .shutdown_deadline
                 .is_some_and(|deadline| self.conns.is_empty() || now >= deadline)
@@ -601,30 +618,81 @@ impl Server {
     /// left notices are more output), until nothing is left to do.
     fn end_turn(&mut self, now: Instant) {
         loop {
-            while let Some(key) = self.dirty.pop() {
-                if let Some(conn) = self.conns.at_mut(key) {
-                    conn.dirty = false;
-                    self.flush(key);
+            loop {
+                while let Some(key) = self.dirty.pop() {
+                    if let Some(conn) = self.conns.at_mut(key) {
+                        conn.dirty = false;
+                        self.flush(key);
+                    }
+                }
+                if self.doomed.is_empty() {
+                    break;
+                }
+                while let Some(id) = self.doomed.pop() {
+                    self.reap(id, now);
                 }
             }
+            self.flush_lazy();
+            // A write that failed closed its connection: reap it now.
             if self.doomed.is_empty() {
                 break;
-            }
-            while let Some(id) = self.doomed.pop() {
-                self.reap(id, now);
             }
         }
     }
 
+    /// Writes the output that may wait, oldest first, for at most
+    /// [`LAZY_SLICE`]; the rest goes out in the next turns, which come at
+    /// once. Hundreds told who joined cost a few microseconds each to
+    /// write: all at once, they held a turn for milliseconds.
+    fn flush_lazy(&mut self) {
+        let began = Instant::now();
+        let mut written = 0u32;
+        while let Some(&key) = self.lazy.front() {
+            // A clock read per few writes, not per write.
+            if written % 8 == 7 && began.elapsed() >= LAZY_SLICE {
+                break;
+            }
+            self.lazy.pop_front();
+            // The slot may hold a newer connection: its flag says whether
+            // it is on the list itself.
+            let Some(conn) = self.conns.at_mut(key).filter(|c| c.lazy) else {
+                continue;
+            };
+            conn.lazy = false;
+            if !conn.out.is_empty() {
+                written += 1;
+                self.flush(key);
+            }
+        }
+    }
+
+    /// Backlog work waits for the next slice.
+    fn backlog_left(&self) -> bool {
+        self.accept_more || self.answers_left || !self.deferred.is_empty()
+    }
+
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty()
-            || !self.local_results.is_empty()
-            || self.accept_more
-            || self.answers_left
-            || !self.deferred.is_empty()
-        {
+        if !self.again.is_empty() || !self.lazy.is_empty() {
             return Some(Duration::ZERO);
         }
+        if self.backlog_left() || !self.local_results.is_empty() {
+            // Exactly then, not rounded up: epoll rounds up to 1 ms.
+            let wait = self.backlog.opens_at().saturating_duration_since(now);
+            if wait.is_zero() {
+                return Some(wait);
+            }
+            if let Some(other) = self.other_deadline(now)
+                && other < wait
+            {
+                return Some(other);
+            }
+            return Some(wait);
+        }
+        self.other_deadline(now)
+    }
+
+    /// The nearest timer, rounded up.
+    fn other_deadline(&self, now: Instant) -> Option<Duration> {
         [
             (!(self.paced.is_empty() && self.paced_back.is_empty()))
                 .then(|| self.pacer.resume_at(now)),
@@ -719,36 +787,53 @@ impl Server {
             }
         }
         if now >= self.next_release {
-            self.next_release = now + RELEASE_EVERY;
-            self.release_buffers();
-            self.limits.prune(now);
+            if self.release_buffers() {
+                self.next_release = now + RELEASE_EVERY;
+                self.limits.prune(now);
+            } else {
+                // The rest of the sweep next turn.
+                self.next_release = now;
+            }
         }
     }
 
     /// Frees the output buffers of connections with nothing pending. A busy
     /// connection keeps its buffer from turn to turn (no malloc per write);
     /// this sweep makes sure an idle one holds none. Once a second over the
-    /// whole slab is a few microseconds per thousand connections.
-    fn release_buffers(&mut self) {
+    /// whole slab, [`SWEEP_STEP`] slots a turn: freeing 10,000 buffers at
+    /// once (after a login storm) held the loop for 3 ms. True once the
+    /// sweep has reached the end of the slab.
+    fn release_buffers(&mut self) -> bool {
         let mut freed = 0usize;
-        for (_, conn) in self.conns.iter_mut() {
-            freed += usize::from(conn.out.release());
-            freed += usize::from(conn.transport.release());
+        let from = self.sweep_from;
+        let to = from.saturating_add(SWEEP_STEP).min(self.conns.slots());
+        for key in from..to {
+            if let Some(conn) = self.conns.at_mut(key) {
+                freed += usize::from(conn.out.release());
+                freed += usize::from(conn.transport.release());
+            }
         }
+        let done = to >= self.conns.slots();
+        self.sweep_from = if done { 0 } else { to };
         if freed > 0 {
             debug!("freed {freed} idle output buffers");
         }
         // glibc keeps freed memory in its heap, where holes between live
         // blocks never go back to the system on their own: after a burst
         // (thousands joining, each sent the online list) that would leave
-        // the resident size high for good. Hand the free pages back.
+        // the resident size high for good. Hand the free pages back, once
+        // the logins have stopped: a trim walks the whole heap (milliseconds
+        // with 10,000 connections), and in a storm it came every second.
+        self.untrimmed += freed;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        if freed >= 64 {
+        if done && self.untrimmed >= 64 && self.backlog.is_idle() {
+            self.untrimmed = 0;
             // SAFETY: malloc_trim only releases free memory of the allocator.
             unsafe {
                 libc::malloc_trim(0);
             }
         }
+        done
     }
 
     // ---- signals ----

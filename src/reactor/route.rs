@@ -9,6 +9,7 @@
 //! and every flush and close corrects it, so the total is always known
 //! without a walk over the connections.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -41,6 +42,7 @@ impl Server {
             match action {
                 Action::Send(line) => self.queue(id, &line),
                 Action::ToRoom { room, except, line } => self.broadcast(room, except, &line),
+                Action::Notice { room, except, line } => self.notify(room, except, &line),
                 Action::Store(op) => self.store_op(op),
                 Action::SendTo(to, line) => self.queue(to, &line),
                 Action::Kick(to, line) => {
@@ -174,6 +176,17 @@ impl Server {
     /// one addition each to the ledger), one per member online, whatever
     /// the size of the server.
     pub(super) fn broadcast(&mut self, room: RoomId, except: Option<ConnId>, bytes: &[u8]) {
+        self.fan_out(room, except, bytes, false);
+    }
+
+    /// A line to a room that may be written in a later turn
+    /// ([`Action::Notice`]): its readers go on the `lazy` list, written a
+    /// slice at a time after the turn's other output.
+    pub(super) fn notify(&mut self, room: RoomId, except: Option<ConnId>, bytes: &[u8]) {
+        self.fan_out(room, except, bytes, true);
+    }
+
+    fn fan_out(&mut self, room: RoomId, except: Option<ConnId>, bytes: &[u8], lazy: bool) {
         let readers = self.chat.hub.room_conns(room);
         self.pacer.set_readers(readers.len());
         self.pacer.spend(bytes.len());
@@ -191,7 +204,12 @@ impl Server {
             if conn.closing.is_some() || !conn.session.is_chatting() {
                 continue;
             }
-            match push_output(conn, bytes, limit, &mut self.dirty) {
+            let pushed = if lazy {
+                push_lazily(conn, bytes, limit, &mut self.lazy)
+            } else {
+                push_output(conn, bytes, limit, &mut self.dirty)
+            };
+            match pushed {
                 Ok(Pushed::Appended) => ledger.add(id.key, bytes.len()),
                 Ok(Pushed::AfterFlush) => ledger.set(id.key, conn.unsent()),
                 Err(refused) => over.push((conn.id, refused)),
@@ -329,8 +347,8 @@ impl Server {
 
     /// Hands the store thread's answers to the sessions that asked.
     pub(super) fn drain_store(&mut self, now: Instant) {
-        for n in 0.. {
-            if n == super::PER_TURN {
+        loop {
+            if !self.backlog.may() {
                 self.answers_left = true;
                 break;
             }
@@ -379,8 +397,8 @@ impl Server {
     }
 
     pub(super) fn drain_results(&mut self, now: Instant) {
-        for n in 0.. {
-            if n == super::PER_TURN {
+        loop {
+            if !self.backlog.may() {
                 self.answers_left = true;
                 break;
             }
@@ -459,25 +477,46 @@ pub(super) fn push_output(
     limit: usize,
     dirty: &mut Vec<usize>,
 ) -> Result<Pushed, Refused> {
-    let mut pushed = Pushed::Appended;
-    if !conn.out.push(bytes, limit) {
-        if conn
-            .transport
-            .flush(&mut conn.stream, &mut conn.out)
-            .is_err()
-        {
-            return Err(Refused::WriteFailed);
-        }
-        if !conn.out.push(bytes, limit) {
-            return Err(Refused::OverLimit);
-        }
-        pushed = Pushed::AfterFlush;
-    }
+    let pushed = append(conn, bytes, limit)?;
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(conn.id.key);
     }
     Ok(pushed)
+}
+
+/// [`push_output`] for a line that may wait ([`Action::Notice`]): the
+/// connection goes on the `lazy` list, unless it is written this turn
+/// anyway.
+fn push_lazily(
+    conn: &mut Conn,
+    bytes: &[u8],
+    limit: usize,
+    lazy: &mut VecDeque<usize>,
+) -> Result<Pushed, Refused> {
+    let pushed = append(conn, bytes, limit)?;
+    if !conn.dirty && !conn.lazy {
+        conn.lazy = true;
+        lazy.push_back(conn.id.key);
+    }
+    Ok(pushed)
+}
+
+fn append(conn: &mut Conn, bytes: &[u8], limit: usize) -> Result<Pushed, Refused> {
+    if conn.out.push(bytes, limit) {
+        return Ok(Pushed::Appended);
+    }
+    if conn
+        .transport
+        .flush(&mut conn.stream, &mut conn.out)
+        .is_err()
+    {
+        return Err(Refused::WriteFailed);
+    }
+    if !conn.out.push(bytes, limit) {
+        return Err(Refused::OverLimit);
+    }
+    Ok(Pushed::AfterFlush)
 }
 
 /// How output was queued, for the ledger.

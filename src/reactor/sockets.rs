@@ -28,7 +28,7 @@ impl Server {
     // ---- accepting ----
 
     pub(super) fn accept(&mut self, which: usize, now: Instant) {
-        for _ in 0..super::PER_TURN {
+        while self.backlog.may() {
             let Some(listener) = self.listeners.get(which) else {
                 return;
             };
@@ -152,6 +152,7 @@ impl Server {
             closing: None,
             reason: "",
             dirty: false,
+            lazy: false,
             job: None,
             paced: false,
             deferred: false,
@@ -543,6 +544,47 @@ pub(super) fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Grows this process's descriptor table, once, to hold `n` descriptors
+/// (capped at the open-file limit). The kernel grows the table on demand,
+/// doubling it, and in a process with several threads each growth waits
+/// for an RCU grace period: 10-15 ms inside `accept`, with the loop
+/// blocked, at 256, 512, ... 8,192 descriptors (`expand_files` in
+/// `alloc_fd`). A login storm met all six of them on its way up, and they
+/// were most of the chat's p99 during it (BENCHMARKS.md, "Token logins").
+/// Made at start, the growth costs one grace period and nothing later;
+/// the table never shrinks. 8 bytes a descriptor: 128 KiB for 16,384.
+pub(super) fn reserve_descriptors(any: &impl std::os::fd::AsRawFd, n: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let top = (n as u64).min(lim.rlim_cur).min(1 << 20);
+    let Ok(top) = libc::c_int::try_from(top) else {
+        return;
+    };
+    if top < 2 {
+        return;
+    }
+    // A duplicate of `any` at the lowest free number from `top - 1` up:
+    // the table grows to hold it. F_DUPFD never replaces an open one.
+    // SAFETY: duplicating a descriptor we own makes a new one, which is
+    // closed at once and used by nothing else.
+    let fd = unsafe { libc::fcntl(any.as_raw_fd(), libc::F_DUPFD_CLOEXEC, top - 1) };
+    if fd >= 0 {
+        // SAFETY: `fd` is the duplicate made above, owned by nobody else.
+        unsafe { libc::close(fd) };
+    } else {
+        debug!(
+            "could not reserve {top} descriptors: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 /// Raises the soft limit on open files to the hard limit, so that
 /// `--max-clients` can be reached. Returns the new soft limit.
 pub fn raise_fd_limit() -> io::Result<u64> {
@@ -566,4 +608,42 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         lim = raised;
     }
     Ok(lim.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of this process's descriptor table, from the kernel.
+    fn fd_table_size() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("FDSize:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_descriptor_table_is_made_big_enough_at_once() {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `lim` is a valid, writable rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        let want = (lim.rlim_cur as usize).min(3000);
+        let probe = std::fs::File::open("/proc/self/status").unwrap();
+        reserve_descriptors(&probe, want);
+        assert!(
+            fd_table_size() >= want,
+            "table {} < {want}",
+            fd_table_size()
+        );
+        // Nothing was left open: the next descriptor is a low one.
+        let next = std::fs::File::open("/proc/self/status").unwrap();
+        use std::os::fd::AsRawFd;
+        assert!((next.as_raw_fd() as usize) < want - 1);
+    }
 }

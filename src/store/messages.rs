@@ -61,6 +61,13 @@ pub(crate) fn raise_count(conn: &Connection, room: &str, n: u64) -> Result<(), E
     Ok(())
 }
 
+/// The rooms (not the lobby) of an account, with its cursor in each.
+pub(crate) const ROOMS_OF: &str =
+    "SELECT room, seen FROM members WHERE account = ?1 AND room <> ?2 ORDER BY room";
+/// How many private messages wait for an account.
+pub(crate) const OFFLINE_COUNT: &str =
+    "SELECT count(*) FROM messages WHERE pending = 1 AND recipient = ?1";
+
 /// What `account` had when its last connection closed, and the private
 /// messages waiting for it: the newest [`OFFLINE_MAX`], oldest first, the
 /// rest counted. Nothing changes: the loop sends [`Op::Delivered`] once a
@@ -78,9 +85,7 @@ pub(crate) fn load(conn: &Connection, account: &str) -> Result<AccountState, Err
         }
     };
     let rooms = conn
-        .prepare_cached(
-            "SELECT room, seen FROM members WHERE account = ?1 AND room <> ?2 ORDER BY room",
-        )?
+        .prepare_cached(ROOMS_OF)?
         .query_map((account, super::ops::LOBBY), |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     let mut offline = conn
@@ -92,7 +97,7 @@ pub(crate) fn load(conn: &Connection, account: &str) -> Result<AccountState, Err
         .collect::<Result<Vec<_>, _>>()?;
     offline.reverse();
     let waiting: u64 = conn
-        .prepare_cached("SELECT count(*) FROM messages WHERE pending = 1 AND recipient = ?1")?
+        .prepare_cached(OFFLINE_COUNT)?
         .query_row([account], |r| r.get(0))?;
     let older_by = match offline.first() {
         Some(oldest) if waiting > offline.len() as u64 => conn

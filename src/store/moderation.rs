@@ -28,6 +28,11 @@ pub(crate) fn create_token(
     Ok(())
 }
 
+/// A token's account, if the token is valid at `?2`.
+pub(crate) const CHECK_TOKEN: &str =
+    "SELECT users.name FROM tokens JOIN users ON users.name = tokens.account
+     WHERE tokens.hash = ?1 AND tokens.expires_at > ?2";
+
 /// The account (as registered) a token valid at `now` logs in. One read
 /// of the primary key, and one of the account's row (a deleted account's
 /// tokens are gone with it, but a token must never outlive its account).
@@ -37,10 +42,7 @@ pub(crate) fn check_token(
     now: i64,
 ) -> Result<Option<String>, Error> {
     Ok(conn
-        .prepare_cached(
-            "SELECT users.name FROM tokens JOIN users ON users.name = tokens.account
-             WHERE tokens.hash = ?1 AND tokens.expires_at > ?2",
-        )?
+        .prepare_cached(CHECK_TOKEN)?
         .query_row((&hash[..], now), |r| r.get(0))
         .optional()?)
 }

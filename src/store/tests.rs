@@ -1086,3 +1086,28 @@ fn changes_made_by_the_admin_commands_reach_the_loop_even_after_pruning() {
     assert_eq!(count(&db, "SELECT max(id) FROM changes"), 2);
     assert!(store.shutdown(ANSWER));
 }
+
+/// A login's reads are parsed and planned once per connection, whatever
+/// values are bound: with the bundled SQLite's STAT4 a range on a bound
+/// value (`room <> ?2`, `expires_at > ?2`) re-prepared the statement for
+/// every new value.
+#[test]
+fn a_login_s_statements_are_planned_once() {
+    let (_dir, _path, conn) = migrated();
+    for i in 0..5 {
+        super::messages::load(&conn, &format!("user{i}")).unwrap();
+        super::moderation::check_token(&conn, &[i as u8; 32], 1_000 + i).unwrap();
+    }
+    for sql in [
+        super::messages::ROOMS_OF,
+        super::messages::OFFLINE_COUNT,
+        super::moderation::CHECK_TOKEN,
+    ] {
+        let stmt = conn.prepare_cached(sql).unwrap();
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "{sql}"
+        );
+    }
+}

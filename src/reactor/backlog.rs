@@ -1,0 +1,186 @@
+//! How much of the loop goes to connections that are not chatting yet.
+//!
+//! Accepting a connection, reading a login, handing over a password check
+//! or a token's look-up, and entering a session into the chat are the
+//! *backlog*: work that people already chatting must not wait behind. One
+//! login is cheap, but 10,000 arriving at once (every client reconnecting
+//! after a restart, with a token) would otherwise keep the loop busy for a
+//! second, and everybody's lines with it.
+//!
+//! So the backlog has a budget of loop time: it accrues at [`SHARE`] of
+//! the wall clock, up to [`BURST`], and each turn's backlog work (at most
+//! a [`SLICE`], then the output it made) is paid from it. While the budget
+//! is spent, backlog work waits (the kernel holds new connections in the
+//! listen queue, and the loop holds logins read) and the people chatting
+//! have the loop. A quiet server never waits: one login costs far less than
+//! the burst. In a storm the logins still go through at thousands a second
+//! (10,000 token logins in about 2.5 s on 2 cores), and a line waits at
+//! most one slice (BENCHMARKS.md, "Token logins").
+
+use std::time::{Duration, Instant};
+
+/// The most loop time given to backlog work in one turn. One unit of work
+/// (a login read, a store answer, an accept) takes 5-50 us; the last one
+/// started may run past the slice.
+pub(super) const SLICE: Duration = Duration::from_micros(100);
+/// The share of the loop's time the backlog may take, sustained.
+pub(super) const SHARE: f64 = 0.25;
+/// The most backlog time saved up while there was none: a quiet server's
+/// login is never made to wait.
+pub(super) const BURST: Duration = Duration::from_millis(2);
+
+pub(super) struct Backlog {
+    /// Loop time the backlog may still use; it accrues at [`SHARE`] of the
+    /// wall clock up to [`BURST`], and a slice spends what it took. Below
+    /// zero after a long slice: the debt is paid before the next.
+    credit: f64,
+    /// When `credit` was last brought up to date.
+    last: Instant,
+    /// This turn may work on the backlog.
+    open: bool,
+    /// When this turn's slice began, once it has.
+    began: Option<Instant>,
+}
+
+impl Backlog {
+    pub(super) fn new(now: Instant) -> Backlog {
+        Backlog {
+            credit: BURST.as_secs_f64(),
+            last: now,
+            open: false,
+            began: None,
+        }
+    }
+
+    fn accrue(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.credit = (self.credit + dt * SHARE).min(BURST.as_secs_f64());
+        self.last = now;
+    }
+
+    /// A turn begins.
+    pub(super) fn begin(&mut self, now: Instant) {
+        self.accrue(now);
+        self.open = self.credit > 0.0;
+        self.began = None;
+    }
+
+    /// Whether one more piece of backlog work fits in this turn. The first
+    /// call of a turn starts its slice: the work done before (the people
+    /// chatting) does not count against it.
+    pub(super) fn may(&mut self) -> bool {
+        self.may_at(Instant::now())
+    }
+
+    fn may_at(&mut self, now: Instant) -> bool {
+        if !self.open {
+            return false;
+        }
+        match self.began {
+            None => {
+                self.began = Some(now);
+                true
+            }
+            Some(began) => now.duration_since(began) < SLICE,
+        }
+    }
+
+    /// No backlog work for a while: its credit is whole again.
+    pub(super) fn is_idle(&self) -> bool {
+        self.credit >= BURST.as_secs_f64()
+    }
+
+    /// When the waiting backlog may be worked on again.
+    pub(super) fn opens_at(&self) -> Instant {
+        if self.credit > 0.0 {
+            self.last
+        } else {
+            self.last + Duration::from_secs_f64(-self.credit / SHARE + 1e-6)
+        }
+    }
+
+    /// The turn ended at `now`, its output written: the slice and the
+    /// output it made are paid for.
+    pub(super) fn end(&mut self, now: Instant) {
+        self.accrue(now);
+        if let Some(began) = self.began {
+            self.credit -= now.saturating_duration_since(began).as_secs_f64();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn a_quiet_server_never_waits() {
+        let t0 = Instant::now();
+        let mut b = Backlog::new(t0);
+        for i in 0..100u32 {
+            // A login every 10 ms, 200 us of loop each.
+            let t = t0 + 10_000 * i * US;
+            b.begin(t);
+            assert!(b.may_at(t), "login {i} waited");
+            b.end(t + 200 * US);
+            assert!(b.opens_at() <= t + 200 * US);
+        }
+    }
+
+    #[test]
+    fn a_slice_ends_after_its_time() {
+        let t0 = Instant::now();
+        let mut b = Backlog::new(t0);
+        b.begin(t0);
+        assert!(b.may_at(t0));
+        assert!(b.may_at(t0 + 50 * US));
+        assert!(!b.may_at(t0 + SLICE));
+    }
+
+    #[test]
+    fn a_storm_gets_its_share_of_the_loop_and_no_more() {
+        let t0 = Instant::now();
+        let mut b = Backlog::new(t0);
+        let mut t = t0;
+        let mut spent = Duration::ZERO;
+        // Always more to do: each turn works a slice, then the loop waits
+        // for the budget (or serves the chat, 30 us a turn).
+        while t < t0 + Duration::from_secs(1) {
+            b.begin(t);
+            if b.may_at(t) {
+                let took = SLICE + 60 * US;
+                spent += took;
+                t += took;
+            } else {
+                t = t.max(b.opens_at()).max(t + 30 * US);
+            }
+            b.end(t);
+        }
+        let share = spent.as_secs_f64();
+        assert!(
+            share > SHARE * 0.9 && share < SHARE * 1.1 + BURST.as_secs_f64(),
+            "backlog took {share:.3} s of 1 s"
+        );
+    }
+
+    #[test]
+    fn a_long_turn_is_paid_back_before_the_next_slice() {
+        let t0 = Instant::now();
+        let mut b = Backlog::new(t0);
+        b.begin(t0);
+        assert!(b.may_at(t0));
+        let end = t0 + Duration::from_millis(10);
+        b.end(end);
+        b.begin(end + Duration::from_millis(1));
+        assert!(!b.may_at(end + Duration::from_millis(1)));
+        assert!(!b.is_idle());
+        // 10 ms spent, 2 ms saved: 8 ms at a quarter of the clock.
+        let open = b.opens_at();
+        assert!(open >= end + Duration::from_millis(31), "{:?}", open - end);
+        assert!(open <= end + Duration::from_millis(33), "{:?}", open - end);
+        b.begin(open);
+        assert!(b.may_at(open));
+    }
+}
