@@ -21,6 +21,9 @@
 //! - [`store`]: the SQLite database: opening it, its file modes, errors,
 //!   numbered schema migrations, the queries per table, and the one store
 //!   thread that makes every write in group commits (`store::Store`).
+//! - [`files`]: the bytes of uploaded files on disk (content-addressed,
+//!   beside the database), the upload being written, and how a file is
+//!   served (its type from its bytes).
 //! - [`admin`]: the work of the admin subcommands (`neochat-server op ...`,
 //!   `users ...`) on a database, with the server stopped or running.
 //! - [`auth`]: the worker pool that runs bcrypt (and reads accounts) off the
@@ -38,6 +41,7 @@ pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod files;
 pub mod limits;
 pub mod loadgen;
 pub mod log_every;

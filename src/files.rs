@@ -1,0 +1,374 @@
+//! The bytes of uploaded files on disk: a content-addressed store in a
+//! `files/` directory beside the database (mode 0700), and the upload in
+//! progress that streams into it.
+//!
+//! An upload is written to `files/tmp/<slot>.part` (0600, created new), a
+//! chunk at a time, hashing as it goes; at the end its length is checked
+//! against what was announced, it is synced, and renamed to
+//! `files/<first two hex digits>/<SHA-256 in hex>`. The same bytes uploaded
+//! twice are stored once. An upload that fails, is cut short or is dropped
+//! removes its temporary file; leftovers of a crash are removed at start.
+//!
+//! The type is detected from the first bytes (the `infer` crate), never from
+//! the name, and decides how a file is served: only PNG, JPEG, GIF and WebP
+//! are shown inline; everything else (HTML, SVG and XML included) is an
+//! attachment.
+//!
+//! What is stored where in SQLite (owner, name, quotas, expiry) is not
+//! here; nor is HTTP. Everything here does blocking disk I/O: it runs on a
+//! worker, never on the event loop.
+
+use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The mode of the store's directories.
+const DIR_MODE: u32 = 0o700;
+/// Bytes kept from the start of an upload to detect its type.
+const HEAD: usize = 8 * 1024;
+
+/// A file's content hash (SHA-256): its name in the store.
+pub type Sha = [u8; 32];
+
+/// How a stored file is served, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kind {
+    /// Its `Content-Type`.
+    pub mime: &'static str,
+    /// Shown in the browser (`Content-Disposition: inline`) rather than
+    /// downloaded; true only for the four plain image types.
+    pub inline: bool,
+}
+
+impl Kind {
+    /// The type of a file that starts with `head`.
+    pub fn detect(head: &[u8]) -> Kind {
+        const INLINE: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+        match infer::get(head) {
+            Some(t) => Kind {
+                mime: t.mime_type(),
+                inline: INLINE.contains(&t.mime_type()),
+            },
+            None => Kind {
+                mime: "application/octet-stream",
+                inline: false,
+            },
+        }
+    }
+}
+
+/// What a finished upload became.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub sha: Sha,
+    pub size: u64,
+    pub kind: Kind,
+}
+
+/// The store: `files/` and its `tmp/`.
+#[derive(Clone, Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+impl Blobs {
+    /// The store beside the database at `db` (made if missing, 0700), with
+    /// the temporary files of uploads a crash interrupted removed.
+    pub fn open(db: &Path) -> io::Result<Blobs> {
+        let parent = db.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = parent.unwrap_or(Path::new(".")).join("files");
+        let blobs = Blobs { dir };
+        make_dir(&blobs.dir)?;
+        make_dir(&blobs.tmp())?;
+        for entry in fs::read_dir(blobs.tmp())? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "part") {
+                fs::remove_file(&path)?;
+                log::info!("removed an unfinished upload: {}", path.display());
+            }
+        }
+        Ok(blobs)
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    /// Where the file with hash `sha` is kept.
+    pub fn path_of(&self, sha: &Sha) -> PathBuf {
+        let hex = hex(sha);
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Starts an upload of exactly `expected` bytes for slot `slot` (a
+    /// name of letters, digits, `-` and `_`, made by the server).
+    pub fn begin(&self, slot: &str, expected: u64) -> io::Result<Part> {
+        if slot.is_empty()
+            || !slot
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad slot name"));
+        }
+        let path = self.tmp().join(format!("{slot}.part"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Part {
+            blobs: self.clone(),
+            path: Some(path),
+            file,
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            head: Vec::new(),
+            written: 0,
+            expected,
+        })
+    }
+
+    /// Opens a stored file to read it.
+    pub fn open_blob(&self, sha: &Sha) -> io::Result<File> {
+        File::open(self.path_of(sha))
+    }
+
+    /// Removes a stored file (once no record points at it). Gone already
+    /// is not an error.
+    pub fn remove(&self, sha: &Sha) -> io::Result<()> {
+        match fs::remove_file(self.path_of(sha)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An upload being written. Dropped unfinished, it removes its temporary
+/// file.
+pub struct Part {
+    blobs: Blobs,
+    /// The temporary file's path, until it is renamed or removed.
+    path: Option<PathBuf>,
+    file: File,
+    hasher: ring::digest::Context,
+    head: Vec<u8>,
+    written: u64,
+    expected: u64,
+}
+
+impl Part {
+    /// Appends a chunk of the body. More than announced is an error (and
+    /// nothing past the announced length is written).
+    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        let room = self.expected - self.written;
+        if chunk.len() as u64 > room {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "longer than announced",
+            ));
+        }
+        self.file.write_all(chunk)?;
+        self.hasher.update(chunk);
+        if self.head.len() < HEAD {
+            let take = chunk.len().min(HEAD - self.head.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The body is complete: checks its length, makes it durable and moves
+    /// it into the store under its hash.
+    pub fn finish(mut self) -> io::Result<Stored> {
+        if self.written != self.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} bytes, {} announced", self.written, self.expected),
+            ));
+        }
+        self.file.sync_all()?;
+        let digest = self.hasher.clone().finish();
+        let mut sha = [0u8; 32];
+        sha.copy_from_slice(digest.as_ref());
+        let to = self.blobs.path_of(&sha);
+        if let Some(dir) = to.parent() {
+            make_dir(dir)?;
+        }
+        let from = self.path.take().expect("a part has its path until it ends");
+        if to.exists() {
+            // The same bytes are stored already.
+            fs::remove_file(&from)?;
+        } else {
+            fs::rename(&from, &to)?;
+            if let Some(dir) = to.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(Stored {
+            sha,
+            size: self.written,
+            kind: Kind::detect(&self.head),
+        })
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = fs::remove_file(&path)
+        {
+            log::warn!("cannot remove {}: {e}", path.display());
+        }
+    }
+}
+
+/// Makes `dir` (0700) if it is missing; an existing one is tightened to
+/// 0700.
+fn make_dir(dir: &Path) -> io::Result<()> {
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Blobs) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(&dir.path().join("chat.db")).unwrap();
+        (dir, blobs)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_upload_lands_under_its_hash_in_a_private_directory() {
+        let (dir, blobs) = store();
+        assert_eq!(mode(&dir.path().join("files")), 0o700);
+        let mut part = blobs.begin("slot1", 11).unwrap();
+        part.write(b"hello ").unwrap();
+        part.write(b"world").unwrap();
+        let stored = part.finish().unwrap();
+        assert_eq!(stored.size, 11);
+        // sha256("hello world")
+        assert_eq!(
+            hex(&stored.sha),
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        let path = blobs.path_of(&stored.sha);
+        assert!(path.starts_with(dir.path().join("files").join("b9")));
+        assert_eq!(fs::read(&path).unwrap(), b"hello world");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(
+            fs::read_dir(blobs.tmp()).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn a_wrong_length_stores_nothing() {
+        let (_dir, blobs) = store();
+        let mut part = blobs.begin("short", 10).unwrap();
+        part.write(b"12345").unwrap();
+        assert!(part.finish().is_err());
+        let mut part = blobs.begin("long", 3).unwrap();
+        assert!(part.write(b"1234").is_err());
+        assert_eq!(part.written(), 0);
+        drop(part);
+        assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 0);
+        let stored_dirs = fs::read_dir(&blobs.dir).unwrap().count();
+        assert_eq!(stored_dirs, 1, "only tmp/: nothing was stored");
+    }
+
+    #[test]
+    fn an_upload_cut_short_removes_its_temporary_file() {
+        let (_dir, blobs) = store();
+        let mut part = blobs.begin("cut", 1000).unwrap();
+        part.write(&[7u8; 500]).unwrap();
+        assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 1);
+        drop(part);
+        assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_removed_at_start() {
+        let (dir, blobs) = store();
+        let part = blobs.begin("crash", 5).unwrap();
+        std::mem::forget(part);
+        assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 1);
+        let again = Blobs::open(&dir.path().join("chat.db")).unwrap();
+        assert_eq!(fs::read_dir(again.tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_same_bytes_are_stored_once() {
+        let (_dir, blobs) = store();
+        let mut a = blobs.begin("a", 3).unwrap();
+        a.write(b"abc").unwrap();
+        let a = a.finish().unwrap();
+        let mut b = blobs.begin("b", 3).unwrap();
+        b.write(b"abc").unwrap();
+        let b = b.finish().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(fs::read(blobs.path_of(&a.sha)).unwrap(), b"abc");
+        blobs.remove(&a.sha).unwrap();
+        blobs.remove(&a.sha).unwrap();
+        assert!(blobs.open_blob(&a.sha).is_err());
+    }
+
+    #[test]
+    fn slot_names_cannot_leave_the_directory() {
+        let (_dir, blobs) = store();
+        for bad in ["", "../x", "a/b", "a\\b", "a\0b", ".", "..", "a.b"] {
+            assert!(blobs.begin(bad, 1).is_err(), "{bad:?}");
+        }
+        let _used = blobs.begin("twice", 1).unwrap();
+        assert!(blobs.begin("twice", 1).is_err(), "a slot is written once");
+    }
+
+    #[test]
+    fn only_plain_images_are_inline_and_the_name_does_not_matter() {
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+        assert_eq!(
+            Kind::detect(png),
+            Kind {
+                mime: "image/png",
+                inline: true
+            }
+        );
+        assert!(Kind::detect(b"\xff\xd8\xff\xe0\0\x10JFIF\0").inline);
+        assert!(Kind::detect(b"GIF89a\x01\0\x01\0").inline);
+        assert!(Kind::detect(b"RIFF\x1a\0\0\0WEBPVP8 ").inline);
+        for attachment in [
+            &b"<!DOCTYPE html><html><script>alert(1)</script>"[..],
+            b"<?xml version=\"1.0\"?><svg xmlns=\"http://www.w3.org/2000/svg\"/>",
+            b"<svg onload=alert(1)>",
+            b"%PDF-1.7\n",
+            b"plain text",
+            b"",
+        ] {
+            assert!(!Kind::detect(attachment).inline, "{attachment:?}");
+        }
+        assert_eq!(Kind::detect(b"%PDF-1.7\n").mime, "application/pdf");
+    }
+}
