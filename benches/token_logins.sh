@@ -5,6 +5,8 @@
 #
 #   bash benches/token_logins.sh
 #   RUNS=1 N=1000 PW_NS="50 100" bash benches/token_logins.sh   (a quick try)
+#   OLD=path/to/old/neochat-server bash benches/token_logins.sh
+#       (the token storm on that build too, interleaved run by run)
 #
 #   - token: N accounts (default 10,000) log in at once with `T` and a token
 #     (`neochat-bench logins --token`) while a chat pair exchanges 500
@@ -20,7 +22,7 @@
 #     storm checks cost-12 hashes.
 #
 # A fresh server process for every storm; databases on tmpfs (/dev/shm).
-# Ports 29720-29721. Raw JSON of every run is kept in $KEEP if set.
+# Ports 29720-29722. Raw JSON of every run is kept in $KEEP if set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -48,7 +50,7 @@ start() {
     local name=$1 port=$2; shift 2
     touch "$work/$name.log"
     local seen; seen=$(wc -l <"$work/$name.log")
-    "$SERVER" --listen 127.0.0.1:"$port" --db "$work/$name.db" "$@" 2>>"$work/$name.log" &
+    "${SRV:-$SERVER}" --listen 127.0.0.1:"$port" --db "$work/$name.db" "$@" 2>>"$work/$name.log" &
     spid=$!
     for _ in $(seq 100); do
         tail -n +"$((seen + 1))" "$work/$name.log" | grep -q "^listening on 127.0.0.1:$port" && return
@@ -81,6 +83,11 @@ for run in $(seq "$RUNS"); do
     start tok 29720 $COMMON --bcrypt-cost 4
     bench token 29720 --prefix tok --room pair logins -n "$N" --token --quiet "$QUIET"
     stop
+    if [ -n "${OLD:-}" ]; then
+        SRV=$OLD start tok-old 29722 $COMMON --bcrypt-cost 4
+        bench token.old 29722 --prefix tok --room pair logins -n "$N" --token --quiet "$QUIET"
+        stop
+    fi
     for n in $PW_NS; do
         start pw 29721 $COMMON --bcrypt-cost 12
         bench "pw.$n" 29721 --prefix pw --room pair logins -n "$n" --quiet "$QUIET"
@@ -102,13 +109,17 @@ def spread(rows, k, fmt="{:.2f}"):
 print("| storm | N | storm s | logins/s | pair p99 quiet, us | pair p99 storm, us | storm/quiet |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 rows = {"token": load("token")}
+try:
+    rows["token.old"] = load("token.old")
+except FileNotFoundError:
+    pass
 for s in sizes:
     rows[s] = load(f"pw.{s}")
 for key, r in rows.items():
     for x in r:
         x["ratio"] = x["storm_p99_us"] / x["quiet_p99_us"] if x["quiet_p99_us"] else float("nan")
-    label = "token" if key == "token" else "password, cost 12"
-    size = n if key == "token" else key
+    label = {"token": "token", "token.old": "token, OLD build"}.get(key, "password, cost 12")
+    size = n if key in ("token", "token.old") else key
     print(f"| {label} ({len(r)} runs) | {size:,} | {spread(r, 'storm_seconds')} | "
           f"{spread(r, 'logins_per_sec', '{:.0f}')} | {spread(r, 'quiet_p99_us', '{:.0f}')} | "
           f"{spread(r, 'storm_p99_us', '{:.0f}')} | {spread(r, 'ratio')}x |")
