@@ -28,6 +28,20 @@ pub(super) const SHARE: f64 = 0.25;
 /// The most backlog time saved up while there was none: a quiet server's
 /// login is never made to wait.
 pub(super) const BURST: Duration = Duration::from_millis(2);
+/// Units of each kind of backlog work an open turn allows even past its
+/// slice, so that one kind (a flood of logins that never finish) cannot
+/// take every slice from the others (password checks done, the store's
+/// answers, new connections).
+pub(super) const MIN_EACH: u32 = 2;
+
+/// The kinds of backlog work, each with its share of a slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Work {
+    Accept = 0,
+    Read = 1,
+    Auth = 2,
+    Store = 3,
+}
 
 pub(super) struct Backlog {
     /// Loop time the backlog may still use; it accrues at [`SHARE`] of the
@@ -40,6 +54,8 @@ pub(super) struct Backlog {
     open: bool,
     /// When this turn's slice began, once it has.
     began: Option<Instant>,
+    /// Units of each kind of work this turn.
+    done: [u32; 4],
 }
 
 impl Backlog {
@@ -49,6 +65,7 @@ impl Backlog {
             last: now,
             open: false,
             began: None,
+            done: [0; 4],
         }
     }
 
@@ -63,25 +80,40 @@ impl Backlog {
         self.accrue(now);
         self.open = self.credit > 0.0;
         self.began = None;
+        self.done = [0; 4];
     }
 
-    /// Whether one more piece of backlog work fits in this turn. The first
-    /// call of a turn starts its slice: the work done before (the people
-    /// chatting) does not count against it.
-    pub(super) fn may(&mut self) -> bool {
-        self.may_at(Instant::now())
+    /// Whether one more unit of backlog work of this kind, at hand, fits in
+    /// this turn. The first unit of a turn starts its slice: the work done
+    /// before (the people chatting) does not count against it. A unit that
+    /// turns out not to be there is handed back with [`Backlog::unused`].
+    pub(super) fn may(&mut self, work: Work) -> bool {
+        self.may_at(work, Instant::now())
     }
 
-    fn may_at(&mut self, now: Instant) -> bool {
+    fn may_at(&mut self, work: Work, now: Instant) -> bool {
         if !self.open {
             return false;
         }
-        match self.began {
+        let done = &mut self.done[work as usize];
+        let fits = match self.began {
             None => {
                 self.began = Some(now);
                 true
             }
-            Some(began) => now.duration_since(began) < SLICE,
+            Some(began) => *done < MIN_EACH || now.duration_since(began) < SLICE,
+        };
+        *done += u32::from(fits);
+        fits
+    }
+
+    /// The unit [`Backlog::may`] allowed was not there (nothing waited):
+    /// a turn with no backlog work is not charged for.
+    pub(super) fn unused(&mut self, work: Work) {
+        let done = &mut self.done[work as usize];
+        *done = done.saturating_sub(1);
+        if self.done.iter().all(|&d| d == 0) {
+            self.began = None;
         }
     }
 
@@ -123,20 +155,48 @@ mod tests {
             // A login every 10 ms, 200 us of loop each.
             let t = t0 + 10_000 * i * US;
             b.begin(t);
-            assert!(b.may_at(t), "login {i} waited");
+            assert!(b.may_at(Work::Read, t), "login {i} waited");
             b.end(t + 200 * US);
             assert!(b.opens_at() <= t + 200 * US);
         }
     }
 
     #[test]
-    fn a_slice_ends_after_its_time() {
+    fn a_slice_ends_after_its_time_but_each_kind_gets_its_few() {
         let t0 = Instant::now();
         let mut b = Backlog::new(t0);
         b.begin(t0);
-        assert!(b.may_at(t0));
-        assert!(b.may_at(t0 + 50 * US));
-        assert!(!b.may_at(t0 + SLICE));
+        for i in 0..10 {
+            assert!(b.may_at(Work::Read, t0 + i * US));
+        }
+        assert!(!b.may_at(Work::Read, t0 + SLICE));
+        // Reads took the slice; the others still get MIN_EACH each.
+        for work in [Work::Auth, Work::Store, Work::Accept] {
+            for _ in 0..MIN_EACH {
+                assert!(b.may_at(work, t0 + SLICE), "{work:?}");
+            }
+            assert!(!b.may_at(work, t0 + SLICE), "{work:?}");
+        }
+    }
+
+    #[test]
+    fn a_turn_without_backlog_work_is_not_charged() {
+        // A chat turn every 1 ms, 400 us of output; each turn looks for
+        // answers and finds none.
+        let t0 = Instant::now();
+        let mut b = Backlog::new(t0);
+        let mut t = t0;
+        for _ in 0..1000 {
+            b.begin(t);
+            assert!(b.may_at(Work::Auth, t));
+            b.unused(Work::Auth);
+            assert!(b.may_at(Work::Store, t));
+            b.unused(Work::Store);
+            t += 400 * US;
+            b.end(t);
+            assert!(b.is_idle());
+            t += 600 * US;
+        }
     }
 
     #[test]
@@ -149,7 +209,7 @@ mod tests {
         // for the budget (or serves the chat, 30 us a turn).
         while t < t0 + Duration::from_secs(1) {
             b.begin(t);
-            if b.may_at(t) {
+            if b.may_at(Work::Read, t) {
                 let took = SLICE + 60 * US;
                 spent += took;
                 t += took;
@@ -170,17 +230,17 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Backlog::new(t0);
         b.begin(t0);
-        assert!(b.may_at(t0));
+        assert!(b.may_at(Work::Read, t0));
         let end = t0 + Duration::from_millis(10);
         b.end(end);
         b.begin(end + Duration::from_millis(1));
-        assert!(!b.may_at(end + Duration::from_millis(1)));
+        assert!(!b.may_at(Work::Read, end + Duration::from_millis(1)));
         assert!(!b.is_idle());
         // 10 ms spent, 2 ms saved: 8 ms at a quarter of the clock.
         let open = b.opens_at();
         assert!(open >= end + Duration::from_millis(31), "{:?}", open - end);
         assert!(open <= end + Duration::from_millis(33), "{:?}", open - end);
         b.begin(open);
-        assert!(b.may_at(open));
+        assert!(b.may_at(Work::Read, open));
     }
 }

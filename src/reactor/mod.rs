@@ -69,7 +69,7 @@ use crate::limits::{Cidr, LimitConfig, Limits};
 use crate::store::{Store, StoreConfig};
 use crate::transport::tls::{self, CertSource};
 use crate::transport::{self as tp};
-use backlog::Backlog;
+use backlog::{Backlog, Work};
 use conn::{Closing, Conns};
 use ledger::Ledger;
 use pacer::Pacer;
@@ -583,7 +583,7 @@ impl Server {
                     }
                 }
             }
-            while !self.deferred.is_empty() && self.backlog.may() {
+            while !self.deferred.is_empty() && self.backlog.may(Work::Read) {
                 let Some(id) = self.deferred.pop_front() else {
                     break;
                 };

@@ -17,6 +17,7 @@ use std::time::Instant;
 use log::{debug, warn};
 
 use super::audit::{self, Event};
+use super::backlog::Work;
 use super::conn::{Attempt, Closing, Conn};
 use super::{LINGER, Server};
 use crate::auth::{Done, Job};
@@ -348,7 +349,7 @@ impl Server {
     /// Hands the store thread's answers to the sessions that asked.
     pub(super) fn drain_store(&mut self, now: Instant) {
         loop {
-            if !self.backlog.may() {
+            if !self.backlog.may(Work::Store) {
                 self.answers_left = true;
                 break;
             }
@@ -357,6 +358,7 @@ impl Server {
                 .try_recv()
                 .or_else(|| self.store_refused.pop_front())
             else {
+                self.backlog.unused(Work::Store);
                 break;
             };
             let id = answer.conn;
@@ -398,7 +400,7 @@ impl Server {
 
     pub(super) fn drain_results(&mut self, now: Instant) {
         loop {
-            if !self.backlog.may() {
+            if !self.backlog.may(Work::Auth) {
                 self.answers_left = true;
                 break;
             }
@@ -407,6 +409,7 @@ impl Server {
                 .pop_front()
                 .or_else(|| self.auth.try_recv())
             else {
+                self.backlog.unused(Work::Auth);
                 break;
             };
             let id = done.conn;

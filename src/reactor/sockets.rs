@@ -12,6 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::cmp::Reverse;
 
+use super::backlog::Work;
 use super::conn::{Attempt, Closing, Conn};
 use super::outbox::{Flushed, Outbox};
 use super::{ACCEPT_RETRY, FULL_LINE, LISTEN_BACKLOG, READS_PER_TURN, Server};
@@ -28,7 +29,7 @@ impl Server {
     // ---- accepting ----
 
     pub(super) fn accept(&mut self, which: usize, now: Instant) {
-        while self.backlog.may() {
+        while self.backlog.may(Work::Accept) {
             let Some(listener) = self.listeners.get(which) else {
                 return;
             };
@@ -48,7 +49,10 @@ impl Server {
                     self.admit(stream, peer, now);
                 }
                 // Drained: the next connection brings a new event.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.backlog.unused(Work::Accept);
+                    return;
+                }
                 // The peer gave up in the backlog, or a signal: go on.
                 Err(e)
                     if matches!(

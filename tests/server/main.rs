@@ -7,6 +7,7 @@ mod abuse;
 mod accounts_v2;
 mod admin;
 mod attacks;
+mod backlog_fairness;
 mod chat;
 mod crash;
 mod framing;
