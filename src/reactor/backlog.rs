@@ -32,7 +32,7 @@ pub(super) const BURST: Duration = Duration::from_millis(2);
 /// slice, so that one kind (a flood of logins that never finish) cannot
 /// take every slice from the others (password checks done, the store's
 /// answers, new connections).
-pub(super) const MIN_EACH: u32 = 2;
+pub(super) const MIN_EACH: u32 = 1;
 
 /// The kinds of backlog work, each with its share of a slice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
