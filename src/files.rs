@@ -15,11 +15,20 @@
 //! attachment.
 //!
 //! What is stored where in SQLite (owner, name, quotas, expiry) is not
-//! here; nor is HTTP. Everything here does blocking disk I/O: it runs on a
-//! worker, never on the event loop.
+//! here; nor is HTTP. Everything here does blocking disk I/O: it runs on
+//! the [`Writer`]'s thread, never on the event loop. The loop hands it the
+//! body of each upload a chunk at a time through a bounded queue (a full
+//! queue gives the chunk back, and the loop stops reading that socket
+//! until there is room), and the writer wakes the loop with each outcome,
+//! as the password workers do.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -227,6 +236,177 @@ impl Drop for Part {
     }
 }
 
+/// Which upload a job or an outcome is about: the loop's name for it,
+/// opaque here.
+pub type UploadId = u64;
+
+/// Work for the [`Writer`], in the order the loop sends it.
+#[derive(Debug)]
+pub enum Job {
+    /// An upload of exactly `expected` bytes into slot `slot` begins.
+    Begin {
+        id: UploadId,
+        slot: String,
+        expected: u64,
+    },
+    /// The next piece of its body.
+    Chunk { id: UploadId, bytes: Vec<u8> },
+    /// The body is complete.
+    Finish { id: UploadId },
+    /// The client went away (or was refused): what was written goes.
+    Abort { id: UploadId },
+}
+
+/// What came of an upload: one per upload that began, none after `Abort`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Stored { id: UploadId, stored: Stored },
+    Failed { id: UploadId, why: Failure },
+}
+
+/// Why an upload stored nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// More or fewer bytes than announced.
+    WrongLength,
+    /// The disk (or the quota of the file system) is full.
+    DiskFull,
+    /// Any other error of the file system, for the log.
+    Io(String),
+}
+
+impl Failure {
+    fn of(e: &io::Error) -> Failure {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Failure::DiskFull,
+            _ if e.kind() == io::ErrorKind::InvalidData => Failure::WrongLength,
+            _ => Failure::Io(e.to_string()),
+        }
+    }
+}
+
+/// The thread that writes uploads to the store.
+pub struct Writer {
+    jobs: Option<Sender<Job>>,
+    outcomes: Receiver<Outcome>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread, with room for `queue` jobs in flight (each chunk
+    /// is one: their size bounds the memory uploads hold). `wake` is
+    /// called after each outcome is sent.
+    pub fn start(
+        blobs: Blobs,
+        queue: usize,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> io::Result<Writer> {
+        let (jobs, rx) = crossbeam_channel::bounded(queue.max(1));
+        let (tx, outcomes) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("files".into())
+            .spawn(move || write_uploads(&blobs, &rx, &tx, &*wake))?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            outcomes,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a job over; with the queue full (or the thread gone) the job
+    /// comes back.
+    pub fn try_send(&self, job: Job) -> Result<(), Job> {
+        match &self.jobs {
+            Some(jobs) => jobs.try_send(job).map_err(|e| match e {
+                TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+            }),
+            None => Err(job),
+        }
+    }
+
+    /// The next outcome, if one is ready.
+    pub fn try_recv(&self) -> Option<Outcome> {
+        self.outcomes.try_recv().ok()
+    }
+}
+
+impl Drop for Writer {
+    /// Lets the thread finish what it was given (uploads not finished are
+    /// aborted: their temporary files go), then waits for it.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("the files thread panicked");
+        }
+    }
+}
+
+fn write_uploads(
+    blobs: &Blobs,
+    jobs: &Receiver<Job>,
+    outcomes: &Sender<Outcome>,
+    wake: &(dyn Fn() + Send + Sync),
+) {
+    let mut parts: HashMap<UploadId, Part> = HashMap::new();
+    // Uploads that failed: later chunks are dropped, with no second answer.
+    let mut failed: HashSet<UploadId> = HashSet::new();
+    let answer = |outcome: Outcome| {
+        // The loop is gone only at shutdown: nobody waits for the answer.
+        if outcomes.send(outcome).is_ok() {
+            wake();
+        }
+    };
+    for job in jobs.iter() {
+        match job {
+            Job::Begin { id, slot, expected } => match blobs.begin(&slot, expected) {
+                Ok(part) => {
+                    failed.remove(&id);
+                    parts.insert(id, part);
+                }
+                Err(e) => {
+                    failed.insert(id);
+                    answer(Outcome::Failed {
+                        id,
+                        why: Failure::of(&e),
+                    });
+                }
+            },
+            Job::Chunk { id, bytes } => {
+                let Some(part) = parts.get_mut(&id) else {
+                    continue;
+                };
+                if let Err(e) = part.write(&bytes) {
+                    parts.remove(&id);
+                    failed.insert(id);
+                    answer(Outcome::Failed {
+                        id,
+                        why: Failure::of(&e),
+                    });
+                }
+            }
+            Job::Finish { id } => {
+                let Some(part) = parts.remove(&id) else {
+                    failed.remove(&id);
+                    continue;
+                };
+                answer(match part.finish() {
+                    Ok(stored) => Outcome::Stored { id, stored },
+                    Err(e) => Outcome::Failed {
+                        id,
+                        why: Failure::of(&e),
+                    },
+                });
+            }
+            Job::Abort { id } => {
+                parts.remove(&id);
+                failed.remove(&id);
+            }
+        }
+    }
+}
+
 /// Makes `dir` (0700) if it is missing; an existing one is tightened to
 /// 0700.
 fn make_dir(dir: &Path) -> io::Result<()> {
@@ -370,5 +550,194 @@ mod tests {
             assert!(!Kind::detect(attachment).inline, "{attachment:?}");
         }
         assert_eq!(Kind::detect(b"%PDF-1.7\n").mime, "application/pdf");
+    }
+
+    fn writer(blobs: &Blobs) -> (Writer, Arc<std::sync::atomic::AtomicUsize>) {
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let w = woken.clone();
+        let wake = Arc::new(move || {
+            w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        (Writer::start(blobs.clone(), 16, wake).unwrap(), woken)
+    }
+
+    fn next(w: &Writer) -> Outcome {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(o) = w.try_recv() {
+                return o;
+            }
+            assert!(std::time::Instant::now() < deadline, "no outcome");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    fn send(w: &Writer, mut job: Job) {
+        loop {
+            match w.try_send(job) {
+                Ok(()) => return,
+                Err(back) => {
+                    job = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_writer_stores_an_upload_sent_in_chunks_and_wakes_the_loop() {
+        let (_dir, blobs) = store();
+        let (w, woken) = writer(&blobs);
+        send(
+            &w,
+            Job::Begin {
+                id: 7,
+                slot: "s7".into(),
+                expected: 100_000,
+            },
+        );
+        for _ in 0..10 {
+            send(
+                &w,
+                Job::Chunk {
+                    id: 7,
+                    bytes: vec![b'x'; 10_000],
+                },
+            );
+        }
+        send(&w, Job::Finish { id: 7 });
+        let Outcome::Stored { id, stored } = next(&w) else {
+            panic!("not stored");
+        };
+        assert_eq!((id, stored.size), (7, 100_000));
+        assert_eq!(
+            fs::read(blobs.path_of(&stored.sha)).unwrap(),
+            vec![b'x'; 100_000]
+        );
+        assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_wrong_length_is_answered_once_and_an_abort_not_at_all() {
+        let (_dir, blobs) = store();
+        let (w, _) = writer(&blobs);
+        send(
+            &w,
+            Job::Begin {
+                id: 1,
+                slot: "long".into(),
+                expected: 3,
+            },
+        );
+        send(
+            &w,
+            Job::Chunk {
+                id: 1,
+                bytes: b"abcd".to_vec(),
+            },
+        );
+        send(
+            &w,
+            Job::Chunk {
+                id: 1,
+                bytes: b"more".to_vec(),
+            },
+        );
+        send(&w, Job::Finish { id: 1 });
+        send(
+            &w,
+            Job::Begin {
+                id: 2,
+                slot: "short".into(),
+                expected: 10,
+            },
+        );
+        send(
+            &w,
+            Job::Chunk {
+                id: 2,
+                bytes: b"abc".to_vec(),
+            },
+        );
+        send(&w, Job::Finish { id: 2 });
+        send(
+            &w,
+            Job::Begin {
+                id: 3,
+                slot: "gone".into(),
+                expected: 10,
+            },
+        );
+        send(
+            &w,
+            Job::Chunk {
+                id: 3,
+                bytes: b"abc".to_vec(),
+            },
+        );
+        send(&w, Job::Abort { id: 3 });
+        send(
+            &w,
+            Job::Begin {
+                id: 4,
+                slot: "../x".into(),
+                expected: 1,
+            },
+        );
+        assert_eq!(
+            next(&w),
+            Outcome::Failed {
+                id: 1,
+                why: Failure::WrongLength
+            }
+        );
+        assert_eq!(
+            next(&w),
+            Outcome::Failed {
+                id: 2,
+                why: Failure::WrongLength
+            }
+        );
+        assert!(matches!(
+            next(&w),
+            Outcome::Failed {
+                id: 4,
+                why: Failure::Io(_)
+            }
+        ));
+        drop(w);
+        assert_eq!(
+            fs::read_dir(blobs.tmp()).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+        assert_eq!(
+            fs::read_dir(&blobs.dir).unwrap().count(),
+            1,
+            "nothing stored"
+        );
+    }
+
+    #[test]
+    fn uploads_left_unfinished_at_shutdown_leave_nothing() {
+        let (_dir, blobs) = store();
+        let (w, _) = writer(&blobs);
+        send(
+            &w,
+            Job::Begin {
+                id: 1,
+                slot: "open".into(),
+                expected: 10,
+            },
+        );
+        send(
+            &w,
+            Job::Chunk {
+                id: 1,
+                bytes: b"abc".to_vec(),
+            },
+        );
+        drop(w);
+        assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 0);
     }
 }
