@@ -15,11 +15,13 @@
 //! (`http`), binary junk (closed at once), or the line protocol (`lines`),
 //! which also begins when a client says nothing for 0.3 s. Inside TLS the
 //! same detection runs again, except that ALPN `http/1.1` means HTTP at
-//! once. `GET /ws` upgrades to WebSocket (`websocket`).
+//! once. `GET /ws` upgrades to WebSocket (`websocket`). A download's
+//! `Range` header is read by `range`.
 
 pub mod http;
 pub mod lines;
 pub mod proxy;
+pub mod range;
 pub mod sniff;
 pub mod tls;
 pub mod tls_stream;
