@@ -584,26 +584,23 @@ mod tests {
         }
     }
 
+    fn begin(w: &Writer, id: UploadId, slot: &str, expected: u64) {
+        let slot = slot.into();
+        send(w, Job::Begin { id, slot, expected });
+    }
+
+    fn chunk(w: &Writer, id: UploadId, bytes: &[u8]) {
+        let bytes = bytes.to_vec();
+        send(w, Job::Chunk { id, bytes });
+    }
+
     #[test]
     fn the_writer_stores_an_upload_sent_in_chunks_and_wakes_the_loop() {
         let (_dir, blobs) = store();
         let (w, woken) = writer(&blobs);
-        send(
-            &w,
-            Job::Begin {
-                id: 7,
-                slot: "s7".into(),
-                expected: 100_000,
-            },
-        );
+        begin(&w, 7, "s7", 100_000);
         for _ in 0..10 {
-            send(
-                &w,
-                Job::Chunk {
-                    id: 7,
-                    bytes: vec![b'x'; 10_000],
-                },
-            );
+            chunk(&w, 7, &[b'x'; 10_000]);
         }
         send(&w, Job::Finish { id: 7 });
         let Outcome::Stored { id, stored } = next(&w) else {
@@ -621,69 +618,17 @@ mod tests {
     fn a_wrong_length_is_answered_once_and_an_abort_not_at_all() {
         let (_dir, blobs) = store();
         let (w, _) = writer(&blobs);
-        send(
-            &w,
-            Job::Begin {
-                id: 1,
-                slot: "long".into(),
-                expected: 3,
-            },
-        );
-        send(
-            &w,
-            Job::Chunk {
-                id: 1,
-                bytes: b"abcd".to_vec(),
-            },
-        );
-        send(
-            &w,
-            Job::Chunk {
-                id: 1,
-                bytes: b"more".to_vec(),
-            },
-        );
+        begin(&w, 1, "long", 3);
+        chunk(&w, 1, b"abcd");
+        chunk(&w, 1, b"more");
         send(&w, Job::Finish { id: 1 });
-        send(
-            &w,
-            Job::Begin {
-                id: 2,
-                slot: "short".into(),
-                expected: 10,
-            },
-        );
-        send(
-            &w,
-            Job::Chunk {
-                id: 2,
-                bytes: b"abc".to_vec(),
-            },
-        );
+        begin(&w, 2, "short", 10);
+        chunk(&w, 2, b"abc");
         send(&w, Job::Finish { id: 2 });
-        send(
-            &w,
-            Job::Begin {
-                id: 3,
-                slot: "gone".into(),
-                expected: 10,
-            },
-        );
-        send(
-            &w,
-            Job::Chunk {
-                id: 3,
-                bytes: b"abc".to_vec(),
-            },
-        );
+        begin(&w, 3, "gone", 10);
+        chunk(&w, 3, b"abc");
         send(&w, Job::Abort { id: 3 });
-        send(
-            &w,
-            Job::Begin {
-                id: 4,
-                slot: "../x".into(),
-                expected: 1,
-            },
-        );
+        begin(&w, 4, "../x", 1);
         assert_eq!(
             next(&w),
             Outcome::Failed {
@@ -722,21 +667,8 @@ mod tests {
     fn uploads_left_unfinished_at_shutdown_leave_nothing() {
         let (_dir, blobs) = store();
         let (w, _) = writer(&blobs);
-        send(
-            &w,
-            Job::Begin {
-                id: 1,
-                slot: "open".into(),
-                expected: 10,
-            },
-        );
-        send(
-            &w,
-            Job::Chunk {
-                id: 1,
-                bytes: b"abc".to_vec(),
-            },
-        );
+        begin(&w, 1, "open", 10);
+        chunk(&w, 1, b"abc");
         drop(w);
         assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 0);
     }

@@ -14,7 +14,7 @@
 //! listen queue, and the loop holds logins read) and the people chatting
 //! have the loop. A quiet server never waits: one login costs far less than
 //! the burst. In a storm the logins still go through at thousands a second
-//! (10,000 token logins in about 2.5 s on 2 cores), and a line waits at
+//! (10,000 token logins in about 3 s on 2 cores), and a line waits at
 //! most one slice (BENCHMARKS.md, "Token logins").
 
 use std::time::{Duration, Instant};

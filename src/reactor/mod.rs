@@ -285,7 +285,7 @@ pub struct Server {
     /// Connections with output appended this turn.
     dirty: Vec<usize>,
     /// Connections with output that may wait ([`Action::Notice`]), oldest
-    /// first: written after `dirty`, [`LAZY_SLICE`] of them a turn.
+    /// first: written after `dirty`, for at most [`LAZY_SLICE`] a turn.
     lazy: VecDeque<usize>,
     /// Connections marked closing, to remove after the turn's writes.
     doomed: Vec<ConnId>,
@@ -422,7 +422,9 @@ impl Server {
             hub: Hub::from_snapshot(config.hub.clone(), &snapshot),
             actions: Vec::new(),
         };
-        chat.hub.reserve(config.max_clients);
+        // Capped as the descriptor table is: a library caller's huge
+        // --max-clients must not ask for more than memory can hold.
+        chat.hub.reserve(config.max_clients.min(1 << 20));
         // Room for a quarter of the output limit at once, and for all
         // readers together a quarter of the total bound, but for two of the
         // longest lines whatever the limits.
@@ -645,6 +647,9 @@ impl Server {
     /// once. Hundreds told who joined cost a few microseconds each to
     /// write: all at once, they held a turn for milliseconds.
     fn flush_lazy(&mut self) {
+        if self.lazy.is_empty() {
+            return;
+        }
         let began = Instant::now();
         let mut written = 0u32;
         while let Some(&key) = self.lazy.front() {
