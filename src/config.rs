@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::chat::hub::HubConfig;
+use crate::chat::uploads::FileLimits;
 use crate::limits::LimitConfig;
 
 /// Rooms one account may own (the protocol's figure, not a flag).
@@ -143,6 +144,59 @@ pub struct Flags {
     #[arg(long, value_name = "N", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub token_days: u32,
+    /// Largest file `/upload` takes, in bytes (a K, M or G suffix counts
+    /// in 1024s: `25M`)
+    #[arg(long, value_name = "BYTES", default_value = "25M", value_parser = parse_bytes)]
+    pub max_file: u64,
+    /// Bytes of files one account may have stored
+    #[arg(long, value_name = "BYTES", default_value = "200M", value_parser = parse_bytes)]
+    pub file_quota: u64,
+    /// Bytes of files all accounts together may have stored
+    #[arg(long, value_name = "BYTES", default_value = "5G", value_parser = parse_bytes)]
+    pub files_max_total: u64,
+    /// The server's address as users reach it (`https://chat.example.org`),
+    /// for the URLs of uploads; without it, the address each client
+    /// connected to
+    #[arg(long, value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+}
+
+/// Bytes, plain or with a suffix K, M, G or T (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&t[..t.len() - 1], 10),
+        Some(b'M') => (&t[..t.len() - 1], 20),
+        Some(b'G') => (&t[..t.len() - 1], 30),
+        Some(b'T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("expected a number of bytes (e.g. 1000, 64K, 25M, 5G), got `{s}`"))
+}
+
+/// `https://host[:port]` (or `http://`), without a path; a trailing `/`
+/// is dropped.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let url = s.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host)
+            if !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) =>
+        {
+            Ok(url.to_owned())
+        }
+        _ => Err(format!("expected https://HOST[:PORT] (no path), got `{s}`")),
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -293,7 +347,13 @@ impl Flags {
                 quiet_presence: self.quiet_presence.0.map(|n| n as usize),
                 sessions_per_account: self.sessions_per_account as usize,
                 token_days: self.token_days,
+                files: FileLimits {
+                    max_file: self.max_file,
+                    quota: self.file_quota,
+                    max_total: self.files_max_total,
+                },
             },
+            public_url: self.public_url.clone(),
         }
     }
 }
@@ -301,6 +361,31 @@ impl Flags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_take_suffixes() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("25M"), Ok(25 << 20));
+        assert_eq!(parse_bytes("5g"), Ok(5 << 30));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        for bad in [
+            "",
+            "M",
+            "-1",
+            "1.5M",
+            "99999999999999999999",
+            "16777216T",
+            "1 M",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_public_url("https://chat.example.org/"),
+            Ok("https://chat.example.org".to_owned())
+        );
+        assert!(parse_public_url("https://x/files").is_err());
+        assert!(parse_public_url("ftp://x").is_err());
+    }
 
     #[test]
     fn history_days_take_a_number_or_forever() {

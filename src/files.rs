@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -85,9 +86,7 @@ impl Blobs {
     /// The store beside the database at `db` (made if missing, 0700), with
     /// the temporary files of uploads a crash interrupted removed.
     pub fn open(db: &Path) -> io::Result<Blobs> {
-        let parent = db.parent().filter(|p| !p.as_os_str().is_empty());
-        let dir = parent.unwrap_or(Path::new(".")).join("files");
-        let blobs = Blobs { dir };
+        let blobs = Blobs::at(db);
         make_dir(&blobs.dir)?;
         make_dir(&blobs.tmp())?;
         for entry in fs::read_dir(blobs.tmp())? {
@@ -98,6 +97,15 @@ impl Blobs {
             }
         }
         Ok(blobs)
+    }
+
+    /// The store beside the database at `db`, as it is: nothing is made
+    /// or removed (for a read-only database, whose files can still be
+    /// served).
+    pub fn at(db: &Path) -> Blobs {
+        let parent = db.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = parent.unwrap_or(Path::new(".")).join("files");
+        Blobs { dir }
     }
 
     fn tmp(&self) -> PathBuf {
@@ -255,13 +263,35 @@ pub enum Job {
     Finish { id: UploadId },
     /// The client went away (or was refused): what was written goes.
     Abort { id: UploadId },
+    /// A download wants `len` bytes of the file `sha` from `offset`: the
+    /// answer is [`Outcome::Data`] (the file stays open until
+    /// [`Job::Close`]).
+    Read {
+        id: UploadId,
+        sha: Sha,
+        offset: u64,
+        len: usize,
+    },
+    /// The download ended.
+    Close { id: UploadId },
 }
 
 /// What came of an upload: one per upload that began, none after `Abort`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Stored { id: UploadId, stored: Stored },
-    Failed { id: UploadId, why: Failure },
+    Stored {
+        id: UploadId,
+        stored: Stored,
+    },
+    Failed {
+        id: UploadId,
+        why: Failure,
+    },
+    /// Bytes a [`Job::Read`] asked for (fewer only at the end of the file).
+    Data {
+        id: UploadId,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Why an upload stored nothing.
@@ -278,17 +308,22 @@ pub enum Failure {
 impl Failure {
     fn of(e: &io::Error) -> Failure {
         match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Failure::DiskFull,
+            // EFBIG: past the file-size limit of the process (RLIMIT_FSIZE).
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => Failure::DiskFull,
             _ if e.kind() == io::ErrorKind::InvalidData => Failure::WrongLength,
             _ => Failure::Io(e.to_string()),
         }
     }
 }
 
-/// The thread that writes uploads to the store.
+/// A thread that writes uploads to the store and reads downloads from
+/// it (the server runs two: one for each direction, so that an upload's
+/// fsync never holds up a download).
 pub struct Writer {
     jobs: Option<Sender<Job>>,
     outcomes: Receiver<Outcome>,
+    /// The loop found the queue full: wake it when a job is taken.
+    waiting: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -303,25 +338,35 @@ impl Writer {
     ) -> io::Result<Writer> {
         let (jobs, rx) = crossbeam_channel::bounded(queue.max(1));
         let (tx, outcomes) = crossbeam_channel::unbounded();
+        let waiting = Arc::new(AtomicBool::new(false));
+        let told = waiting.clone();
         let thread = std::thread::Builder::new()
             .name("files".into())
-            .spawn(move || write_uploads(&blobs, &rx, &tx, &*wake))?;
+            .spawn(move || {
+                below_the_loop();
+                serve(&blobs, &rx, &tx, &told, &*wake)
+            })?;
         Ok(Writer {
             jobs: Some(jobs),
             outcomes,
+            waiting,
             thread: Some(thread),
         })
     }
 
     /// Hands a job over; with the queue full (or the thread gone) the job
-    /// comes back.
+    /// comes back, and the loop is woken once the thread takes a job.
     pub fn try_send(&self, job: Job) -> Result<(), Job> {
-        match &self.jobs {
-            Some(jobs) => jobs.try_send(job).map_err(|e| match e {
-                TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
-            }),
-            None => Err(job),
-        }
+        let Some(jobs) = &self.jobs else {
+            return Err(job);
+        };
+        jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(job) => {
+                self.waiting.store(true, Ordering::SeqCst);
+                job
+            }
+            TrySendError::Disconnected(job) => job,
+        })
     }
 
     /// The next outcome, if one is ready.
@@ -343,13 +388,15 @@ impl Drop for Writer {
     }
 }
 
-fn write_uploads(
+fn serve(
     blobs: &Blobs,
     jobs: &Receiver<Job>,
     outcomes: &Sender<Outcome>,
+    waiting: &AtomicBool,
     wake: &(dyn Fn() + Send + Sync),
 ) {
     let mut parts: HashMap<UploadId, Part> = HashMap::new();
+    let mut reading: HashMap<UploadId, File> = HashMap::new();
     // Uploads that failed: later chunks are dropped, with no second answer.
     let mut failed: HashSet<UploadId> = HashSet::new();
     let answer = |outcome: Outcome| {
@@ -359,7 +406,37 @@ fn write_uploads(
         }
     };
     for job in jobs.iter() {
+        if waiting.swap(false, Ordering::SeqCst) {
+            wake();
+        }
         match job {
+            Job::Read {
+                id,
+                sha,
+                offset,
+                len,
+            } => {
+                let file = match reading.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        blobs.open_blob(&sha).map(|f| v.insert(f))
+                    }
+                };
+                let read = file.and_then(|f| read_at(f, offset, len));
+                answer(match read {
+                    Ok(bytes) => Outcome::Data { id, bytes },
+                    Err(e) => {
+                        reading.remove(&id);
+                        Outcome::Failed {
+                            id,
+                            why: Failure::of(&e),
+                        }
+                    }
+                });
+            }
+            Job::Close { id } => {
+                reading.remove(&id);
+            }
             Job::Begin { id, slot, expected } => match blobs.begin(&slot, expected) {
                 Ok(part) => {
                     failed.remove(&id);
@@ -405,6 +482,38 @@ fn write_uploads(
             }
         }
     }
+}
+
+/// Puts the calling thread at nice 10: hashing and copying a big upload
+/// takes whole seconds of CPU, and on a small machine that must not delay
+/// the event loop (the chat) by a scheduler slice. The loop waits for
+/// this thread only through its queue, which back-pressure covers.
+fn below_the_loop() {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS
+    // and a thread id changes only that thread's nice value.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        if libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) != 0 {
+            log::debug!("files thread: setpriority failed");
+        }
+    }
+}
+
+/// Up to `len` bytes of `file` from `offset` (fewer only at its end).
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut bytes[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(got);
+    Ok(bytes)
 }
 
 /// Makes `dir` (0700) if it is missing; an existing one is tightened to
@@ -661,6 +770,73 @@ mod tests {
             1,
             "nothing stored"
         );
+    }
+
+    #[test]
+    fn downloads_are_read_in_pieces_and_a_full_queue_wakes_the_loop_later() {
+        let (_dir, blobs) = store();
+        let mut part = blobs.begin("r", 10).unwrap();
+        part.write(b"0123456789").unwrap();
+        let sha = part.finish().unwrap().sha;
+        let (w, _) = writer(&blobs);
+        let read = |offset, len| Job::Read {
+            id: 9,
+            sha,
+            offset,
+            len,
+        };
+        send(&w, read(2, 5));
+        assert_eq!(
+            next(&w),
+            Outcome::Data {
+                id: 9,
+                bytes: b"23456".to_vec()
+            }
+        );
+        send(&w, read(7, 5));
+        assert_eq!(
+            next(&w),
+            Outcome::Data {
+                id: 9,
+                bytes: b"789".to_vec()
+            }
+        );
+        send(&w, Job::Close { id: 9 });
+        send(
+            &w,
+            Job::Read {
+                id: 10,
+                sha: [0; 32],
+                offset: 0,
+                len: 1,
+            },
+        );
+        assert!(matches!(next(&w), Outcome::Failed { id: 10, .. }));
+        // A queue found full sets the flag; the thread's next job clears it
+        // with a wake.
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = woken.clone();
+        let tiny = Writer::start(
+            blobs.clone(),
+            1,
+            Arc::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+        let mut refused = false;
+        for i in 0..1000 {
+            if tiny.try_send(Job::Close { id: i }).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a queue of one fills");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while woken.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "never woken");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     #[test]

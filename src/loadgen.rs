@@ -13,6 +13,9 @@
 //!
 //! Knows nothing of the server's internals: it is a client like any other.
 
+mod files;
+pub use files::{FilesOpts, FilesReport, files};
+
 use std::fmt;
 use std::io::{self, IsTerminal, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use neochat::loadgen::{self, Common, FanoutOpts, IdleOpts, LoginOpts, Target};
+use neochat::loadgen::{self, Common, FanoutOpts, FilesOpts, IdleOpts, LoginOpts, Target};
 
 /// Load generator for NeoChat, in the spirit of redis-benchmark.
 ///
@@ -69,6 +69,28 @@ enum Scenario {
     /// --no-pair, only the storm: the time until all N are in Chatting.
     /// NeoChat only.
     Logins(LoginArgs),
+    /// One upload of --bytes and its download (`/upload`, PUT, GET), while
+    /// a chat pair exchanges messages. Reports MB/s each way, the server's
+    /// resident memory before and at its peak (with --pid), and the pair's
+    /// latency before and during the transfer. Run the server with
+    /// --max-file and --file-quota above --bytes. NeoChat only.
+    Files(FilesArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+struct FilesArgs {
+    /// Size of the file (a K, M or G suffix counts in 1024s)
+    #[arg(long, default_value = "1G", value_parser = neochat::config::parse_bytes)]
+    bytes: u64,
+    /// Messages per second of the chat pair
+    #[arg(long, default_value_t = 500.0)]
+    pair_rate: f64,
+    /// Seconds the pair is measured before the transfer
+    #[arg(long, default_value_t = 3.0)]
+    quiet: f64,
+    /// Process id of the server, to report its resident memory
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -308,6 +330,45 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                 }
                 if r.quiet.p99_us > 0.0 {
                     println!("p99 ratio       {:.2}x", r.storm.p99_us / r.quiet.p99_us);
+                }
+            }
+        }
+        Scenario::Files(f) => {
+            let r = loadgen::files(
+                common,
+                &FilesOpts {
+                    size: f.bytes,
+                    pair_rate: f.pair_rate,
+                    quiet: secs(f.quiet),
+                    pid: f.pid,
+                },
+            )?;
+            if args.json {
+                println!("{}", r.json());
+            } else {
+                println!("scenario        files");
+                println!("target          {}", r.target);
+                println!("file            {} bytes", r.size);
+                println!(
+                    "upload          {:.2} s, {:.0} MB/s",
+                    r.upload_secs,
+                    r.upload_mb_per_sec()
+                );
+                println!(
+                    "download        {:.2} s, {:.0} MB/s",
+                    r.download_secs,
+                    r.download_mb_per_sec()
+                );
+                if let (Some(before), Some(peak)) = (r.rss_before_kib, r.rss_peak_kib) {
+                    println!(
+                        "server RSS      {before} KiB before, {peak} KiB at most (+{} KiB)",
+                        peak.saturating_sub(before)
+                    );
+                }
+                print_latency("pair, quiet", &r.quiet);
+                print_latency("pair, transfer", &r.during);
+                if r.quiet.p99_us > 0.0 {
+                    println!("p99 ratio       {:.2}x", r.during.p99_us / r.quiet.p99_us);
                 }
             }
         }

@@ -33,6 +33,22 @@
 //! of other rooms are marked `[#room]`, history lines carry the time they
 //! were delivered.
 //!
+//! Files: `/send PATH` and `/get N|URL [DIR]` are the client's own
+//! commands, never sent as typed. `/send` asks the server `/upload <name>
+//! <bytes>`; the reader thread hands the slot's URL (`* upload <url>`, not
+//! shown) to the upload thread `/send` started, which `PUT`s the file
+//! from disk over a new connection and says `* sent NAME`; the server's
+//! `[file] ...` announcement in the room is the message. Announcements
+//! are shown with a number instead of their URL (`bob: [file] a.pdf (1.2
+//! MiB) /get 3`), and `/get 3` downloads the file in a thread of its own
+//! into the current directory (or DIR), never over another file (`a
+//! (1).pdf`), through a `.part` file that is removed if it is cut short.
+//! Transfers connect to the chat server (or, when a URL names the chat
+//! server's host, to its port there), over TLS when the chat does,
+//! trusting the chat connection's certificate without asking again; over
+//! 4 MiB they show their progress. The client waits for running transfers
+//! before it leaves (Ctrl-C abandons them).
+//!
 //! Modules (in `src/bin/neochat/`): `display` (sanitizing, line kinds,
 //! colours, time: pure), `rooms` (room names, history times, the current
 //! room), `wire` (bounded line reading, error phrases, address checks),
@@ -41,7 +57,9 @@
 //! `tokens` (the kept login tokens), `conn` (plain or TLS stream split
 //! for the reader thread and the writer), `term` (terminal mode, hidden password, screen width), `prompt`
 //! (login questions), `chat` (the reader thread and the screen around
-//! rustyline).
+//! rustyline), `files` (file names, URLs, announcements and their numbers,
+//! progress: pure), `transfer` (the `/send` and `/get` threads and their
+//! connections).
 
 // The modules live in `src/bin/neochat/`, beside this file.
 #[path = "neochat/chat.rs"]
@@ -50,6 +68,8 @@ mod chat;
 mod conn;
 #[path = "neochat/display.rs"]
 mod display;
+#[path = "neochat/files.rs"]
+mod files;
 #[path = "neochat/known.rs"]
 mod known;
 #[path = "neochat/prompt.rs"]
@@ -62,6 +82,8 @@ mod term;
 mod tls;
 #[path = "neochat/tokens.rs"]
 mod tokens;
+#[path = "neochat/transfer.rs"]
+mod transfer;
 #[path = "neochat/trust.rs"]
 mod trust;
 #[path = "neochat/wire.rs"]
@@ -108,9 +130,19 @@ In the chat, type a line to say it to everybody in the current room, or a comman
   /passwd          change your password (the client asks for both, hidden)
   /token           a login token for scripts (shown: keep it secret)
   /logout [all]    leave and revoke this login's token (all: every token)
+  /send PATH       share a file in the current room (at most 25 MiB by default)
+  /get N [DIR]     download the file shown with `/get N` into DIR (default: the
+                   current directory; never over another file: `name (1).ext`);
+                   /get URL [DIR] takes a file's URL instead
 The prompt shows the current room (`#rust> `; `> ` is the lobby). Lines of
 another room start with [#room]; history lines with the UTC date and time they
 were delivered (`12-01 10:38`).
+
+Files: a file someone shares shows as `bob: [file] report.pdf (1.2 MiB) /get 3`;
+type `/get 3` to download it. Transfers run beside the chat, over a connection
+of their own to the same server (over TLS when the chat is, trusting the same
+certificate), with their progress shown over 4 MiB; the client waits for them
+before it leaves. Without a terminal their words go to stderr.
 
 Staying logged in: `neochat --remember HOST:PORT` logs in as usual, then keeps
 a login token from the server (valid 30 days, unless revoked) in
@@ -283,6 +315,12 @@ fn main() -> ExitCode {
         Ok(conn) => conn,
         Err(code) => return ExitCode::from(code),
     };
+    // File transfers go where the chat went, as the chat went.
+    let origin = transfer::Origin {
+        server: args.server.clone(),
+        tls: matches!(conn, Conn::Tls(..)),
+        chat_cert: conn.fingerprint(),
+    };
     let (reader, writer) = match conn.split() {
         Ok(halves) => halves,
         Err(e) => {
@@ -331,8 +369,10 @@ fn main() -> ExitCode {
         let _ = writer.send_line(b"/token");
     }
     match editor {
-        Some(editor) => session.chat_interactive(reader, writer, editor, stdout_tty, saved, keep),
-        None => session.chat_piped(reader, writer, saved, keep),
+        Some(editor) => {
+            session.chat_interactive(reader, writer, editor, stdout_tty, saved, keep, origin)
+        }
+        None => session.chat_piped(reader, writer, saved, keep, origin),
     }
 }
 
@@ -874,6 +914,7 @@ impl Session {
 
     /// Logged in, with a terminal: a reader thread prints above the line
     /// being edited, and the main thread sends what is typed.
+    #[allow(clippy::too_many_arguments)]
     fn chat_interactive(
         self,
         reader: BufReader<Reader>,
@@ -882,6 +923,7 @@ impl Session {
         stdout_tty: bool,
         saved: Arc<term::SavedMode>,
         keep: Arc<tokens::Keep>,
+        origin: transfer::Origin,
     ) -> ExitCode {
         let style = self.style;
         let rooms = self.rooms.clone();
@@ -891,6 +933,8 @@ impl Session {
         };
         let quitting = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(()));
+        let screen = Arc::new(chat::Screen::new(printer, lock.clone()));
+        let files = Arc::new(transfer::Files::new(origin, Some(style), screen.clone()));
         let passwd = Arc::new(chat::Passwd::default());
         let done = chat::spawn_reader(
             self,
@@ -899,23 +943,36 @@ impl Session {
                 writer: writer.clone(),
                 passwd: passwd.clone(),
                 keep: keep.clone(),
+                files: files.clone(),
             },
-            printer,
+            screen,
             quitting.clone(),
-            lock.clone(),
             saved,
         );
 
         say("Type a message and press Enter; /help lists commands, /quit or Ctrl-D leaves.");
+        // A `/quit` typed while transfers run is sent once they end.
+        let mut quit_held = false;
         let code = loop {
             let prompt = rooms.prompt();
             match editor.readline(&prompt) {
                 Ok(line) => {
+                    if let Some(local) = files::local_command(&line) {
+                        // The client's own: never sent as typed, and the
+                        // line stays on the screen as typed.
+                        let _ = editor.add_history_entry(line.as_str());
+                        match local {
+                            files::Local::Send(arg) => files.send(arg, &writer),
+                            files::Local::Get(arg) => files.get(arg),
+                        }
+                        continue;
+                    }
                     let input = classify_input(&line);
                     let leaving = matches!(input, Input::Quit | Input::Logout { .. });
                     if leaving {
                         quitting.store(true, Ordering::SeqCst);
                     }
+                    quit_held = input == Input::Quit && files.busy() > 0;
                     if let Input::Logout { all } = input
                         && let Some(note) = keep.logging_out(all)
                     {
@@ -942,6 +999,8 @@ impl Session {
                         // Nothing typed meanwhile may reach the server as an
                         // answer to its questions.
                         passwd.wait(PASSWD_WAIT);
+                    } else if quit_held {
+                        let _ = editor.add_history_entry(line.as_str());
                     } else if input != Input::Blank {
                         // Noted before sending, so the answer cannot come
                         // first.
@@ -951,6 +1010,10 @@ impl Session {
                         let _ = writer.send_line(line.as_bytes());
                         // Only what is typed in the chat is worth recalling.
                         let _ = editor.add_history_entry(line.as_str());
+                        if line.trim().eq_ignore_ascii_case("/help") {
+                            say("neochat: and the client's own: /send PATH shares a file, \
+                                 /get N [DIR] downloads the file shown with /get N");
+                        }
                     }
                     if stdout_tty {
                         let here = rooms.current();
@@ -968,13 +1031,28 @@ impl Session {
                     }
                 }
                 Err(ReadlineError::Eof) => break ExitCode::SUCCESS,
-                Err(ReadlineError::Interrupted) => break ExitCode::from(130),
+                Err(ReadlineError::Interrupted) => {
+                    files.abandon();
+                    break ExitCode::from(130);
+                }
                 Err(e) => {
                     eprintln!("neochat: cannot read the keyboard: {e}");
                     break ExitCode::FAILURE;
                 }
             }
         };
+        // Running transfers end first (the chat goes on meanwhile), unless
+        // Ctrl-C abandons them.
+        let code = match code == ExitCode::SUCCESS && !files.wait_all(true) {
+            true => {
+                files.abandon();
+                ExitCode::from(130)
+            }
+            false => code,
+        };
+        if quit_held {
+            let _ = writer.send_line(b"/quit");
+        }
         if !quitting.swap(true, Ordering::SeqCst) {
             let _ = writer.send_line(b"/quit");
         }
@@ -992,10 +1070,13 @@ impl Session {
         writer: Writer,
         saved: Arc<term::SavedMode>,
         keep: Arc<tokens::Keep>,
+        origin: transfer::Origin,
     ) -> ExitCode {
         let quitting = Arc::new(AtomicBool::new(false));
         let lock = Arc::new(Mutex::new(()));
         let rooms = self.rooms.clone();
+        let screen = Arc::new(chat::Screen::new(chat::Printer::Stdout, lock));
+        let files = Arc::new(transfer::Files::new(origin, None, screen.clone()));
         let done = chat::spawn_reader(
             self,
             reader,
@@ -1003,17 +1084,29 @@ impl Session {
                 writer: writer.clone(),
                 passwd: Arc::new(chat::Passwd::default()),
                 keep: keep.clone(),
+                files: files.clone(),
             },
-            chat::Printer::Stdout,
+            screen,
             quitting.clone(),
-            lock,
             saved,
         );
         let mut stdin = io::stdin().lock();
         let mut buf = Vec::new();
+        let mut code = ExitCode::SUCCESS;
         while let Ok(true) = wire::read_line(&mut stdin, &mut buf, 1 << 20) {
             let text = String::from_utf8_lossy(&buf);
+            if let Some(local) = files::local_command(&text) {
+                match local {
+                    files::Local::Send(arg) => files.send(arg, &writer),
+                    files::Local::Get(arg) => files.get(arg),
+                }
+                continue;
+            }
             let input = classify_input(&text);
+            if input == Input::Quit && files.busy() > 0 {
+                // Sent below, once the transfers end.
+                break;
+            }
             let leaving = matches!(input, Input::Quit | Input::Logout { .. });
             if leaving {
                 quitting.store(true, Ordering::SeqCst);
@@ -1028,10 +1121,15 @@ impl Session {
                 break;
             }
         }
+        // The end of the input does not cut a transfer short.
+        if !files.wait_all(false) {
+            files.abandon();
+            code = ExitCode::from(130);
+        }
         if !quitting.swap(true, Ordering::SeqCst) {
             let _ = writer.send_line(b"/quit");
         }
         let _ = done.recv_timeout(Duration::from_secs(3));
-        ExitCode::SUCCESS
+        code
     }
 }

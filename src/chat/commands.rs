@@ -117,6 +117,13 @@ pub const COMMANDS: &[Command] = &[
         run: who,
     },
     Command {
+        name: "upload",
+        usage: "/upload <filename> <bytes>",
+        help: "get a one-time URL to upload a file to this room",
+        role: Rank::Member,
+        run: super::uploads::upload,
+    },
+    Command {
         name: "token",
         usage: "/token",
         help: "get a token that logs you in without your password",
@@ -585,6 +592,7 @@ mod tests {
                 "*   /topic [#room] [text]       show or set a room's topic",
                 "*   /history [#room|@user] [N]  show the last N messages (default 20, at most 200)",
                 "*   /who [#room]                list who is online (in the room)",
+                "*   /upload <filename> <bytes>  get a one-time URL to upload a file to this room",
                 "*   /token                      get a token that logs you in without your password",
                 "*   /passwd                     change your password (and log out your other sessions)",
                 "*   /logout [all]               forget this session's token and quit (all: every token)",

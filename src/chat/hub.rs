@@ -21,6 +21,7 @@ use slab::Slab;
 use super::history::{Entry, format_line};
 pub use super::rooms::Room;
 use super::session::{Action, ConnId};
+use super::uploads::{FileLimits, Uploads};
 use crate::store::ops::{AccountState, LOBBY, Message, Op, Snapshot};
 
 /// Names shown in the online line a login gets; `/who` shows all.
@@ -49,6 +50,8 @@ pub struct HubConfig {
     pub sessions_per_account: usize,
     /// `--token-days`: how long a token from `/token` logs in.
     pub token_days: u32,
+    /// `--max-file`, `--file-quota`, `--files-max-total`.
+    pub files: FileLimits,
 }
 
 impl Default for HubConfig {
@@ -109,6 +112,8 @@ pub struct Hub {
     /// Server operators, by folded name.
     pub(super) server_ops: HashSet<String>,
     pub(super) last_id: u64,
+    /// Upload slots and quotas.
+    pub uploads: Uploads,
 }
 
 pub(super) fn fold(name: &str) -> String {
@@ -169,7 +174,6 @@ impl Hub {
             }
         }
         Hub {
-            config,
             online: HashMap::new(),
             loading: HashMap::new(),
             rooms,
@@ -177,6 +181,8 @@ impl Hub {
             directory,
             server_ops: snapshot.server_ops.iter().map(|n| fold(n)).collect(),
             last_id: snapshot.last_id,
+            uploads: Uploads::new(config.files, &snapshot.file_usage),
+            config,
         }
     }
 
@@ -563,6 +569,9 @@ impl Hub {
     // ---- talking ----
 
     /// A public line (or `/me`) from connection `id` of `shown` to `room`.
+    /// A line that starts like a file's announcement (`[file] `) is
+    /// refused: only the server posts those, so that nobody can show a
+    /// link as somebody's upload.
     pub fn say(
         &mut self,
         (id, shown): (ConnId, &str),
@@ -572,10 +581,43 @@ impl Hub {
         wall: i64,
         out: &mut Vec<Action>,
     ) {
+        if !me && text.starts_with(super::uploads::RESERVED) {
+            out.push(Action::Send(super::uploads::RESERVED_LINE.to_vec()));
+            return;
+        }
         if let Some(line) = self.muted_line(room, shown, wall) {
             out.push(Action::Send(line));
             return;
         }
+        self.post((id, shown), room, me, text, wall, out);
+    }
+
+    /// A finished upload's announcement, from `shown` to `room` (every
+    /// member online gets it, the uploader's connections too).
+    pub fn announce_file(
+        &mut self,
+        shown: &str,
+        room: RoomId,
+        text: &str,
+        wall: i64,
+        out: &mut Vec<Action>,
+    ) {
+        let nobody = ConnId {
+            key: usize::MAX,
+            serial: u64::MAX,
+        };
+        self.post((nobody, shown), room, false, text, wall, out);
+    }
+
+    fn post(
+        &mut self,
+        (id, shown): (ConnId, &str),
+        room: RoomId,
+        me: bool,
+        text: &str,
+        wall: i64,
+        out: &mut Vec<Action>,
+    ) {
         let history = self.config.history;
         let Some(r) = self.rooms.get_mut(room.0) else {
             return;

@@ -13,6 +13,7 @@ pub mod rooms;
 pub mod session;
 pub mod text;
 pub mod token;
+pub mod uploads;
 
 #[cfg(test)]
 mod account_tests;

@@ -315,6 +315,11 @@ impl Hub {
     /// its own.
     pub fn apply_change(&mut self, change: Change, out: &mut Vec<Action>) {
         match change {
+            Change::FilesExpired(freed) => {
+                for (owner, size) in freed {
+                    self.uploads.freed(&owner, size);
+                }
+            }
             Change::OpAdded(name) => {
                 log::info!(target: "neochat::moderation", "server operator added user={name} by=command-line");
                 self.server_ops.insert(fold(&name));

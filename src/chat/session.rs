@@ -116,6 +116,9 @@ pub enum Action {
     /// Close this connection once its pending output is written; the
     /// reason is for the log.
     Close(&'static str),
+    /// `/upload` got this slot: tell the connection its URL (the driver
+    /// knows the address the client reaches the server at).
+    Upload { slot: String },
 }
 
 /// An account operation, carried out off the event loop by `auth.rs`.

@@ -46,6 +46,8 @@ impl FakeStore {
             | Op::Sanction { .. }
             | Op::Lift { .. }
             | Op::Forget { .. } => {}
+            Op::RecordFile { conn, .. } => return Some((conn, Reply::FileRecorded(Ok(())))),
+            Op::FindFile { conn, .. } => return Some((conn, Reply::File(Ok(None)))),
             Op::CreateToken {
                 conn,
                 account,
@@ -182,6 +184,7 @@ pub(crate) fn hub_config() -> HubConfig {
         quiet_presence: Some(500),
         sessions_per_account: 4,
         token_days: 30,
+        files: crate::chat::uploads::FileLimits::default(),
     }
 }
 
@@ -307,6 +310,10 @@ impl World {
                     self.asked[from] = Some(req);
                 }
                 Action::Close(_) => self.close(from),
+                Action::Upload { slot } => {
+                    let line = format!("* upload https://chat.test/files/{slot}\n");
+                    self.out[from].push_str(&line);
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ use mio::Interest;
 use mio::net::TcpStream;
 use slab::Slab;
 
+use super::files::Transfer;
 use super::outbox::Outbox;
 use crate::chat::session::{ConnId, Session};
 use crate::limits::Admission;
@@ -62,6 +63,8 @@ pub(super) struct Conn {
     pub(super) admission: Admission,
     /// The job out, for the limits to count its result.
     pub(super) attempt: Option<Attempt>,
+    /// A file upload or download under way on this (HTTP) connection.
+    pub(super) transfer: Option<Box<Transfer>>,
 }
 
 impl Conn {
@@ -71,7 +74,15 @@ impl Conn {
     pub(super) fn wants_bytes(&self) -> bool {
         !self.transport.eof()
             && !self.transport.input_paused()
-            && (!self.transport.is_chat() || self.session.wants_input())
+            && self.transport.reading()
+            && self.takes_input()
+    }
+
+    /// Whether input the transport holds is handed on now: not while the
+    /// session waits for an answer, nor while an upload's last chunk waits
+    /// for room in the files thread's queue.
+    pub(super) fn takes_input(&self) -> bool {
+        (!self.transport.is_chat() || self.session.wants_input()) && !self.transfer_blocked()
     }
 
     /// Nothing is left to write, at any layer.

@@ -43,6 +43,7 @@
 mod audit;
 mod backlog;
 mod conn;
+mod files;
 mod ledger;
 pub mod outbox;
 mod pacer;
@@ -50,7 +51,7 @@ mod route;
 mod sockets;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,6 +115,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// logins (BENCHMARKS.md, "Token logins"); a room's fan-out is unaffected
 /// (its writes are made at the end of the turn, not per event).
 const EVENTS_PER_POLL: usize = 256;
+/// Jobs each files thread's queue holds: chunks of uploads (a read each,
+/// 64 KiB at most) or reads of downloads; 4 MiB of uploads at most.
+const FILES_QUEUE: usize = 64;
 /// How long a closing connection may take to drain its last lines.
 const LINGER: Duration = Duration::from_secs(5);
 /// How often idle connections' output buffers are freed.
@@ -187,6 +191,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Rooms, history and presence (`--history` and friends).
     pub hub: HubConfig,
+    /// `--public-url`: where users reach the server, for the URLs of
+    /// uploads (`https://chat.example.org`, no trailing `/`).
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -210,6 +217,50 @@ fn pin_mmap_threshold() {
     // SAFETY: mallopt only changes a tuning parameter of the allocator.
     if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) } != 1 {
         debug!("mallopt(M_MMAP_THRESHOLD) failed");
+    }
+}
+
+/// Asks the scheduler for short slices for the loop thread (Linux 6.12 and
+/// later, EEVDF: `sched_runtime` of a normal thread is its slice). The loop
+/// runs for microseconds at a time and sleeps in between; with a short
+/// slice its virtual deadline comes early, so when a line arrives on a
+/// busy machine (a big upload hashing on the files thread, the kernel
+/// writing it back) the loop is run at once instead of after another
+/// thread's 3 ms slice. Its share of the CPU is unchanged. Older kernels
+/// ignore the field; failing changes nothing.
+fn short_slice() {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    {
+        #[repr(C)]
+        struct SchedAttr {
+            size: u32,
+            policy: u32,
+            flags: u64,
+            nice: i32,
+            priority: u32,
+            runtime: u64,
+            deadline: u64,
+            period: u64,
+        }
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy: libc::SCHED_OTHER as u32,
+            flags: 0,
+            nice: 0,
+            priority: 0,
+            runtime: 100_000,
+            deadline: 0,
+            period: 0,
+        };
+        // SAFETY: sched_setattr reads `attr` (of the size it says) for the
+        // calling thread (pid 0) and changes only its scheduling.
+        let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        if r != 0 {
+            debug!(
+                "sched_setattr (short slice): {}",
+                io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -332,6 +383,20 @@ pub struct Server {
     transport_deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     next_ping: Instant,
     scratch: Box<[u8]>,
+    /// The files threads: uploads' bytes go in through one, downloads'
+    /// come out through the other.
+    disk_in: crate::files::Writer,
+    disk_out: crate::files::Writer,
+    /// Transfers by the id the files threads know them by.
+    transfers: HashMap<u64, ConnId>,
+    next_transfer: u64,
+    /// Connections with a job waiting for room in a files queue.
+    held: Vec<ConnId>,
+    /// Jobs that end transfers, waiting for room (they are never dropped).
+    control_in: VecDeque<crate::files::Job>,
+    control_out: VecDeque<crate::files::Job>,
+    /// Uploads stored whose rows the store is writing, by connection.
+    recording: HashMap<ConnId, files::Recording>,
 }
 
 impl Server {
@@ -351,15 +416,31 @@ impl Server {
                 }
             })
         };
+        // Uploads' bytes live in `files/` beside the database. Where that
+        // cannot be made (a read-only directory), uploads are refused and
+        // stored files are still served.
+        let (blobs, uploads) = match crate::files::Blobs::open(&config.db) {
+            Ok(blobs) => (blobs, true),
+            Err(e) => {
+                warn!(
+                    "uploads are off: cannot open the files directory beside {}: {e}",
+                    config.db.display()
+                );
+                (crate::files::Blobs::at(&config.db), false)
+            }
+        };
         // Opened and migrated before the auth workers open theirs.
         let (store, snapshot) = Store::start(
             StoreConfig {
                 history_days: config.history_days,
+                blobs: Some(blobs.clone()),
                 ..StoreConfig::new(config.db.clone())
             },
             wake.clone(),
         )
         .map_err(io::Error::other)?;
+        let disk_in = crate::files::Writer::start(blobs.clone(), FILES_QUEUE, wake.clone())?;
+        let disk_out = crate::files::Writer::start(blobs, FILES_QUEUE, wake.clone())?;
         let auth = AuthPool::start(
             &AuthConfig {
                 bcrypt_cost: config.bcrypt_cost,
@@ -425,6 +506,9 @@ impl Server {
         // Capped as the descriptor table is: a library caller's huge
         // --max-clients must not ask for more than memory can hold.
         chat.hub.reserve(config.max_clients.min(1 << 20));
+        if !uploads || !store.writable() {
+            chat.hub.uploads.disable();
+        }
         // Room for a quarter of the output limit at once, and for all
         // readers together a quarter of the total bound, but for two of the
         // longest lines whatever the limits.
@@ -476,6 +560,14 @@ impl Server {
             transport_deadlines: BinaryHeap::new(),
             next_ping: Instant::now() + PING_EVERY,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            disk_in,
+            disk_out,
+            transfers: HashMap::new(),
+            next_transfer: 0,
+            held: Vec::new(),
+            control_in: VecDeque::new(),
+            control_out: VecDeque::new(),
+            recording: HashMap::new(),
         })
     }
 
@@ -523,6 +615,7 @@ impl Server {
 
     /// Runs until shut down. Errors only if `poll` itself fails.
     pub fn run(mut self) -> io::Result<()> {
+        short_slice();
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         info!("event loop running on {:?}", self.local_addrs);
         loop {
@@ -599,6 +692,7 @@ impl Server {
             self.answers_left = false;
             self.drain_results(now);
             self.drain_store(now);
+            self.drain_files(now);
             self.run_timers(now);
             self.end_turn(now);
             self.backlog.end(Instant::now());
@@ -723,7 +817,11 @@ impl Server {
     /// make every chatting user wait behind the whole storm.
     fn read_or_defer(&mut self, key: usize, now: Instant) {
         match self.conns.at_mut(key) {
-            Some(conn) if !conn.session.is_chatting() && conn.closing.is_none() => {
+            Some(conn)
+                if !conn.session.is_chatting()
+                    && conn.closing.is_none()
+                    && conn.transfer.is_none() =>
+            {
                 if !conn.deferred {
                     conn.deferred = true;
                     self.deferred.push_back(conn.id);
@@ -747,7 +845,13 @@ impl Server {
                 break;
             }
             self.login_deadlines.pop_front();
-            let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
+            // A file transfer takes as long as it takes (an upload that
+            // stalls is dropped by its own idle timeout).
+            let Some(conn) = self
+                .conns
+                .get_mut(id)
+                .filter(|c| c.closing.is_none() && c.transfer.is_none())
+            else {
                 continue;
             };
             conn.session.handle_login_timeout(&mut self.chat.ctx(now));
@@ -795,6 +899,7 @@ impl Server {
             if self.release_buffers() {
                 self.next_release = now + RELEASE_EVERY;
                 self.limits.prune(now);
+                self.chat.hub.uploads.expire(now);
             } else {
                 // The rest of the sweep next turn.
                 self.next_release = now;

@@ -28,7 +28,7 @@ use crate::store::ops::{Answer, Op, Reply};
 
 /// The connection of actions that come from no session (what the admin
 /// subcommands changed): none, so an [`Action::Send`] would go nowhere.
-const NOBODY: ConnId = ConnId {
+pub(super) const NOBODY: ConnId = ConnId {
     key: usize::MAX,
     serial: u64::MAX,
 };
@@ -52,6 +52,7 @@ impl Server {
                 }
                 Action::Auth(request) => self.start_auth(id, request),
                 Action::Close(reason) => self.mark_closing(id, Closing::AfterFlush, reason),
+                Action::Upload { slot } => self.upload_slot(id, &slot),
             }
         }
         // Hand the (empty) allocation back for the next handler.
@@ -362,10 +363,23 @@ impl Server {
                 break;
             };
             let id = answer.conn;
+            // Files' answers go to the reactor's part, not to a session
+            // (an upload is announced even if its client went away).
+            let reply = match answer.reply {
+                Reply::FileRecorded(result) => {
+                    self.file_recorded(id, result);
+                    continue;
+                }
+                Reply::File(result) => {
+                    self.file_found(id, result);
+                    continue;
+                }
+                other => other,
+            };
             let Some(conn) = self.conns.get_mut(id).filter(|c| c.closing.is_none()) else {
                 continue;
             };
-            if let Reply::TokenAccount(Ok(found)) = &answer.reply {
+            if let Reply::TokenAccount(Ok(found)) = &reply {
                 match found {
                     Some(name) => audit::record(Event::TokenLogin, conn.peer, name),
                     None => {
@@ -375,7 +389,7 @@ impl Server {
                 }
             }
             conn.session
-                .handle_store_reply(answer.reply, &mut self.chat.ctx(now));
+                .handle_store_reply(reply, &mut self.chat.ctx(now));
             self.answered(id);
         }
         // What an operator changed with the admin subcommands.

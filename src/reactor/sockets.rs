@@ -163,6 +163,7 @@ impl Server {
             input_paused: false,
             admission,
             attempt: None,
+            transfer: None,
         });
         debug!("conn {}: open from {peer}", id.key);
         // The login deadline counts from accept: a half-done TLS handshake
@@ -201,6 +202,12 @@ impl Server {
                 return;
             }
             let id = conn.id;
+            // An upload's body is read a quarter of a MiB a turn: a chat
+            // line waits behind at most that much decrypting and copying.
+            if round >= TRANSFER_READS && conn.transfer.is_some() {
+                self.again.push(id);
+                return;
+            }
             // Only chatting users broadcast; logins are never held up.
             // While anyone is held, others queue behind them.
             let held =
@@ -272,7 +279,7 @@ impl Server {
             let mut ctx = self.chat.ctx(now);
             let mut next = None;
             let mut batch = 0;
-            while !conn.transport.is_chat() || conn.session.wants_input() {
+            while conn.takes_input() {
                 if batch == PUMP_BATCH {
                     next = Some(Next::Batch);
                     break;
@@ -297,6 +304,18 @@ impl Server {
                         next = Some(Next::Close(reason));
                         break;
                     }
+                    Input::File(request) => {
+                        next = Some(Next::File(request));
+                        break;
+                    }
+                    Input::Body(bytes) => {
+                        next = Some(Next::Body(bytes));
+                        break;
+                    }
+                    Input::BodyDone => {
+                        next = Some(Next::BodyDone);
+                        break;
+                    }
                 }
             }
             // A TLS handshake answer, a pong or an HTTP answer: output that
@@ -311,6 +330,9 @@ impl Server {
                 // Carried out; the session's next lines come now.
                 Some(Next::Batch) => {}
                 Some(Next::Client(client)) => self.rehome(id, client, now),
+                Some(Next::File(request)) => self.file_request(id, *request, now),
+                Some(Next::Body(bytes)) => self.upload_body(id, bytes),
+                Some(Next::BodyDone) => self.upload_done(id),
                 Some(Next::Close(reason)) => {
                     debug!("conn {key}: {reason}");
                     self.mark_closing(id, Closing::AfterFlush, reason);
@@ -419,6 +441,7 @@ impl Server {
         if conn.closing == Some(Closing::AfterFlush) && conn.all_written() {
             self.doomed.push(conn.id);
         }
+        let downloading = conn.transfer.is_some();
         // Reading stopped while its own answers piled up; input may be
         // waiting in the kernel with no new edge to announce it.
         if conn.input_paused && !conn.transport.input_paused() {
@@ -441,6 +464,9 @@ impl Server {
                     self.mark_closing(id, Closing::Now, "reregister failed");
                 }
             }
+        }
+        if downloading {
+            self.feed(key);
         }
     }
 
@@ -470,6 +496,9 @@ impl Server {
         let Some(mut conn) = self.conns.remove(id) else {
             return;
         };
+        if let Some(transfer) = conn.transfer.take() {
+            self.end_transfer(*transfer);
+        }
         self.ledger.set(id.key, 0);
         self.limits.release(&mut conn.admission);
         if let Some(Attempt::Login(name, _)) = conn.attempt.take() {
@@ -506,6 +535,9 @@ impl Server {
     }
 }
 
+/// Reads per turn of a connection uploading a file.
+const TRANSFER_READS: usize = 4;
+
 /// Lines handed to a session before its actions are carried out.
 const PUMP_BATCH: usize = 64;
 
@@ -517,6 +549,12 @@ enum Next {
     Client(SocketAddr),
     /// The transport closes the connection.
     Close(&'static str),
+    /// A request of the files routes.
+    File(Box<crate::transport::http::FileRequest>),
+    /// A piece of an upload's body.
+    Body(Vec<u8>),
+    /// An upload's body is complete.
+    BodyDone,
 }
 
 /// `::ffff:127.0.0.1` and the like: an IPv4 loopback peer on a dual-stack

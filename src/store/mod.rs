@@ -19,6 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::owner_only;
 
 pub(crate) mod accounts;
+pub(crate) mod files;
 pub(crate) mod messages;
 pub(crate) mod moderation;
 pub mod ops;

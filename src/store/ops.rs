@@ -170,6 +170,11 @@ pub enum Op {
     /// An operator deleted the account: remove whatever the loop wrote for
     /// it since (cursors, memberships, tokens), as the deletion did.
     Forget { account: String },
+    /// Record an upload whose bytes are stored, and answer
+    /// [`Reply::FileRecorded`] once it is (it is announced only then).
+    RecordFile { conn: ConnId, row: FileRow },
+    /// Read the file with this id and answer [`Reply::File`].
+    FindFile { conn: ConnId, id: String },
 }
 
 impl Op {
@@ -179,7 +184,9 @@ impl Op {
             Op::Load { conn, .. }
             | Op::History { conn, .. }
             | Op::CreateToken { conn, .. }
-            | Op::CheckToken { conn, .. } => Some(*conn),
+            | Op::CheckToken { conn, .. }
+            | Op::RecordFile { conn, .. }
+            | Op::FindFile { conn, .. } => Some(*conn),
             Op::RevokeToken { conn, .. } | Op::RevokeTokens { conn, .. } => *conn,
             _ => None,
         }
@@ -196,6 +203,8 @@ impl Op {
             Op::History { conn, .. } => (*conn, Reply::History(Err(e))),
             Op::CreateToken { conn, .. } => (*conn, Reply::TokenStored(Err(e))),
             Op::CheckToken { conn, .. } => (*conn, Reply::TokenAccount(Err(e))),
+            Op::RecordFile { conn, .. } => (*conn, Reply::FileRecorded(Err(e))),
+            Op::FindFile { conn, .. } => (*conn, Reply::File(Err(e))),
             Op::RevokeToken {
                 conn: Some(conn), ..
             }
@@ -251,6 +260,9 @@ pub enum Change {
     Deleted(String),
     /// Its password was reset (and its tokens revoked).
     PasswordReset(String),
+    /// Files older than the history were deleted: each owner's quota
+    /// shrinks by these sizes.
+    FilesExpired(Vec<(String, u64)>),
 }
 
 /// An answer of the store thread to the connection that asked.
@@ -275,6 +287,30 @@ pub enum Reply {
     TokenThrottled {
         retry_secs: u64,
     },
+    /// The upload is recorded (or could not be).
+    FileRecorded(Result<(), super::Error>),
+    /// The file asked for, `None` if there is no such file.
+    File(Result<Option<FileRow>, super::Error>),
+}
+
+/// An uploaded file as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRow {
+    /// The unguessable part of its URL.
+    pub id: String,
+    /// The hash its bytes are stored under.
+    pub sha: crate::files::Sha,
+    /// Who uploaded it, as registered.
+    pub owner: String,
+    pub name: String,
+    pub size: u64,
+    /// Detected from its bytes.
+    pub mime: String,
+    /// Shown in the browser rather than downloaded (plain images only).
+    pub inline: bool,
+    /// The room it was announced in ([`LOBBY`] for the lobby).
+    pub room: String,
+    pub created_at: i64,
 }
 
 /// What the loop needs at start, read once before it accepts anybody.
@@ -293,6 +329,8 @@ pub struct Snapshot {
     /// The newest row of `changes` (what the admin subcommands did): the
     /// store thread reports those after it.
     pub last_change: i64,
+    /// Bytes of files stored per owner (as registered), for the quotas.
+    pub file_usage: Vec<(String, u64)>,
 }
 
 /// A room as stored.

@@ -191,5 +191,6 @@ fn read_snapshot(conn: &Connection, ring: usize) -> Result<Snapshot, Error> {
         server_ops: moderation::server_ops(conn)?,
         sanctions: moderation::sanctions(conn, super::writer::unix_now())?,
         last_change: moderation::last_change(conn)?,
+        file_usage: super::files::usage(conn)?,
     })
 }

@@ -101,6 +101,23 @@ pub const MIGRATIONS: &[&str] = &[
          kind    TEXT NOT NULL,
          account TEXT NOT NULL
      );",
+    // 4: uploaded files. `id` is the unguessable part of the file's URL;
+    // `sha` names its bytes in the `files/` directory (the same bytes
+    // uploaded twice are kept once, with two rows); `mime` and `inline` are
+    // what was detected from the bytes. Rows expire with the history.
+    "CREATE TABLE files (
+         id         TEXT PRIMARY KEY,
+         sha        BLOB NOT NULL,
+         owner      TEXT NOT NULL COLLATE NOCASE,
+         name       TEXT NOT NULL,
+         size       INTEGER NOT NULL,
+         mime       TEXT NOT NULL,
+         inline     INTEGER NOT NULL,
+         room       TEXT NOT NULL,
+         created_at INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX files_by_sha ON files (sha);
+     CREATE INDEX files_by_age ON files (created_at);",
 ];
 
 /// The schema this build writes.

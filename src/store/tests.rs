@@ -142,6 +142,7 @@ fn writer(path: &Path, done: Sender<Done>) -> Writer {
         retention: Retention::default(),
         clock: Arc::new(unix_now),
         failed: false,
+        blobs: None,
     }
 }
 

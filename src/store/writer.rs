@@ -43,7 +43,9 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::accounts::{self, AuthLink, Stored, Write};
 use super::ops::{Answer, Change, Op, Reply, Snapshot};
-use super::{Access, Error, ErrorKind, messages, migrate, moderation, open, private_files, rooms};
+use super::{
+    Access, Error, ErrorKind, files, messages, migrate, moderation, open, private_files, rooms,
+};
 
 /// The most commands carried out in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -112,6 +114,10 @@ pub struct StoreConfig {
     pub max_queue: usize,
     pub retention: Retention,
     pub clock: Clock,
+    /// Where uploaded files' bytes are: those of expired files are removed
+    /// there, and a file is recorded only if its bytes are there. `None`:
+    /// rows only.
+    pub blobs: Option<crate::files::Blobs>,
 }
 
 impl StoreConfig {
@@ -125,6 +131,7 @@ impl StoreConfig {
             max_queue: 64 << 20,
             retention: Retention::default(),
             clock: Arc::new(unix_now),
+            blobs: None,
         }
     }
 }
@@ -261,6 +268,7 @@ impl Store {
             retention: config.retention,
             clock: config.clock.clone(),
             failed: false,
+            blobs: config.blobs.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("store".into())
@@ -419,6 +427,7 @@ pub(crate) struct Writer {
     pub(crate) clock: Clock,
     /// A batch failed since the last barrier: the next one answers false.
     pub(crate) failed: bool,
+    pub(crate) blobs: Option<crate::files::Blobs>,
 }
 
 impl Writer {
@@ -594,6 +603,7 @@ impl Writer {
     fn commit(&mut self, batch: &[Cmd]) -> Result<Vec<Outcome>, Error> {
         let writable = self.writable;
         let now = (self.clock)();
+        let blobs = self.blobs.as_ref();
         let conn = self
             .conn
             .as_mut()
@@ -614,7 +624,7 @@ impl Writer {
             TransactionBehavior::Deferred
         };
         let e = match conn.transaction_with_behavior(behavior) {
-            Ok(tx) => return apply(tx, batch, writable, now),
+            Ok(tx) => return apply(tx, batch, writable, now, blobs),
             Err(e) => e,
         };
         if !is_locked(&e) {
@@ -632,7 +642,7 @@ impl Writer {
         );
         self.failed = true;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        apply(tx, batch, false, now)
+        apply(tx, batch, false, now, blobs)
     }
 
     /// Deletes one small batch of expired messages (and the expired tokens,
@@ -650,27 +660,63 @@ impl Writer {
             .and_then(|tx| {
                 moderation::expire_tokens(&tx, now)?;
                 moderation::prune_changes(&tx, now.saturating_sub(CHANGES_KEPT))?;
-                let n = match days {
+                let (n, expired) = match days {
                     Some(days) => {
                         let cutoff = now.saturating_sub(i64::from(days) * 86_400);
-                        messages::expire(&tx, cutoff, batch)?
+                        (
+                            messages::expire(&tx, cutoff, batch)?,
+                            files::expire(&tx, cutoff, batch)?,
+                        )
                     }
-                    None => 0,
+                    None => (0, files::Expired::default()),
                 };
                 tx.commit()?;
-                Ok(n)
+                Ok((n, expired))
             });
         match result {
-            Ok(n) => {
+            Ok((n, expired)) => {
                 if n > 0 {
                     log::debug!("{n} messages older than {days:?} days deleted");
                 }
-                n
+                let files = expired.freed.len();
+                self.files_expired(expired);
+                n.max(files)
             }
             Err(e) => {
                 crate::warn_every!(crate::log_every::PERIOD, "cannot delete old messages: {e}");
                 0
             }
+        }
+    }
+}
+
+impl Writer {
+    /// After expired files' rows are gone: their bytes no row points at
+    /// are removed, and the loop is told whose quotas shrank.
+    fn files_expired(&mut self, expired: files::Expired) {
+        if expired.freed.is_empty() {
+            return;
+        }
+        log::info!(
+            "{} files older than the history deleted",
+            expired.freed.len()
+        );
+        if let Some(blobs) = &self.blobs {
+            for sha in &expired.orphans {
+                if let Err(e) = blobs.remove(sha) {
+                    crate::warn_every!(
+                        crate::log_every::PERIOD,
+                        "cannot remove an expired file's bytes: {e}"
+                    );
+                }
+            }
+        }
+        if self
+            .changes
+            .send(Change::FilesExpired(expired.freed))
+            .is_ok()
+        {
+            (self.wake)();
         }
     }
 }
@@ -693,6 +739,7 @@ fn apply(
     batch: &[Cmd],
     writable: bool,
     now: i64,
+    blobs: Option<&crate::files::Blobs>,
 ) -> Result<Vec<Outcome>, Error> {
     let mut outcomes = Vec::with_capacity(batch.len());
     // Each room's count is raised once for the batch.
@@ -724,7 +771,7 @@ fn apply(
             _ => {}
         }
         let outcome = match cmd {
-            Cmd::Op { op, .. } => carry_out(&tx, op, writable, now),
+            Cmd::Op { op, .. } => carry_out(&tx, op, writable, now, blobs),
             Cmd::Account(_) if !writable => {
                 crate::warn_every!(
                     crate::log_every::PERIOD,
@@ -783,6 +830,8 @@ fn is_lazy(cmd: &Cmd) -> bool {
                 | Op::CheckToken { .. }
                 | Op::RevokeToken { .. }
                 | Op::RevokeTokens { .. }
+                | Op::RecordFile { .. }
+                | Op::FindFile { .. }
         ),
         _ => false,
     }
@@ -797,7 +846,13 @@ fn is_locked(e: &rusqlite::Error) -> bool {
 }
 
 /// One op, inside the batch's transaction.
-fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Outcome, Error> {
+fn carry_out(
+    conn: &Connection,
+    op: &Op,
+    writable: bool,
+    now: i64,
+    blobs: Option<&crate::files::Blobs>,
+) -> Result<Outcome, Error> {
     match op {
         Op::Load { account, .. } => {
             let state = messages::load(conn, account);
@@ -816,6 +871,26 @@ fn carry_out(conn: &Connection, op: &Op, writable: bool, now: i64) -> Result<Out
         Op::CheckToken { hash, now, .. } => {
             let found = moderation::check_token(conn, hash, *now);
             return Ok(Outcome::Reply(Reply::TokenAccount(found)));
+        }
+        Op::FindFile { id, .. } => {
+            return Ok(Outcome::Reply(Reply::File(files::find(conn, id))));
+        }
+        Op::RecordFile { .. } if !writable => {
+            let e = Error::new(ErrorKind::ReadOnly, "the database is read-only");
+            return Ok(Outcome::Reply(Reply::FileRecorded(Err(e))));
+        }
+        Op::RecordFile { row, .. } => {
+            // Its bytes may have been removed as an expired file's since
+            // the upload found them there (the same bytes): not recorded
+            // then, rather than recorded without them.
+            if let Some(blobs) = blobs
+                && !blobs.path_of(&row.sha).exists()
+            {
+                let e = Error::new(ErrorKind::Database, "the file's bytes are gone");
+                return Ok(Outcome::Reply(Reply::FileRecorded(Err(e))));
+            }
+            let recorded = files::insert(conn, row);
+            return Ok(Outcome::Reply(Reply::FileRecorded(recorded)));
         }
         // A revocation someone waits for must not be dropped silently.
         Op::RevokeToken { conn: Some(_), .. } | Op::RevokeTokens { conn: Some(_), .. }

@@ -25,6 +25,14 @@ pub struct Request {
     pub ws_version: Option<String>,
     /// A body follows (`Content-Length` above 0, or chunked).
     pub has_body: bool,
+    /// `Content-Length`, if given (and a number).
+    pub content_length: Option<u64>,
+    /// `Transfer-Encoding` given (a body of unknown length).
+    pub chunked: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// The `Range` header, as given.
+    pub range: Option<String>,
     /// The rightmost address of `X-Forwarded-For`, the one the proxy added.
     pub forwarded_for: Option<IpAddr>,
 }
@@ -82,8 +90,23 @@ pub fn parse_head(bytes: &[u8], tls: bool) -> Head {
                     }
                     "sec-websocket-key" => request.ws_key = Some(value.to_owned()),
                     "sec-websocket-version" => request.ws_version = Some(value.to_owned()),
-                    "content-length" => request.has_body |= value != "0",
-                    "transfer-encoding" => request.has_body = true,
+                    "content-length" => {
+                        request.has_body |= value != "0";
+                        // Two different lengths: no length to trust.
+                        let n = value.parse::<u64>().ok().filter(|_| {
+                            value.bytes().all(|b| b.is_ascii_digit())
+                                && request.content_length.is_none()
+                        });
+                        request.content_length = n;
+                    }
+                    "transfer-encoding" => {
+                        request.has_body = true;
+                        request.chunked = true;
+                    }
+                    "expect" => {
+                        request.expect_continue |= value.eq_ignore_ascii_case("100-continue");
+                    }
+                    "range" => request.range = Some(value.to_owned()),
                     // The last header's last address is the one our
                     // proxy added; anything before it the client may have
                     // written. One that does not parse names nobody (the
@@ -127,6 +150,26 @@ pub enum Reply {
     Respond(Vec<u8>),
     /// Send this `101 Switching Protocols` and speak WebSocket.
     Upgrade(Vec<u8>),
+    /// A request for the files routes: the reactor answers it.
+    Files(FileRequest),
+}
+
+/// A request of the files routes, as far as HTTP can tell.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FileRequest {
+    /// `PUT /files/<slot>` with a body of `length` bytes.
+    Put {
+        slot: String,
+        length: u64,
+        expect_continue: bool,
+    },
+    /// `GET` (or `HEAD`) `/files/<id>/<name>`, the name percent-decoded.
+    Get {
+        id: String,
+        name: String,
+        head: bool,
+        range: Option<String>,
+    },
 }
 
 const PAGE: &str = "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
@@ -169,11 +212,14 @@ pub fn route(request: &Request, ctx: Context<'_>) -> Reply {
             _ => error(400, "Bad Request", ctx.tls),
         });
     }
+    let get = request.method == "GET" || request.method == "HEAD";
+    let path = request.path.split('?').next().unwrap_or_default();
+    if let Some(rest) = path.strip_prefix("/files/") {
+        return files(request, rest, get, ctx);
+    }
     if request.has_body {
         return Reply::Respond(error(413, "Content Too Large", ctx.tls));
     }
-    let get = request.method == "GET" || request.method == "HEAD";
-    let path = request.path.split('?').next().unwrap_or_default();
     let mut reply = match (get, path) {
         (true, "/healthz") => respond(
             200,
@@ -208,6 +254,79 @@ pub fn route(request: &Request, ctx: Context<'_>) -> Reply {
         reply.truncate(end + 4);
     }
     Reply::Respond(reply)
+}
+
+/// `/files/...`: a `PUT` to a slot, or a `GET` of a stored file. What
+/// is not one of those is a 404 (or 405), answered here.
+fn files(request: &Request, rest: &str, get: bool, ctx: Context<'_>) -> Reply {
+    let mut parts = rest.split('/');
+    let (first, second, more) = (parts.next(), parts.next(), parts.next());
+    match (request.method.as_str(), first, second, more) {
+        ("PUT", Some(slot), None, None) if !slot.is_empty() => {
+            if request.chunked {
+                return Reply::Respond(error(411, "Length Required", ctx.tls));
+            }
+            let Some(length) = request.content_length else {
+                return Reply::Respond(error(411, "Length Required", ctx.tls));
+            };
+            Reply::Files(FileRequest::Put {
+                slot: slot.to_owned(),
+                length,
+                expect_continue: request.expect_continue,
+            })
+        }
+        (_, Some(id), Some(name), None) if get && !request.has_body => match url_decode(name) {
+            Some(name) => Reply::Files(FileRequest::Get {
+                id: id.to_owned(),
+                name,
+                head: request.method == "HEAD",
+                range: request.range.clone(),
+            }),
+            None => Reply::Respond(error(404, "Not Found", ctx.tls)),
+        },
+        ("PUT", ..) | ("GET" | "HEAD", ..) => Reply::Respond(error(404, "Not Found", ctx.tls)),
+        _ => Reply::Respond(respond(
+            405,
+            "Method Not Allowed",
+            &[("Allow", "GET, HEAD, PUT")],
+            "text/plain; charset=utf-8",
+            b"method not allowed\n",
+            ctx.tls,
+        )),
+    }
+}
+
+/// A file name as it goes into a URL: UTF-8, with everything but ASCII
+/// letters, digits and `-._~` written `%XX`.
+pub fn url_encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A path segment with its `%XX` decoded, if that is UTF-8 (and every `%`
+/// starts an escape).
+pub fn url_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn websocket(request: &Request, ctx: Context<'_>) -> Reply {
@@ -265,7 +384,7 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, ctx: Context<'_>) -> boo
 
 /// A `Host` fit to go into a `Location` header: no spaces, slashes or
 /// control characters.
-fn valid_host(host: &str) -> bool {
+pub fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255
         && host
@@ -278,6 +397,19 @@ fn push_security_headers(head: &mut String, tls: bool) {
     if tls {
         head.push_str("Strict-Transport-Security: max-age=31536000\r\n");
     }
+}
+
+/// The head of a response whose body the caller sends (a download): the
+/// status, `headers`, `Connection: close` and the security headers.
+pub fn head(status: u16, reason: &str, headers: &[(&str, &str)], tls: bool) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("Connection: close\r\n");
+    push_security_headers(&mut head, tls);
+    head.push_str("\r\n");
+    head.into_bytes()
 }
 
 /// A complete response that closes the connection.
@@ -341,6 +473,7 @@ mod tests {
     fn status(reply: &Reply) -> String {
         let bytes = match reply {
             Reply::Respond(b) | Reply::Upgrade(b) => b,
+            Reply::Files(f) => return format!("{f:?}"),
         };
         String::from_utf8_lossy(&bytes[..12]).into_owned()
     }
@@ -477,6 +610,64 @@ mod tests {
             status(&route(&request("GET /ws HTTP/1.1\r\n\r\n"), CTX)),
             "HTTP/1.1 426"
         );
+    }
+
+    #[test]
+    fn the_files_routes() {
+        let put = route(
+            &request(
+                "PUT /files/abc HTTP/1.1\r\nContent-Length: 12\r\nExpect: 100-continue\r\n\r\n",
+            ),
+            CTX,
+        );
+        assert_eq!(
+            put,
+            Reply::Files(FileRequest::Put {
+                slot: "abc".into(),
+                length: 12,
+                expect_continue: true
+            })
+        );
+        for head in [
+            "PUT /files/abc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "PUT /files/abc HTTP/1.1\r\n\r\n",
+            "PUT /files/abc HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        ] {
+            assert_eq!(
+                status(&route(&request(head), CTX)),
+                "HTTP/1.1 411",
+                "{head}"
+            );
+        }
+        let get = route(
+            &request("GET /files/id1/na%20me%C3%A9.txt?x HTTP/1.1\r\nRange: bytes=1-2\r\n\r\n"),
+            CTX,
+        );
+        assert_eq!(
+            get,
+            Reply::Files(FileRequest::Get {
+                id: "id1".into(),
+                name: "na meé.txt".into(),
+                head: false,
+                range: Some("bytes=1-2".into())
+            })
+        );
+        for path in [
+            "/files/",
+            "/files/a/b/c",
+            "/files/a/%zz",
+            "/files/a/%C3",
+            "/files/a/%",
+        ] {
+            let r = route(&request(&format!("GET {path} HTTP/1.1\r\n\r\n")), CTX);
+            assert_eq!(status(&r), "HTTP/1.1 404", "{path}");
+        }
+        assert_eq!(
+            status(&route(&request("DELETE /files/a/b HTTP/1.1\r\n\r\n"), CTX)),
+            "HTTP/1.1 405"
+        );
+        assert_eq!(url_encode("a b/é.txt"), "a%20b%2F%C3%A9.txt");
+        assert_eq!(url_decode(&url_encode("x y%z")).as_deref(), Some("x y%z"));
     }
 
     #[test]

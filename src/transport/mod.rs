@@ -48,6 +48,9 @@ pub const HTTP_HEAD_WAIT: Duration = Duration::from_secs(10);
 /// stays the bound that matters.
 const WIRE_HIGH: usize = 64 * 1024;
 
+/// How long an upload's body may send nothing before it is given up.
+pub const BODY_IDLE: Duration = Duration::from_secs(30);
+
 /// The answer a plain-text line client from another host gets.
 pub const NEEDS_TLS: &[u8] = b"! this server needs TLS: use neochat, or ncat --ssl HOST PORT\n";
 
@@ -80,6 +83,14 @@ pub enum Input<'a> {
     /// Close the connection once what is queued (an HTTP answer, a TLS
     /// alert, a refusal) is written; the reason is for the log.
     Close(&'static str),
+    /// A request of the files routes: the reactor answers it (with
+    /// [`Transport::respond`], [`Transport::begin_body`] or
+    /// [`Transport::push_raw`]); nothing more is read meanwhile.
+    File(Box<http::FileRequest>),
+    /// The next piece of an upload's body.
+    Body(Vec<u8>),
+    /// The body is complete; nothing more is read.
+    BodyDone,
 }
 
 /// What [`Transport::step`] found.
@@ -102,6 +113,13 @@ enum Framing {
     /// handed out, the answer comes next.
     Route(Box<http::Request>),
     Ws(Box<WsState>),
+    /// A files request waits for the reactor: nothing is read.
+    Held,
+    /// An upload's body: `left` bytes to come; the last arrived at `since`.
+    Body {
+        left: u64,
+        since: Instant,
+    },
     /// Nothing more is read.
     Done,
     /// TLS failed: the connection closes after the alert.
@@ -113,6 +131,8 @@ struct WsState {
     /// The message handed out last (lines borrow from here).
     line: String,
     close_sent: bool,
+    /// The `Host` the upgrade request named (checked), for URLs.
+    host: Option<String>,
 }
 
 /// One connection's transport. See the module documentation.
@@ -161,6 +181,14 @@ impl Transport {
 
     pub fn is_websocket(&self) -> bool {
         matches!(self.framing, Framing::Ws(_))
+    }
+
+    /// The `Host` a WebSocket client's upgrade request named, if valid.
+    pub fn ws_host(&self) -> Option<&str> {
+        match &self.framing {
+            Framing::Ws(state) => state.host.as_deref(),
+            _ => None,
+        }
     }
 
     /// Speaking the line protocol (over any stream or WebSocket).
@@ -396,6 +424,11 @@ impl Transport {
                             self.framing = Framing::Done;
                             return Some(Ready(Input::Close("HTTP request answered")));
                         }
+                        http::Reply::Files(request) => {
+                            self.framing = Framing::Held;
+                            self.set_deadline(None);
+                            return Some(Ready(Input::File(Box::new(request))));
+                        }
                         http::Reply::Upgrade(answer) => {
                             self.wire.push_always(&answer);
                             // Bounded so that an over-long message is an
@@ -405,6 +438,7 @@ impl Transport {
                                 ws: WebSocket::new(max_message),
                                 line: String::new(),
                                 close_sent: false,
+                                host: request.host.clone().filter(|h| http::valid_host(h)),
                             }));
                             self.set_deadline(None);
                             return Some(Ready(Input::Start));
@@ -433,7 +467,42 @@ impl Transport {
                         }
                     });
                 }
-                Framing::Done => return None,
+                Framing::Body { left, since } => {
+                    if !self.input.is_empty() && *left > 0 {
+                        let n = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(self.input.len());
+                        let chunk = self.input.bytes()[..n].to_vec();
+                        self.input.consume(n);
+                        *left -= n as u64;
+                        *since = now;
+                        return Some(Ready(Input::Body(chunk)));
+                    }
+                    if *left == 0 {
+                        self.framing = Framing::Held;
+                        self.set_deadline(None);
+                        return Some(Ready(Input::BodyDone));
+                    }
+                    if self.eof {
+                        self.framing = Framing::Done;
+                        return Some(Ready(Input::Close("upload cut short")));
+                    }
+                    // Idle: one deadline per BODY_IDLE, moved on while
+                    // bytes keep coming.
+                    let due = *since + BODY_IDLE;
+                    if now >= due {
+                        let tls = self.tls.is_some();
+                        self.wire
+                            .push_always(&http::error(408, "Request Timeout", tls));
+                        self.framing = Framing::Done;
+                        return Some(Ready(Input::Close("upload stalled")));
+                    }
+                    if self.deadline.is_none_or(|d| d <= now) {
+                        self.set_deadline(Some(due));
+                    }
+                    return None;
+                }
+                Framing::Held | Framing::Done => return None,
                 Framing::Failed => {
                     self.framing = Framing::Done;
                     return Some(Ready(Input::Close("TLS error")));
@@ -474,6 +543,41 @@ impl Transport {
         self.input.set_limit(settings.max_line + 1);
         self.framing = Framing::Lines(Lines::new());
         Input::Start
+    }
+
+    /// Answers a files request with `answer` (a whole response) and reads
+    /// no more.
+    pub fn respond(&mut self, answer: &[u8]) {
+        self.wire.push_always(answer);
+        self.framing = Framing::Done;
+    }
+
+    /// An upload of `length` bytes may send its body (`continue`: the
+    /// client waits to be told so).
+    pub fn begin_body(&mut self, length: u64, expect_continue: bool, now: Instant) {
+        if expect_continue {
+            self.wire.push_always(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        self.framing = Framing::Body {
+            left: length,
+            since: now,
+        };
+        self.set_deadline(None);
+    }
+
+    /// Bytes of a response made by the reactor (a download's head and
+    /// body), queued as they are; nothing more is read.
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.wire.push_always(bytes);
+        if !matches!(self.framing, Framing::Done) {
+            self.framing = Framing::Held;
+        }
+    }
+
+    /// Whether the socket is read at all: not while a files request waits
+    /// for the reactor's answer.
+    pub fn reading(&self) -> bool {
+        !matches!(self.framing, Framing::Held)
     }
 
     /// The deadline the transport waits for, if any (a new one after

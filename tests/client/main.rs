@@ -2012,3 +2012,157 @@ fn passwd_after_a_token_login_is_hidden_and_forgets_the_revoked_token() {
         ]
     );
 }
+
+// -------------------------------------------------------------- files
+//
+// Against the real server: `/send` (its `/upload`, then a PUT over a
+// connection of its own), the announcement shown with a number, `/get N`.
+
+/// A file of `len` bytes that are not all alike, at `dir/name`.
+fn made_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+    let mut bytes = Vec::with_capacity(len + 4);
+    let mut x: u32 = 0x9e37_79b9;
+    while bytes.len() < len {
+        // xorshift32
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    let path = dir.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until `text` is anywhere in the terminal (lines of two
+/// connections may come in either order).
+#[track_caller]
+fn shows(t: &Pty, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !t.plain().contains(text) {
+        if Instant::now() > deadline {
+            panic!("`{text}` never appeared; terminal so far:\n{}", t.plain());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn send_and_get_a_file_between_two_terminals() {
+    let server = Server::start();
+    let addr = server.addr.to_string();
+    for name in ["alice", "bob"] {
+        Peer::register(server.addr, name).send("/quit\n");
+    }
+    let src = tempfile::tempdir().unwrap();
+    let (path, bytes) = made_file(src.path(), "my report.bin", 5_000_000);
+    let down = tempfile::tempdir().unwrap();
+    let dir = down.path().to_str().unwrap();
+
+    let login = |name: &str| {
+        let pw = format!("{name}-password");
+        let env = [("NEOCHAT_PASSWORD", pw.as_str()), ("NO_COLOR", "1")];
+        let mut t = Pty::spawn(&[&addr, "--user", name], &env);
+        t.expect(&format!("logged in as {name}"));
+        t.expect("> ");
+        t
+    };
+    let mut bob = login("bob");
+    let mut alice = login("alice");
+
+    // The space becomes `_`; the server's announcement is the message, shown
+    // with a number instead of its URL, to both.
+    alice.type_keys(&format!("/send {}\r", path.display()));
+    let shown = "alice: [file] my_report.bin (4.8 MiB) /get 1";
+    bob.expect(shown);
+    assert!(stamped(&bob.plain(), shown), "{}", bob.plain());
+    shows(&alice, "* sent my_report.bin");
+    shows(&alice, shown);
+    for t in [&alice, &bob] {
+        // Neither the slot nor the file's URL reaches the screen.
+        assert!(!t.plain().contains("/files/"), "{}", t.plain());
+        assert!(!t.plain().contains("* upload"), "{}", t.plain());
+    }
+
+    bob.type_keys(&format!("/get 1 {dir}\r"));
+    bob.expect(&format!("* saved {dir}/my_report.bin (4.8 MiB)"));
+    assert!(std::fs::read(down.path().join("my_report.bin")).unwrap() == bytes);
+    // Never over another file.
+    bob.type_keys(&format!("/get 1 {dir}\r"));
+    bob.expect(&format!("* saved {dir}/my_report (1).bin (4.8 MiB)"));
+    assert!(std::fs::read(down.path().join("my_report (1).bin")).unwrap() == bytes);
+    assert_eq!(
+        names_in(down.path()),
+        ["my_report (1).bin", "my_report.bin"],
+        "no .part left"
+    );
+    bob.type_keys("/get 2\r");
+    bob.expect("! there is no file 2: the only file shown so far is 1");
+
+    // Mistakes are said at once, and nothing is sent.
+    alice.type_keys(&format!("/send {}\r", src.path().display()));
+    alice.expect("not a regular file");
+    alice.type_keys("/send /no/such/file\r");
+    alice.expect("! cannot send /no/such/file: no such file or directory");
+
+    for t in [&mut alice, &mut bob] {
+        t.type_keys("/quit\r");
+        t.expect("* bye");
+        assert!(t.wait_exit().success(), "{}", t.plain());
+    }
+}
+
+#[test]
+fn a_script_sends_over_tls_and_a_pinned_certificate_serves_the_download() {
+    let server = Server::start();
+    let fp = server.fingerprint();
+    let addr = server.addr.to_string();
+    for name in ["alice", "bob"] {
+        Peer::register(server.addr, name).send("/quit\n");
+    }
+    let src = tempfile::tempdir().unwrap();
+    let (path, bytes) = made_file(src.path(), "data.bin", 5_000_000);
+    let down = tempfile::tempdir().unwrap();
+    let dir = down.path().to_str().unwrap();
+
+    // Bob trusted the server's self-signed certificate before: no question,
+    // for the chat or for the download's own connection.
+    let home = Home::new();
+    std::fs::create_dir_all(home.known_servers().parent().unwrap()).unwrap();
+    std::fs::write(home.known_servers(), format!("{addr} {fp}\n")).unwrap();
+    let env = home.env(&[("NEOCHAT_PASSWORD", "bob-password"), ("NO_COLOR", "1")]);
+    let mut bob = Pty::spawn(&["--tls", &addr, "--user", "bob"], &env);
+    bob.expect("logged in as bob");
+    bob.expect("> ");
+
+    // A script trusting it by --fingerprint: the end of its input waits for
+    // the upload, whose words go to stderr.
+    let args = [&addr, "--user", "alice", "--fingerprint", &fp];
+    let env = [("NEOCHAT_PASSWORD", "alice-password")];
+    let (status, out, err) = run_piped(&args, &env, &format!("/send {}\n", path.display()));
+    assert!(status.success(), "{out}{err}");
+    assert!(err.contains("* sent data.bin"), "{err}");
+    let shown = "alice: [file] data.bin (4.8 MiB) /get 1";
+    assert!(out.contains(shown), "{out}");
+
+    bob.expect(shown);
+    bob.type_keys(&format!("/get 1 {dir}\r"));
+    bob.expect(&format!("* saved {dir}/data.bin (4.8 MiB)"));
+    assert!(std::fs::read(down.path().join("data.bin")).unwrap() == bytes);
+    assert_eq!(names_in(down.path()), ["data.bin"]);
+    assert!(!bob.plain().contains("Trust it"), "{}", bob.plain());
+    bob.type_keys("/quit\r");
+    bob.expect("* bye");
+    assert!(bob.wait_exit().success(), "{}", bob.plain());
+}

@@ -10,6 +10,7 @@ mod attacks;
 mod backlog_fairness;
 mod chat;
 mod crash;
+mod files_v2;
 mod framing;
 mod handshake;
 mod harness;

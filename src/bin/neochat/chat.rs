@@ -3,9 +3,12 @@
 //! main thread asked for hidden, hands the server's lines to
 //! `tokens::Keep`, which keeps the token `--remember` asked for without
 //! showing it, and tells `rooms::Rooms` what the server said, so the
-//! prompt follows the current room), and keeping rustyline's
-//! screen tidy around it (drawing messages above the line being typed,
-//! rewriting one's own lines, leaving cleanly when the server goes away).
+//! prompt follows the current room, and hands `transfer::Files` the
+//! answers to `/send`'s `/upload` and the file announcements to number),
+//! and keeping rustyline's screen tidy around it ([`Screen`]: drawing
+//! messages, the reader thread's and the transfers', above the line being
+//! typed; rewriting one's own lines; leaving cleanly when the server goes
+//! away).
 
 use std::io::{self, BufReader, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ use rustyline::ExternalPrinter;
 use crate::conn::{Reader, Writer};
 use crate::display::{Line, classify, clock, sanitize};
 use crate::tokens::Keep;
+use crate::transfer::Files;
 use crate::{Session, say, term, tls, wire};
 
 /// Answers to the server's `/passwd` questions (`? password current`,
@@ -107,6 +111,9 @@ pub struct Answers {
     pub writer: Writer,
     pub passwd: Arc<Passwd>,
     pub keep: Arc<Keep>,
+    /// The transfers: `/send` waits for its `* upload`, announcements get
+    /// their number.
+    pub files: Arc<Files>,
 }
 
 /// Where the reader thread prints.
@@ -114,6 +121,50 @@ pub enum Printer {
     /// Above the line being edited; rustyline redraws it.
     Editor(Box<dyn ExternalPrinter + Send>),
     Stdout,
+}
+
+/// The screen, shared by every thread that shows something while the
+/// main thread edits a line: the reader thread and the transfers. `lock`
+/// is taken around every print (and by the main thread while it rewrites
+/// the line just typed), then the printer.
+pub struct Screen {
+    lock: Arc<Mutex<()>>,
+    printer: Mutex<Printer>,
+}
+
+impl Screen {
+    pub fn new(printer: Printer, lock: Arc<Mutex<()>>) -> Screen {
+        Screen {
+            lock,
+            printer: Mutex::new(printer),
+        }
+    }
+
+    fn printer(&self) -> MutexGuard<'_, Printer> {
+        self.printer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A chat line: above the line being edited, or on stdout.
+    pub fn show(&self, shown: &str) {
+        let _guard = self.lock.lock();
+        match &mut *self.printer() {
+            // Outside readline the printer writes the text as it is,
+            // so the line needs its own newline.
+            Printer::Editor(p) => {
+                if p.print(format!("{shown}\n")).is_err() {
+                    say(shown);
+                }
+            }
+            Printer::Stdout => say(shown),
+        }
+    }
+
+    /// The client's own words: above the line being edited, or on stderr
+    /// (a script's stdout is the chat).
+    pub fn note(&self, note: &str) {
+        let _guard = self.lock.lock();
+        note_to(&mut self.printer(), note);
+    }
 }
 
 /// Starts the thread that prints what the server sends, and answers the
@@ -124,9 +175,8 @@ pub fn spawn_reader(
     mut session: Session,
     mut reader: BufReader<Reader>,
     answers: Answers,
-    mut printer: Printer,
+    screen: Arc<Screen>,
     quitting: Arc<AtomicBool>,
-    lock: Arc<Mutex<()>>,
     saved: Arc<term::SavedMode>,
 ) -> mpsc::Receiver<()> {
     let (done_tx, done_rx) = mpsc::channel();
@@ -145,11 +195,16 @@ pub fn spawn_reader(
                 // The token the client asked for itself: never shown, and
                 // never the "last word" repeated when the server closes.
                 if let Some(note) = &heard.note {
-                    let _guard = lock.lock();
-                    note_to(&mut printer, note);
+                    screen.note(note);
                 }
                 continue;
             }
+            // The answer to a `/send`'s `/upload` goes to its upload (a
+            // slot's URL is not shown); a file announcement gets its
+            // number.
+            let Some(line) = answers.files.heard(line) else {
+                continue;
+            };
             // Follow the current room first: the answer to a `/join` is
             // already shown as a line of the room one is in.
             session.rooms.heard(&classify(&line));
@@ -182,19 +237,9 @@ pub fn spawn_reader(
                 }
                 _ => {}
             }
-            let _guard = lock.lock();
-            match &mut printer {
-                // Outside readline the printer writes the text as it is,
-                // so the line needs its own newline.
-                Printer::Editor(p) => {
-                    if p.print(format!("{shown}\n")).is_err() {
-                        say(&shown);
-                    }
-                }
-                Printer::Stdout => say(&shown),
-            }
+            screen.show(&shown);
             if let Some(note) = &heard.note {
-                note_to(&mut printer, note);
+                screen.note(note);
             }
         };
         if quitting.load(Ordering::SeqCst) {
@@ -208,8 +253,10 @@ pub fn spawn_reader(
             (None, Some(line)) => format!("neochat: the server closed the connection: {line}"),
             (None, None) => "neochat: the server closed the connection".to_owned(),
         };
-        let _guard = lock.lock();
-        if let Printer::Editor(p) = &mut printer {
+        // Downloads cut short by the exit leave no `.part` file.
+        answers.files.abandon();
+        let _guard = screen.lock.lock();
+        if let Printer::Editor(p) = &mut *screen.printer() {
             // The main thread is still in readline, with the terminal raw.
             // Say why through rustyline, so the words land after the lines
             // it may still be drawing, then take the terminal back.

@@ -45,6 +45,18 @@ impl Conn {
         }
     }
 
+    /// Over TLS, the fingerprint of the certificate the server showed
+    /// (trusted by then): a file transfer's connection is trusted with it.
+    pub fn fingerprint(&self) -> Option<crate::known::Fingerprint> {
+        match self {
+            Conn::Plain(_) => None,
+            Conn::Tls(tls, _) => tls
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::known::Fingerprint::of_der(leaf.as_ref())),
+        }
+    }
+
     /// Splits the stream into its reading and writing halves.
     pub fn split(self) -> io::Result<(Reader, Writer)> {
         match self {

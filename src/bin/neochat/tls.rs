@@ -1,6 +1,7 @@
 //! The TLS handshake, and what it learnt about the server's certificate.
 //!
-//! Owns the rustls client configuration (ring provider, no ALPN, no session
+//! Owns the rustls client configuration (ring provider, no ALPN for the
+//! chat and `http/1.1` for a file transfer's own connection, no session
 //! resumption), the certificate verifier, and running the handshake on a
 //! blocking socket. The verifier first asks rustls's WebPki verifier with
 //! the system's roots (rustls-native-certs, host name checked). When that
@@ -138,7 +139,17 @@ pub struct Handshaken {
 
 /// Runs the TLS handshake on `sock` for `host` (the name or address the
 /// user typed, without the port). The error is one phrase for the user.
-pub fn handshake(mut sock: TcpStream, host: &str) -> Result<Handshaken, String> {
+pub fn handshake(sock: TcpStream, host: &str) -> Result<Handshaken, String> {
+    handshake_with(sock, host, &[])
+}
+
+/// [`handshake`], offering the ALPN protocols `alpn` (`http/1.1` for a
+/// file transfer, so the server speaks HTTP at once).
+pub fn handshake_with(
+    mut sock: TcpStream,
+    host: &str,
+    alpn: &[&[u8]],
+) -> Result<Handshaken, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(Verifier {
         webpki: system_verifier(&provider),
@@ -154,8 +165,8 @@ pub fn handshake(mut sock: TcpStream, host: &str) -> Result<Handshaken, String> 
     // A resumed session skips certificate verification, and with it the
     // pin check; one connection per run gains nothing from it anyway.
     config.resumption = Resumption::disabled();
-    // No ALPN: the server takes `http/1.1` for a browser.
-    config.alpn_protocols.clear();
+    // No ALPN for the chat: the server takes `http/1.1` for a browser.
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
 
     let bare = host
         .strip_prefix('[')

@@ -4,7 +4,9 @@
 //!
 //! Owns the rule ([`decide`], pure, unit-tested below), the question asked
 //! on the terminal the first time, and the loud refusal when a pinned
-//! server shows another certificate. The pin file is `known.rs`'s; the
+//! server shows another certificate. A file transfer's own connection is
+//! decided by [`for_transfer`] ([`transfer_decision`]): the certificate the
+//! chat connection was trusted with is taken again without a question. The pin file is `known.rs`'s; the
 //! handshake that produced the [`Seen`] is `tls.rs`'s.
 
 use rustyline::DefaultEditor;
@@ -137,6 +139,53 @@ pub fn check(
     Ok(())
 }
 
+/// The rule for a file transfer's own connection, which never asks: the
+/// certificate the chat connection showed (`chat`, already trusted by the
+/// person, a pin or `--fingerprint`) is accepted again; any other only if
+/// [`decide`] accepts it without asking (the authorities vouch for it, or
+/// it is pinned for the address connected to).
+pub fn transfer_decision(
+    seen: &Seen,
+    chat: Option<Fingerprint>,
+    pins: &[&Pin],
+) -> Result<(), Refusal> {
+    if chat == Some(seen.fingerprint) {
+        return Ok(());
+    }
+    match decide(seen, None, pins, false) {
+        Decision::Accept { .. } => Ok(()),
+        Decision::Refuse(why) => Err(why),
+        Decision::Ask => Err(Refusal::Unknown),
+    }
+}
+
+/// [`transfer_decision`] for a transfer's connection to `server`
+/// (`HOST:PORT`), with the pins of `known_servers`; the error is a phrase
+/// for the user. Nothing is asked and nothing is pinned.
+pub fn for_transfer(server: &str, seen: &Seen, chat: Option<Fingerprint>) -> Result<(), String> {
+    let key = known::server_key(server);
+    let store = match (seen.untrusted.is_some(), chat == Some(seen.fingerprint)) {
+        (true, false) => known::default_path().and_then(|p| known::load(&p).ok().map(|(k, _)| k)),
+        _ => None,
+    };
+    let pins: Vec<&Pin> = store
+        .as_ref()
+        .map(|k| k.pins_for(&key).collect())
+        .unwrap_or_default();
+    let got = seen.fingerprint;
+    let why = seen.untrusted.as_deref().unwrap_or("");
+    match transfer_decision(seen, chat, &pins) {
+        Ok(()) => Ok(()),
+        Err(Refusal::Changed) => Err(format!(
+            "the certificate of {key} ({got}) is not the one trusted for it in known_servers"
+        )),
+        Err(_) => Err(format!(
+            "the certificate of {key} ({got}) is not the chat server's, and is not \
+             trusted: {why}"
+        )),
+    }
+}
+
 /// The pin file, read; `Ok(None)` when there is no place for one. An
 /// unreadable file refuses: without it a changed certificate would look
 /// merely unknown.
@@ -249,6 +298,32 @@ mod tests {
             fingerprint: Fingerprint([n; 32]),
             line: 1,
         }
+    }
+
+    #[test]
+    fn transfers_take_the_chats_certificate_again() {
+        let chat = Some(Fingerprint([1; 32]));
+        let (p1, p2) = (pin(1), pin(2));
+        // The chat's certificate, trusted or not, pinned or not: no question.
+        assert_eq!(transfer_decision(&seen(1, false), chat, &[]), Ok(()));
+        assert_eq!(transfer_decision(&seen(1, false), chat, &[&p2]), Ok(()));
+        assert_eq!(transfer_decision(&seen(1, true), chat, &[]), Ok(()));
+        // Another one: as a script would be, without --fingerprint.
+        assert_eq!(transfer_decision(&seen(2, true), chat, &[]), Ok(()));
+        assert_eq!(transfer_decision(&seen(2, false), chat, &[&p2]), Ok(()));
+        assert_eq!(
+            transfer_decision(&seen(2, false), chat, &[]),
+            Err(Refusal::Unknown)
+        );
+        assert_eq!(
+            transfer_decision(&seen(2, false), chat, &[&p1]),
+            Err(Refusal::Changed)
+        );
+        // A chat without TLS trusts no certificate of its own.
+        assert_eq!(
+            transfer_decision(&seen(1, false), None, &[]),
+            Err(Refusal::Unknown)
+        );
     }
 
     #[test]

@@ -1,0 +1,657 @@
+//! Files on the loop: carrying out `/upload` (the slot's URL), a `PUT`
+//! of a slot's body and a `GET` of a stored file, with every byte of disk
+//! I/O on the two files threads (`crate::files::Writer`: one writes
+//! uploads, one reads downloads) and every row on the store thread.
+//!
+//! An upload's body is handed to the writing thread a read at a time
+//! through its bounded queue; when the queue is full the chunk waits on
+//! the connection, which reads no more until there is room (the thread
+//! wakes the loop then), so a slow disk holds back its uploader through
+//! TCP, never the loop and never memory. Once the thread has the whole
+//! file under its hash, the store records it; only then does the uploader
+//! get `201` and the room the announcement.
+//!
+//! A download asks the reading thread for [`CHUNK`] bytes at a time, and
+//! for the next only when the socket has taken all but [`LOW_WATER`] of
+//! what was queued: a download holds about half a MiB of memory however
+//! big the file and however slow the reader.
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use super::conn::{Closing, Conn};
+use super::route::NOBODY;
+use super::{Server, wall_clock};
+use crate::chat::session::ConnId;
+use crate::chat::uploads::{self, Slot};
+use crate::files::{Failure, Job, Outcome, Sha, Stored};
+use crate::store::ops::{FileRow, Op};
+use crate::store::{self};
+use crate::transport::http::{self, FileRequest};
+use crate::transport::range::byte_range;
+
+/// Bytes read from disk per request of a download.
+pub(super) const CHUNK: usize = 256 * 1024;
+/// A download asks for more when less than this is waiting for its socket.
+const LOW_WATER: usize = 256 * 1024;
+
+/// A connection's part in a file transfer.
+pub(super) enum Transfer {
+    /// A `GET` waits for the store to find the file.
+    Lookup {
+        name: String,
+        head: bool,
+        range: Option<String>,
+    },
+    /// A `PUT` is sending its body, or the thread is finishing it.
+    Upload(Box<Upload>),
+    /// A stored file is being sent.
+    Download(Download),
+}
+
+pub(super) struct Upload {
+    id: u64,
+    slot: Slot,
+    /// A job the queue had no room for: the connection reads no more
+    /// until it is handed over.
+    held: Option<Job>,
+    /// The whole body arrived and `Finish` was sent.
+    finishing: bool,
+}
+
+pub(super) struct Download {
+    id: u64,
+    sha: Sha,
+    /// The next byte to ask for, and one past the last to send.
+    next: u64,
+    end: u64,
+    /// A read is out (or held for room in the queue).
+    asked: bool,
+    held: Option<Job>,
+}
+
+/// An upload stored on disk whose row the store is writing.
+pub(super) struct Recording {
+    slot: Slot,
+    url: String,
+}
+
+impl Transfer {
+    /// A job waits for room in a queue: read nothing meanwhile.
+    pub(super) fn blocked(&self) -> bool {
+        match self {
+            Transfer::Upload(up) => up.held.is_some(),
+            _ => false,
+        }
+    }
+}
+
+impl Server {
+    /// Where the client on `id` reaches the server: `--public-url`, else
+    /// the `Host` of its WebSocket upgrade, else the local address it
+    /// connected to; `https` when the server speaks TLS.
+    fn base_url(&self, id: ConnId) -> String {
+        if let Some(url) = &self.config.public_url {
+            return url.clone();
+        }
+        let scheme = if self.transport.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let Some(conn) = self.conns.get(id) else {
+            return format!("{scheme}://localhost");
+        };
+        if let Some(host) = conn.transport.ws_host() {
+            return format!("{scheme}://{host}");
+        }
+        match conn.stream.local_addr() {
+            Ok(addr) => format!("{scheme}://{addr}"),
+            Err(_) => format!("{scheme}://localhost"),
+        }
+    }
+
+    /// `/upload` handed out `slot`: the client gets its URL.
+    pub(super) fn upload_slot(&mut self, id: ConnId, slot: &str) {
+        let base = self.base_url(id);
+        let line = format!("* upload {base}/files/{slot}\n");
+        self.chat.hub.uploads.set_base(slot, base);
+        self.queue(id, line.as_bytes());
+    }
+
+    /// A request of the files routes arrived on `id`.
+    pub(super) fn file_request(&mut self, id: ConnId, request: FileRequest, now: Instant) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        // A transfer holds no place among the logins waiting.
+        self.limits.not_pending(&conn.admission);
+        let tls = conn.transport.is_tls();
+        match request {
+            FileRequest::Put {
+                slot,
+                length,
+                expect_continue,
+            } => {
+                let Some(taken) = self.chat.hub.uploads.take(&slot, now) else {
+                    debug!("conn {}: PUT to an unknown, used or expired slot", id.key);
+                    return self.answer(id, &http::error(404, "Not Found", tls));
+                };
+                // Refused before the body is read, not after.
+                if self
+                    .chat
+                    .hub
+                    .file_room(&taken.owner, &taken.room, wall_clock())
+                    .is_none()
+                {
+                    self.chat.hub.uploads.end(&taken, false);
+                    return self.answer(id, &http::error(403, "Forbidden", tls));
+                }
+                if length != taken.size {
+                    self.chat.hub.uploads.end(&taken, false);
+                    let body = format!("this upload is {} bytes, not {length}\n", taken.size);
+                    let answer = http::respond(
+                        400,
+                        "Bad Request",
+                        &[],
+                        "text/plain; charset=utf-8",
+                        body.as_bytes(),
+                        tls,
+                    );
+                    return self.answer(id, &answer);
+                }
+                self.next_transfer += 1;
+                let tid = self.next_transfer;
+                let begin = Job::Begin {
+                    id: tid,
+                    slot: format!("{tid}-{slot}"),
+                    expected: length,
+                };
+                let held = self.disk_in.try_send(begin).err();
+                if held.is_some() {
+                    self.held.push(id);
+                }
+                info!(
+                    "upload of {} ({} bytes) by {} begins from {}",
+                    taken.name, taken.size, taken.owner, conn.peer
+                );
+                conn.transport.begin_body(length, expect_continue, now);
+                conn.transfer = Some(Box::new(Transfer::Upload(Box::new(Upload {
+                    id: tid,
+                    slot: taken,
+                    held,
+                    finishing: false,
+                }))));
+                self.transfers.insert(tid, id);
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(id.key);
+                }
+            }
+            FileRequest::Get {
+                id: file,
+                name,
+                head,
+                range,
+            } => {
+                if !uploads::is_id(&file) {
+                    return self.answer(id, &http::error(404, "Not Found", tls));
+                }
+                conn.transfer = Some(Box::new(Transfer::Lookup { name, head, range }));
+                self.store_op(Op::FindFile { conn: id, id: file });
+            }
+        }
+    }
+
+    /// Answers a files request with a whole response, and closes.
+    fn answer(&mut self, id: ConnId, response: &[u8]) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.transport.respond(response);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id.key);
+        }
+        self.mark_closing(id, Closing::AfterFlush, "HTTP request answered");
+    }
+
+    /// The next piece of an upload's body.
+    pub(super) fn upload_body(&mut self, id: ConnId, bytes: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Some(Transfer::Upload(up)) = conn.transfer.as_deref_mut() else {
+            return;
+        };
+        let job = Job::Chunk { id: up.id, bytes };
+        if let Err(job) = self.disk_in.try_send(job) {
+            up.held = Some(job);
+            self.held.push(id);
+        }
+    }
+
+    /// An upload's body is complete: it is finished if its uploader may
+    /// still post where it was asked from.
+    pub(super) fn upload_done(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let tls = conn.transport.is_tls();
+        let Some(Transfer::Upload(up)) = conn.transfer.as_deref_mut() else {
+            return;
+        };
+        let allowed = self
+            .chat
+            .hub
+            .file_room(&up.slot.owner, &up.slot.room, wall_clock())
+            .is_some();
+        if !allowed {
+            info!(
+                "upload of {} by {} refused: no longer allowed in the room",
+                up.slot.name, up.slot.owner
+            );
+            self.end_upload(id);
+            return self.answer(id, &http::error(403, "Forbidden", tls));
+        }
+        up.finishing = true;
+        let job = Job::Finish { id: up.id };
+        if let Err(job) = self.disk_in.try_send(job) {
+            up.held = Some(job);
+            self.held.push(id);
+        }
+    }
+
+    /// The connection's upload ends without storing anything: its slot's
+    /// reservation goes, and what the thread wrote is removed.
+    fn end_upload(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Some(transfer) = conn.transfer.take() else {
+            return;
+        };
+        self.end_transfer(*transfer);
+    }
+
+    /// A connection's transfer ends, however it ended (it closed, or was
+    /// refused): nothing half-done stays behind.
+    pub(super) fn end_transfer(&mut self, transfer: Transfer) {
+        match transfer {
+            Transfer::Lookup { .. } => {}
+            Transfer::Upload(up) => {
+                self.transfers.remove(&up.id);
+                self.chat.hub.uploads.end(&up.slot, false);
+                self.control_in.push_back(Job::Abort { id: up.id });
+            }
+            Transfer::Download(down) => {
+                self.transfers.remove(&down.id);
+                self.control_out.push_back(Job::Close { id: down.id });
+            }
+        }
+        self.send_control();
+    }
+
+    /// Hands over the jobs that end transfers (they must not be lost to
+    /// a full queue), in order.
+    fn send_control(&mut self) {
+        while let Some(job) = self.control_in.pop_front() {
+            if let Err(job) = self.disk_in.try_send(job) {
+                self.control_in.push_front(job);
+                break;
+            }
+        }
+        while let Some(job) = self.control_out.pop_front() {
+            if let Err(job) = self.disk_out.try_send(job) {
+                self.control_out.push_front(job);
+                break;
+            }
+        }
+    }
+
+    /// What the files threads did; and the jobs that waited for room.
+    pub(super) fn drain_files(&mut self, now: Instant) {
+        self.send_control();
+        let held = std::mem::take(&mut self.held);
+        for id in held {
+            self.hand_over(id);
+        }
+        while let Some(outcome) = self.disk_in.try_recv() {
+            self.upload_outcome(outcome, now);
+        }
+        while let Some(outcome) = self.disk_out.try_recv() {
+            self.download_outcome(outcome);
+        }
+    }
+
+    /// Tries again to hand over the job connection `id` holds.
+    fn hand_over(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let (held, to_writer) = match conn.transfer.as_deref_mut() {
+            Some(Transfer::Upload(up)) => (&mut up.held, true),
+            Some(Transfer::Download(down)) => (&mut down.held, false),
+            _ => return,
+        };
+        let Some(job) = held.take() else {
+            return;
+        };
+        let thread = if to_writer {
+            &self.disk_in
+        } else {
+            &self.disk_out
+        };
+        match thread.try_send(job) {
+            Ok(()) => {
+                // Its input waited meanwhile, with no new edge to say so.
+                if to_writer && conn.closing.is_none() {
+                    self.again.push(id);
+                }
+            }
+            Err(job) => {
+                *held = Some(job);
+                self.held.push(id);
+            }
+        }
+    }
+
+    fn upload_outcome(&mut self, outcome: Outcome, now: Instant) {
+        let (tid, result) = match outcome {
+            Outcome::Stored { id, stored } => (id, Ok(stored)),
+            Outcome::Failed { id, why } => (id, Err(why)),
+            Outcome::Data { .. } => return,
+        };
+        let Some(id) = self.transfers.remove(&tid) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let tls = conn.transport.is_tls();
+        let Some(transfer) = conn.transfer.take() else {
+            return;
+        };
+        let Transfer::Upload(up) = *transfer else {
+            conn.transfer = Some(transfer);
+            return;
+        };
+        match result {
+            Ok(stored) => self.record(id, up.slot, stored, now),
+            Err(why) => {
+                self.chat.hub.uploads.end(&up.slot, false);
+                let (status, reason) = match &why {
+                    Failure::WrongLength => (400, "Bad Request"),
+                    Failure::DiskFull => (507, "Insufficient Storage"),
+                    Failure::Io(_) => (500, "Internal Server Error"),
+                };
+                warn!(
+                    "upload of {} by {} not stored: {why:?}",
+                    up.slot.name, up.slot.owner
+                );
+                self.answer(id, &http::error(status, reason, tls));
+            }
+        }
+    }
+
+    /// The bytes are stored: the store records the file, and the upload
+    /// is announced once it has.
+    fn record(&mut self, id: ConnId, slot: Slot, stored: Stored, _now: Instant) {
+        let Some(file) = uploads::random_id() else {
+            self.chat.hub.uploads.end(&slot, false);
+            let tls = self.conns.get(id).is_some_and(|c| c.transport.is_tls());
+            return self.answer(id, &http::error(503, "Service Unavailable", tls));
+        };
+        let base = if slot.base.is_empty() {
+            self.base_url(id)
+        } else {
+            slot.base.clone()
+        };
+        let url = format!("{base}/files/{file}/{}", http::url_encode(&slot.name));
+        let row = FileRow {
+            id: file,
+            sha: stored.sha,
+            owner: slot.owner.clone(),
+            name: slot.name.clone(),
+            size: stored.size,
+            mime: stored.kind.mime.to_owned(),
+            inline: stored.kind.inline,
+            room: slot.room.clone(),
+            created_at: wall_clock(),
+        };
+        self.recording.insert(id, Recording { slot, url });
+        self.store_op(Op::RecordFile { conn: id, row });
+    }
+
+    /// The store answered a [`Op::RecordFile`] of connection `id` (which
+    /// may have closed since: the file is announced all the same).
+    pub(super) fn file_recorded(&mut self, id: ConnId, result: Result<(), store::Error>) {
+        let Some(Recording { slot, url }) = self.recording.remove(&id) else {
+            return;
+        };
+        let tls = self.conns.get(id).is_some_and(|c| c.transport.is_tls());
+        if let Err(e) = result {
+            warn!(
+                "upload of {} by {} not recorded: {e}",
+                slot.name, slot.owner
+            );
+            self.chat.hub.uploads.end(&slot, false);
+            return self.answer(id, &http::error(503, "Service Unavailable", tls));
+        }
+        self.chat.hub.uploads.end(&slot, true);
+        info!(
+            "stored {} ({} bytes) by {}: {url}",
+            slot.name, slot.size, slot.owner
+        );
+        if let Some(room) = self.chat.hub.find_room(&slot.room) {
+            let text = uploads::announcement(&slot.name, slot.size, &url);
+            self.chat.hub.announce_file(
+                &slot.owner,
+                room,
+                &text,
+                wall_clock(),
+                &mut self.chat.actions,
+            );
+            self.apply(NOBODY);
+        }
+        let body = format!("{url}\n");
+        let answer = http::respond(
+            201,
+            "Created",
+            &[("Location", &url)],
+            "text/plain; charset=utf-8",
+            body.as_bytes(),
+            tls,
+        );
+        self.answer(id, &answer);
+    }
+
+    /// The store answered a [`Op::FindFile`] of connection `id`.
+    pub(super) fn file_found(&mut self, id: ConnId, result: Result<Option<FileRow>, store::Error>) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let tls = conn.transport.is_tls();
+        let Some(transfer) = conn.transfer.take() else {
+            return;
+        };
+        let Transfer::Lookup { name, head, range } = *transfer else {
+            conn.transfer = Some(transfer);
+            return;
+        };
+        let row = match result {
+            Ok(Some(row)) if row.name == name => row,
+            Ok(_) => return self.answer(id, &http::error(404, "Not Found", tls)),
+            Err(e) => {
+                warn!("cannot look a file up: {e}");
+                return self.answer(id, &http::error(503, "Service Unavailable", tls));
+            }
+        };
+        let size = row.size;
+        let (first, last) = match range.as_deref().map(|r| byte_range(r, size)) {
+            None | Some(Ok(None)) => (0, size),
+            Some(Ok(Some((first, last)))) => (first, last + 1),
+            Some(Err(_)) => {
+                let answer = http::respond(
+                    416,
+                    "Range Not Satisfiable",
+                    &[("Content-Range", &format!("bytes */{size}"))],
+                    "text/plain; charset=utf-8",
+                    b"range not satisfiable\n",
+                    tls,
+                );
+                return self.answer(id, &answer);
+            }
+        };
+        let partial = first != 0 || last != size;
+        let length = (last - first).to_string();
+        let disposition = disposition(&row);
+        let content_range = format!("bytes {first}-{}/{size}", last.saturating_sub(1));
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("Content-Type", &row.mime),
+            ("Content-Length", &length),
+            ("Accept-Ranges", "bytes"),
+            ("Content-Disposition", &disposition),
+            ("Content-Security-Policy", "sandbox"),
+            ("Cache-Control", "private, max-age=86400"),
+        ];
+        if partial {
+            headers.push(("Content-Range", &content_range));
+        }
+        let response = if partial {
+            http::head(206, "Partial Content", &headers, tls)
+        } else {
+            http::head(200, "OK", &headers, tls)
+        };
+        conn.transport.push_raw(&response);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id.key);
+        }
+        if head || first == last {
+            self.mark_closing(id, Closing::AfterFlush, "HTTP request answered");
+            return;
+        }
+        self.next_transfer += 1;
+        let tid = self.next_transfer;
+        self.transfers.insert(tid, id);
+        conn.transfer = Some(Box::new(Transfer::Download(Download {
+            id: tid,
+            sha: row.sha,
+            next: first,
+            end: last,
+            asked: false,
+            held: None,
+        })));
+        self.feed(id.key);
+    }
+
+    /// Asks for the next piece of connection `key`'s download once its
+    /// socket has taken most of what was queued.
+    pub(super) fn feed(&mut self, key: usize) {
+        let Some(conn) = self.conns.at_mut(key) else {
+            return;
+        };
+        if conn.closing.is_some() || conn.unsent() >= LOW_WATER {
+            return;
+        }
+        let Some(Transfer::Download(down)) = conn.transfer.as_deref_mut() else {
+            return;
+        };
+        if down.asked || down.next >= down.end {
+            return;
+        }
+        down.asked = true;
+        let len = usize::try_from(down.end - down.next).map_or(CHUNK, |n| n.min(CHUNK));
+        let job = Job::Read {
+            id: down.id,
+            sha: down.sha,
+            offset: down.next,
+            len,
+        };
+        if let Err(job) = self.disk_out.try_send(job) {
+            down.held = Some(job);
+            self.held.push(conn.id);
+        }
+    }
+
+    fn download_outcome(&mut self, outcome: Outcome) {
+        let (tid, bytes) = match outcome {
+            Outcome::Data { id, bytes } => (id, Some(bytes)),
+            Outcome::Failed { id, why } => {
+                warn!("a download failed: {why:?}");
+                (id, None)
+            }
+            Outcome::Stored { .. } => return,
+        };
+        let Some(&id) = self.transfers.get(&tid) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let Some(Transfer::Download(down)) = conn.transfer.as_deref_mut() else {
+            return;
+        };
+        let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+            // The file went (it expired) or cannot be read: the response
+            // is cut short, which the client sees as a short body.
+            return self.close_download(id, Closing::Now);
+        };
+        down.asked = false;
+        down.next += bytes.len() as u64;
+        let done = down.next >= down.end;
+        conn.transport.push_raw(&bytes);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id.key);
+        }
+        if done {
+            self.close_download(id, Closing::AfterFlush);
+        }
+    }
+
+    fn close_download(&mut self, id: ConnId, how: Closing) {
+        if let Some(transfer) = self.conns.get_mut(id).and_then(|c| c.transfer.take()) {
+            self.end_transfer(*transfer);
+        }
+        let reason = if how == Closing::Now {
+            "download failed"
+        } else {
+            "download sent"
+        };
+        self.mark_closing(id, how, reason);
+    }
+}
+
+impl Conn {
+    /// A job of this connection's transfer waits for room.
+    pub(super) fn transfer_blocked(&self) -> bool {
+        self.transfer.as_deref().is_some_and(Transfer::blocked)
+    }
+}
+
+/// `Content-Disposition` of a stored file: plain images inline, anything
+/// else an attachment (with the name, ASCII-only in `filename`, exact in
+/// `filename*`).
+fn disposition(row: &FileRow) -> String {
+    if row.inline {
+        return "inline".to_owned();
+    }
+    let ascii: String = row
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' && c != '%' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        http::url_encode(&row.name)
+    )
+}
