@@ -216,11 +216,15 @@ pub(crate) fn changes_after(conn: &Connection, after: i64) -> Result<(Vec<Change
     Ok((changes, last))
 }
 
-/// Deletes rows of `changes` older than `before` (unix seconds), but
-/// never the newest: row ids are not AUTOINCREMENT, so an empty table
-/// would number the next change 1 again, below what the server has seen.
-pub(crate) fn prune_changes(conn: &Connection, before: i64) -> Result<usize, Error> {
+/// Deletes rows of `changes` older than `before` (unix seconds) that were
+/// reported already (ids up to `reported`), but never the newest: row ids
+/// are not AUTOINCREMENT, so an empty table would number the next change
+/// 1 again, below what the server has seen.
+pub(crate) fn prune_changes(conn: &Connection, before: i64, reported: i64) -> Result<usize, Error> {
     Ok(conn
-        .prepare_cached("DELETE FROM changes WHERE at < ?1 AND id < (SELECT max(id) FROM changes)")?
-        .execute([before])?)
+        .prepare_cached(
+            "DELETE FROM changes WHERE at < ?1 AND id <= ?2
+                 AND id < (SELECT max(id) FROM changes)",
+        )?
+        .execute([before, reported])?)
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 
 use super::accounts::{AuthLink, NewAccount, Rehash, Write};
-use super::ops::{Answer, HistoryOf, LOBBY, Message, Op, Reply, RoomRow, Snapshot};
+use super::ops::{Answer, Change, HistoryOf, LOBBY, Message, Op, Reply, RoomRow, Snapshot};
 use super::writer::{Cmd, Writer, unix_now};
 use super::*;
 use crate::auth::Done;
@@ -964,6 +964,93 @@ fn the_store_thread_expires_on_its_clock() {
     assert!(store.shutdown(ANSWER));
 }
 
+/// Files older than the history go with it: their rows, their bytes once
+/// no row points at them, and the loop is told whose quota shrank.
+#[test]
+fn expired_files_lose_their_rows_and_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400;
+    let blobs = crate::files::Blobs::open(&dir.path().join("chat.db")).unwrap();
+    let stored = |bytes: &[u8], slot: &str| {
+        let mut part = blobs.begin(slot, bytes.len() as u64).unwrap();
+        part.write(bytes).unwrap();
+        part.finish().unwrap()
+    };
+    let (old, kept) = (stored(b"old bytes", "a"), stored(b"kept bytes", "b"));
+    let (store, _, _) = store_in(dir.path(), |c| {
+        c.history_days = Some(30);
+        c.clock = Arc::new(move || 100 * day);
+        c.blobs = Some(blobs.clone());
+        c.retention = Retention {
+            every: Duration::from_millis(20),
+            again: Duration::from_millis(1),
+            batch: 10,
+        };
+    });
+    let row = |id: &str, sha, size, at| crate::store::ops::FileRow {
+        id: id.into(),
+        sha,
+        owner: "alice".into(),
+        name: format!("{id}.txt"),
+        size,
+        mime: "application/octet-stream".into(),
+        inline: false,
+        room: LOBBY.into(),
+        created_at: at,
+    };
+    let conn = ConnId { key: 1, serial: 1 };
+    // The new row first: expiry may run between any two of these.
+    for r in [
+        row("new", kept.sha, 10, 90 * day),
+        row("old2", kept.sha, 10, 10 * day),
+        row("old1", old.sha, 9, 10 * day),
+    ] {
+        send(&store, Op::RecordFile { conn, row: r });
+        let reply = answer(&store).reply;
+        assert!(matches!(reply, Reply::FileRecorded(Ok(()))), "{reply:?}");
+    }
+    // Perhaps in more than one pass.
+    let deadline = Instant::now() + ANSWER;
+    let mut freed = 0;
+    while freed < 19 {
+        if let Some(Change::FilesExpired(rows)) = store.try_change() {
+            freed += rows.iter().map(|(_, n)| n).sum::<u64>();
+        }
+        assert!(Instant::now() < deadline, "{freed} bytes expired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(store.try_change().is_none(), "nothing more expired");
+    assert!(!blobs.path_of(&old.sha).exists(), "nobody points at it");
+    assert!(blobs.path_of(&kept.sha).exists(), "\"new\" still does");
+    send(
+        &store,
+        Op::FindFile {
+            conn,
+            id: "old1".into(),
+        },
+    );
+    assert!(matches!(answer(&store).reply, Reply::File(Ok(None))));
+    send(
+        &store,
+        Op::FindFile {
+            conn,
+            id: "new".into(),
+        },
+    );
+    assert!(matches!(answer(&store).reply, Reply::File(Ok(Some(_)))));
+    // A row whose bytes are gone is not recorded.
+    send(
+        &store,
+        Op::RecordFile {
+            conn,
+            row: row("ghost", old.sha, 9, 99 * day),
+        },
+    );
+    assert!(matches!(answer(&store).reply, Reply::FileRecorded(Err(_))));
+    assert!(store.shutdown(ANSWER));
+}
+
 fn token_reply(store: &Store) -> Reply {
     answer(store).reply
 }
@@ -1083,7 +1170,15 @@ fn changes_made_by_the_admin_commands_reach_the_loop_even_after_pruning() {
         ]
     );
     // Pruning keeps the newest row, so ids never start again below it.
-    assert_eq!(moderation::prune_changes(&db, i64::MAX).unwrap(), 1);
+    assert_eq!(
+        moderation::prune_changes(&db, i64::MAX, 0).unwrap(),
+        0,
+        "not reported: kept"
+    );
+    assert_eq!(
+        moderation::prune_changes(&db, i64::MAX, i64::MAX).unwrap(),
+        1
+    );
     assert_eq!(count(&db, "SELECT max(id) FROM changes"), 2);
     assert!(store.shutdown(ANSWER));
 }

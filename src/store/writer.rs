@@ -432,7 +432,9 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn run(mut self, cmds: &Receiver<Cmd>) {
-        let mut next_expiry = self.writable.then(|| Instant::now() + self.retention.every);
+        // The first pass soon after start: what expired while the server
+        // was down (messages, files) goes at once, not 20 s later.
+        let mut next_expiry = self.writable.then(|| Instant::now() + self.retention.again);
         let mut next_changes = Instant::now() + CHANGES_EVERY;
         loop {
             let due = next_expiry.map_or(next_changes, |at| at.min(next_changes));
@@ -648,6 +650,8 @@ impl Writer {
     /// Deletes one small batch of expired messages (and the expired tokens,
     /// and old rows of `changes`); how many messages.
     fn expire_once(&mut self) -> usize {
+        // Rows of `changes` not yet reported to the loop are kept.
+        let reported = self.last_change;
         let Some(conn) = self.conn.as_mut() else {
             return 0;
         };
@@ -659,7 +663,7 @@ impl Writer {
             .map_err(Error::from)
             .and_then(|tx| {
                 moderation::expire_tokens(&tx, now)?;
-                moderation::prune_changes(&tx, now.saturating_sub(CHANGES_KEPT))?;
+                moderation::prune_changes(&tx, now.saturating_sub(CHANGES_KEPT), reported)?;
                 let (n, expired) = match days {
                     Some(days) => {
                         let cutoff = now.saturating_sub(i64::from(days) * 86_400);

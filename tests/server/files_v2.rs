@@ -1579,3 +1579,49 @@ fn a_user_logging_in_later_catches_up_on_the_files() {
         assert!(lines.contains(&want), "{want:?} not in {lines:#?}");
     }
 }
+
+/// Files go with the history: a file older than `--history-days` (its row
+/// aged while the server was down) is deleted soon after the next start,
+/// its URL answers 404, its bytes leave `files/`, and its owner's quota is
+/// free again; the announcement's message expired with it.
+#[test]
+fn files_expire_with_the_history_and_free_the_quota() {
+    let flags = ["--history-days", "1", "--file-quota", "100"];
+    let f = Files::start(&flags);
+    let mut alice = register(f.addr(), "alice", &pw("alice"));
+    let url = f.share(&mut alice, "old.txt", &body(100, 7));
+    alice.expect(&announce("alice", "old.txt", "100 B", &url));
+    alice.send("/upload more.txt 1\n");
+    alice.expect(QUOTA);
+    assert_eq!(f.get(&path_of(&url)).status, 200);
+    assert!(!f.stored().is_empty());
+    drop(alice);
+    let Files { s, dir, .. } = f;
+    drop(s);
+    let db = dir.path().join("neochat.db");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open the database");
+        let aged = conn
+            .execute("UPDATE files SET created_at = created_at - 2 * 86400", [])
+            .expect("age the file");
+        assert_eq!(aged, 1);
+        conn.execute("UPDATE messages SET at = at - 2 * 86400", [])
+            .expect("age the message");
+    }
+    let f = Files::with(Server::start_with_db(&db, &flags), dir, true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = f.get(&path_of(&url)).status;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200, "before it expires");
+        assert!(Instant::now() < deadline, "the file did not expire");
+        thread::sleep(Duration::from_millis(100));
+    }
+    f.assert_nothing_stored();
+    let mut alice = login(f.addr(), "alice", &pw("alice"));
+    alice.send("/upload again.txt 100\n");
+    let line = alice.line();
+    assert!(line.starts_with("* upload "), "quota freed: {line}");
+}
