@@ -279,8 +279,15 @@ pub fn valid_file_name(name: &str) -> bool {
     (1..=MAX_FILE_NAME).contains(&n)
         && !name
             .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == '\\' || is_forbidden(c))
+            .any(|c| c.is_whitespace() || c == '/' || c == '\\' || is_forbidden(c) || invisible(c))
         && !name.chars().all(|c| c == '.')
+}
+
+/// Characters that show nothing, or turn the text around, in a name a
+/// person reads before fetching it: zero-width spaces and joiners, the
+/// directional marks, the byte-order mark.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{061c}' | '\u{feff}' | '\u{2060}'..='\u{2064}')
 }
 
 /// A size as people read it: `512 B`, `1.2 MiB`, `25 MiB`, `5 GiB`.
@@ -367,10 +374,17 @@ impl Hub {
     /// was asked from, if it still exists, `owner` is still a member, and
     /// not muted there. `None`: refused.
     pub fn file_room(&self, owner: &str, room: &str, wall: i64) -> Option<RoomId> {
+        // Deleted, or banned from the server, since the slot was given.
+        if self.barred(owner, wall).is_some() {
+            return None;
+        }
         let id = self.find_room(room)?;
         let r = self.room(id)?;
         let member = id == LOBBY_ID || r.members.contains(&fold(owner));
-        (member && self.muted_line(id, owner, wall).is_none()).then_some(id)
+        let allowed = member
+            && self.room_ban_line(id, owner, wall).is_none()
+            && self.muted_line(id, owner, wall).is_none();
+        allowed.then_some(id)
     }
 }
 

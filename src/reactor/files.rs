@@ -35,6 +35,8 @@ use crate::transport::range::byte_range;
 pub(super) const CHUNK: usize = 256 * 1024;
 /// A download asks for more when less than this is waiting for its socket.
 const LOW_WATER: usize = 256 * 1024;
+/// How long a download's client may take nothing before it is dropped.
+const DOWNLOAD_IDLE: std::time::Duration = crate::transport::BODY_IDLE;
 
 /// A connection's part in a file transfer.
 pub(super) enum Transfer {
@@ -69,6 +71,9 @@ pub(super) struct Download {
     /// A read is out (or held for room in the queue).
     asked: bool,
     held: Option<Job>,
+    /// When the last piece was queued: a client that takes nothing for
+    /// [`DOWNLOAD_IDLE`] is dropped.
+    since: Instant,
 }
 
 /// An upload stored on disk whose row the store is writing.
@@ -89,8 +94,8 @@ impl Transfer {
 
 impl Server {
     /// Where the client on `id` reaches the server: `--public-url`, else
-    /// the `Host` of its WebSocket upgrade, else the local address it
-    /// connected to; `https` when the server speaks TLS.
+    /// the local address it connected to; `https` when the server speaks
+    /// TLS.
     fn base_url(&self, id: ConnId) -> String {
         if let Some(url) = &self.config.public_url {
             return url.clone();
@@ -100,12 +105,11 @@ impl Server {
         } else {
             "http"
         };
+        // Never the client's `Host` header: it would let anybody make the
+        // server announce a link to a host of their choice.
         let Some(conn) = self.conns.get(id) else {
             return format!("{scheme}://localhost");
         };
-        if let Some(host) = conn.transport.ws_host() {
-            return format!("{scheme}://{host}");
-        }
         match conn.stream.local_addr() {
             Ok(addr) => format!("{scheme}://{addr}"),
             Err(_) => format!("{scheme}://localhost"),
@@ -137,6 +141,11 @@ impl Server {
                 let Some(taken) = self.chat.hub.uploads.take(&slot, now) else {
                     debug!("conn {}: PUT to an unknown, used or expired slot", id.key);
                     return self.answer(id, &http::error(404, "Not Found", tls));
+                };
+                // A slot is used up by any PUT that reaches it.
+                let Some(length) = length else {
+                    self.chat.hub.uploads.end(&taken, false);
+                    return self.answer(id, &http::error(411, "Length Required", tls));
                 };
                 // Refused before the body is read, not after.
                 if self
@@ -280,6 +289,15 @@ impl Server {
     pub(super) fn end_transfer(&mut self, transfer: Transfer) {
         match transfer {
             Transfer::Lookup { .. } => {}
+            // The whole body arrived and the thread is finishing it: the
+            // upload is complete, and is recorded and announced although
+            // its client went away (an abort now would come too late to
+            // remove what the finish stores).
+            Transfer::Upload(up) if up.finishing && up.held.is_none() => {
+                if let Some(id) = self.transfers.remove(&up.id) {
+                    self.orphans.insert(up.id, (id, up.slot));
+                }
+            }
             Transfer::Upload(up) => {
                 self.transfers.remove(&up.id);
                 self.chat.hub.uploads.end(&up.slot, false);
@@ -363,6 +381,21 @@ impl Server {
             Outcome::Failed { id, why } => (id, Err(why)),
             Outcome::Data { .. } => return,
         };
+        // An upload whose client went away while it was finished.
+        if let Some((id, slot)) = self.orphans.remove(&tid) {
+            match result {
+                Ok(stored) => self.record(id, slot, stored, now),
+                Err(why) => {
+                    warn!(
+                        "upload of {} by {} not stored: {why:?}",
+                        slot.name, slot.owner
+                    );
+                    self.chat.hub.uploads.end(&slot, false);
+                    self.control_in.push_back(Job::Abort { id: tid });
+                }
+            }
+            return;
+        }
         let Some(id) = self.transfers.remove(&tid) else {
             return;
         };
@@ -381,6 +414,8 @@ impl Server {
             Ok(stored) => self.record(id, up.slot, stored, now),
             Err(why) => {
                 self.chat.hub.uploads.end(&up.slot, false);
+                // The thread forgets the upload it failed.
+                self.control_in.push_back(Job::Abort { id: tid });
                 let (status, reason) = match &why {
                     Failure::WrongLength => (400, "Bad Request"),
                     Failure::DiskFull => (507, "Insufficient Storage"),
@@ -543,6 +578,7 @@ impl Server {
             end: last,
             asked: false,
             held: None,
+            since: Instant::now(),
         })));
         self.feed(id.key);
     }
@@ -600,6 +636,7 @@ impl Server {
             return self.close_download(id, Closing::Now);
         };
         down.asked = false;
+        down.since = Instant::now();
         down.next += bytes.len() as u64;
         let done = down.next >= down.end;
         conn.transport.push_raw(&bytes);
@@ -609,6 +646,26 @@ impl Server {
         }
         if done {
             self.close_download(id, Closing::AfterFlush);
+        }
+    }
+
+    /// Drops downloads whose client has taken nothing for
+    /// [`DOWNLOAD_IDLE`] (once a second, from the timers).
+    pub(super) fn drop_stalled(&mut self, now: Instant) {
+        let stalled: Vec<ConnId> = self
+            .transfers
+            .values()
+            .filter(|id| {
+                self.conns.get(**id).is_some_and(|c| {
+                    matches!(c.transfer.as_deref(),
+                        Some(Transfer::Download(d)) if now.duration_since(d.since) >= DOWNLOAD_IDLE)
+                })
+            })
+            .copied()
+            .collect();
+        for id in stalled {
+            debug!("conn {}: download stalled", id.key);
+            self.close_download(id, Closing::Now);
         }
     }
 

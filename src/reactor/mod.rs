@@ -397,6 +397,9 @@ pub struct Server {
     control_out: VecDeque<crate::files::Job>,
     /// Uploads stored whose rows the store is writing, by connection.
     recording: HashMap<ConnId, files::Recording>,
+    /// Uploads being finished by the thread whose clients went away, by
+    /// transfer id, with the connection they came on.
+    orphans: HashMap<u64, (ConnId, crate::chat::uploads::Slot)>,
 }
 
 impl Server {
@@ -568,6 +571,7 @@ impl Server {
             control_in: VecDeque::new(),
             control_out: VecDeque::new(),
             recording: HashMap::new(),
+            orphans: HashMap::new(),
         })
     }
 
@@ -900,6 +904,7 @@ impl Server {
                 self.next_release = now + RELEASE_EVERY;
                 self.limits.prune(now);
                 self.chat.hub.uploads.expire(now);
+                self.drop_stalled(now);
             } else {
                 // The rest of the sweep next turn.
                 self.next_release = now;

@@ -74,6 +74,20 @@ pub(crate) fn usage(conn: &Connection) -> Result<Vec<(String, u64)>, Error> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Of `stored` (hashes in the `files/` directory), those no row points
+/// at: bytes an upload left behind when the server stopped, or its row
+/// could not be written, between storing them and recording them.
+pub(crate) fn unreferenced(conn: &Connection, stored: &[Sha]) -> Result<Vec<Sha>, Error> {
+    let mut used = conn.prepare_cached("SELECT 1 FROM files WHERE sha = ?1 LIMIT 1")?;
+    let mut orphans = Vec::new();
+    for sha in stored {
+        if used.query_row([&sha[..]], |_| Ok(())).optional()?.is_none() {
+            orphans.push(*sha);
+        }
+    }
+    Ok(orphans)
+}
+
 /// What expiring a batch of files freed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Expired {
@@ -111,12 +125,7 @@ pub(crate) fn expire(conn: &Connection, cutoff: i64, batch: usize) -> Result<Exp
         }
     }
     drop(stmt);
-    let mut used = conn.prepare_cached("SELECT 1 FROM files WHERE sha = ?1 LIMIT 1")?;
-    for sha in hashes {
-        if used.query_row([&sha[..]], |_| Ok(())).optional()?.is_none() {
-            expired.orphans.push(sha);
-        }
-    }
+    expired.orphans = unreferenced(conn, &hashes)?;
     Ok(expired)
 }
 

@@ -976,7 +976,8 @@ fn expired_files_lose_their_rows_and_their_bytes() {
         part.write(bytes).unwrap();
         part.finish().unwrap()
     };
-    let (old, kept) = (stored(b"old bytes", "a"), stored(b"kept bytes", "b"));
+    // Bytes stored before the start, with no row, would be swept then.
+    let stray = stored(b"stray bytes", "s");
     let (store, _, _) = store_in(dir.path(), |c| {
         c.history_days = Some(30);
         c.clock = Arc::new(move || 100 * day);
@@ -987,6 +988,8 @@ fn expired_files_lose_their_rows_and_their_bytes() {
             batch: 10,
         };
     });
+    assert!(!blobs.path_of(&stray.sha).exists(), "swept at start");
+    let (old, kept) = (stored(b"old bytes", "a"), stored(b"kept bytes", "b"));
     let row = |id: &str, sha, size, at| crate::store::ops::FileRow {
         id: id.into(),
         sha,

@@ -238,6 +238,11 @@ impl Store {
                 Err(e) => log::warn!("cannot delete rooms left empty: {e}"),
             }
         }
+        if access == Access::ReadWrite
+            && let Some(blobs) = &config.blobs
+        {
+            sweep_files(&conn, blobs);
+        }
         let snapshot = rooms::snapshot(&conn, config.ring)?;
         let store = Store::spawn(conn, access, &config, snapshot.last_change, wake)?;
         Ok((store, snapshot))
@@ -722,6 +727,29 @@ impl Writer {
         {
             (self.wake)();
         }
+    }
+}
+
+/// Removes, at start, the stored files no row points at (no upload is
+/// under way yet): what a stop or a failed write left between storing an
+/// upload's bytes and recording them.
+fn sweep_files(conn: &Connection, blobs: &crate::files::Blobs) {
+    let stored = match blobs.all() {
+        Ok(stored) => stored,
+        Err(e) => return log::warn!("cannot list the stored files: {e}"),
+    };
+    match files::unreferenced(conn, &stored) {
+        Ok(orphans) => {
+            for sha in &orphans {
+                if let Err(e) = blobs.remove(sha) {
+                    log::warn!("cannot remove a file no upload recorded: {e}");
+                }
+            }
+            if !orphans.is_empty() {
+                log::info!("removed {} stored files no upload recorded", orphans.len());
+            }
+        }
+        Err(e) => log::warn!("cannot check the stored files: {e}"),
     }
 }
 

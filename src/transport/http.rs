@@ -73,6 +73,7 @@ pub fn parse_head(bytes: &[u8], tls: bool) -> Head {
             };
             let mut upgrade = false;
             let mut connection_upgrade = false;
+            let mut lengths = 0;
             for h in req.headers.iter() {
                 let Ok(value) = std::str::from_utf8(h.value) else {
                     continue;
@@ -92,12 +93,11 @@ pub fn parse_head(bytes: &[u8], tls: bool) -> Head {
                     "sec-websocket-version" => request.ws_version = Some(value.to_owned()),
                     "content-length" => {
                         request.has_body |= value != "0";
-                        // Two different lengths: no length to trust.
-                        let n = value.parse::<u64>().ok().filter(|_| {
-                            value.bytes().all(|b| b.is_ascii_digit())
-                                && request.content_length.is_none()
-                        });
-                        request.content_length = n;
+                        lengths += 1;
+                        request.content_length = value
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|_| value.bytes().all(|b| b.is_ascii_digit()));
                     }
                     "transfer-encoding" => {
                         request.has_body = true;
@@ -119,6 +119,10 @@ pub fn parse_head(bytes: &[u8], tls: bool) -> Head {
                 }
             }
             request.websocket = upgrade && connection_upgrade;
+            // More than one length: none to trust.
+            if lengths > 1 {
+                request.content_length = None;
+            }
             Head::Complete { len, request }
         }
     }
@@ -157,10 +161,11 @@ pub enum Reply {
 /// A request of the files routes, as far as HTTP can tell.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FileRequest {
-    /// `PUT /files/<slot>` with a body of `length` bytes.
+    /// `PUT /files/<slot>` with a body of `length` bytes (`None`: no
+    /// length to trust, chunked or several: `411`, the slot used up).
     Put {
         slot: String,
-        length: u64,
+        length: Option<u64>,
         expect_continue: bool,
     },
     /// `GET` (or `HEAD`) `/files/<id>/<name>`, the name percent-decoded.
@@ -262,19 +267,11 @@ fn files(request: &Request, rest: &str, get: bool, ctx: Context<'_>) -> Reply {
     let mut parts = rest.split('/');
     let (first, second, more) = (parts.next(), parts.next(), parts.next());
     match (request.method.as_str(), first, second, more) {
-        ("PUT", Some(slot), None, None) if !slot.is_empty() => {
-            if request.chunked {
-                return Reply::Respond(error(411, "Length Required", ctx.tls));
-            }
-            let Some(length) = request.content_length else {
-                return Reply::Respond(error(411, "Length Required", ctx.tls));
-            };
-            Reply::Files(FileRequest::Put {
-                slot: slot.to_owned(),
-                length,
-                expect_continue: request.expect_continue,
-            })
-        }
+        ("PUT", Some(slot), None, None) if !slot.is_empty() => Reply::Files(FileRequest::Put {
+            slot: slot.to_owned(),
+            length: request.content_length.filter(|_| !request.chunked),
+            expect_continue: request.expect_continue,
+        }),
         (_, Some(id), Some(name), None) if get && !request.has_body => match url_decode(name) {
             Some(name) => Reply::Files(FileRequest::Get {
                 id: id.to_owned(),
@@ -384,7 +381,7 @@ pub fn origin_allowed(origin: &str, host: Option<&str>, ctx: Context<'_>) -> boo
 
 /// A `Host` fit to go into a `Location` header: no spaces, slashes or
 /// control characters.
-pub fn valid_host(host: &str) -> bool {
+fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255
         && host
@@ -624,20 +621,21 @@ mod tests {
             put,
             Reply::Files(FileRequest::Put {
                 slot: "abc".into(),
-                length: 12,
+                length: Some(12),
                 expect_continue: true
             })
         );
         for head in [
             "PUT /files/abc HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "PUT /files/abc HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
             "PUT /files/abc HTTP/1.1\r\n\r\n",
-            "PUT /files/abc HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "PUT /files/abc HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "PUT /files/abc HTTP/1.1\r\nContent-Length: 6\r\nContent-Length: 9\r\nContent-Length: 5\r\n\r\n",
         ] {
-            assert_eq!(
-                status(&route(&request(head), CTX)),
-                "HTTP/1.1 411",
-                "{head}"
-            );
+            let Reply::Files(FileRequest::Put { length, .. }) = route(&request(head), CTX) else {
+                panic!("{head}");
+            };
+            assert_eq!(length, None, "{head}");
         }
         let get = route(
             &request("GET /files/id1/na%20me%C3%A9.txt?x HTTP/1.1\r\nRange: bytes=1-2\r\n\r\n"),

@@ -131,8 +131,6 @@ struct WsState {
     /// The message handed out last (lines borrow from here).
     line: String,
     close_sent: bool,
-    /// The `Host` the upgrade request named (checked), for URLs.
-    host: Option<String>,
 }
 
 /// One connection's transport. See the module documentation.
@@ -181,14 +179,6 @@ impl Transport {
 
     pub fn is_websocket(&self) -> bool {
         matches!(self.framing, Framing::Ws(_))
-    }
-
-    /// The `Host` a WebSocket client's upgrade request named, if valid.
-    pub fn ws_host(&self) -> Option<&str> {
-        match &self.framing {
-            Framing::Ws(state) => state.host.as_deref(),
-            _ => None,
-        }
     }
 
     /// Speaking the line protocol (over any stream or WebSocket).
@@ -438,7 +428,6 @@ impl Transport {
                                 ws: WebSocket::new(max_message),
                                 line: String::new(),
                                 close_sent: false,
-                                host: request.host.clone().filter(|h| http::valid_host(h)),
                             }));
                             self.set_deadline(None);
                             return Some(Ready(Input::Start));

@@ -1381,9 +1381,147 @@ fn a_websocket_client_gets_urls_with_the_host_it_asked_for() {
     web.expect_welcome();
     web.register_here("webby", &pw("webby"));
     web.send("/upload w.txt 3\n");
-    let slot = slot_in(&web.line(), &format!("https://localhost:{port}"));
+    // Never the Host the client named (anybody could name any host, and
+    // the room would be shown a link there): the address it reached.
+    let line = web.line();
+    assert!(!line.contains("localhost"), "{line}");
+    let slot = slot_in(&line, &f.base());
     let resp = f.put(&slot, b"web");
     assert_eq!(resp.status, 201, "{resp:?}");
+    let _ = port;
+}
+
+/// A raw plain-TCP connection to a `--tls off` server.
+fn raw(f: &Files) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(f.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+fn status_of(s: &mut std::net::TcpStream) -> u16 {
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_put_without_one_trustworthy_length_gets_411_and_uses_up_the_slot() {
+    let f = Files::start(&["--tls", "off"]);
+    let mut alice = register(f.addr(), "alice", &pw("alice"));
+    for head in [
+        "Transfer-Encoding: chunked\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+        "Content-Length: 6\r\nContent-Length: 999\r\nContent-Length: 5\r\n",
+    ] {
+        let slot = f.slot(&mut alice, "x.txt", 5);
+        let mut s = raw(&f);
+        s.write_all(format!("PUT /files/{slot} HTTP/1.1\r\n{head}\r\nhello").as_bytes())
+            .expect("send");
+        assert_eq!(status_of(&mut s), 411, "{head}");
+        // One time only: the slot is gone, and holds no place.
+        assert_eq!(f.put(&slot, b"hello").status, 404, "{head}");
+    }
+    for i in 0..3 {
+        f.slot(&mut alice, &format!("more{i}.txt"), 1);
+    }
+    nothing_more(&mut alice);
+    f.assert_nothing_stored();
+}
+
+#[test]
+fn a_client_that_resets_after_its_body_leaves_no_unrecorded_bytes() {
+    let f = Files::start(&["--tls", "off"]);
+    let mut alice = register(f.addr(), "alice", &pw("alice"));
+    let bytes = body(2 << 20, 9);
+    let slot = f.slot(&mut alice, "big.bin", bytes.len() as u64);
+    let mut s = raw(&f);
+    s.write_all(
+        format!(
+            "PUT /files/{slot} HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            bytes.len()
+        )
+        .as_bytes(),
+    )
+    .expect("head");
+    s.write_all(&bytes).expect("body");
+    // Reset at once, before the answer.
+    {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket descriptor and a correctly sized option.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+    drop(s);
+    // Either the whole body arrived (the upload is announced, although its
+    // client is gone) or it did not (nothing is stored): never bytes on
+    // disk that no row points at and no quota counts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut announced = None;
+    while announced.is_none() && Instant::now() < deadline {
+        announced = alice.sync().into_iter().next();
+        thread::sleep(Duration::from_millis(100));
+    }
+    let Files { s: server, dir, .. } = f;
+    let stray = dir.path().join("files").join("ab").join("ab".repeat(32));
+    // And bytes some earlier crash left are swept at the next start.
+    fs::create_dir_all(stray.parent().expect("parent")).expect("dir");
+    fs::write(&stray, b"left by a crash").expect("stray");
+    drop(server);
+    let db = dir.path().join("neochat.db");
+    let f = Files::with(Server::start_with_db(&db, &["--tls", "off"]), dir, false);
+    assert!(!stray.exists(), "a file no row points at was swept");
+    match announced {
+        Some(line) => {
+            let url = line.rsplit(' ').next().expect("a URL").to_owned();
+            assert_eq!(line, announce("alice", "big.bin", "2 MiB", &url));
+            let resp = f.get(&path_of(&url));
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.body, bytes);
+            assert_eq!(f.stored().len(), 1, "{:?}", f.stored());
+        }
+        None => f.assert_nothing_stored(),
+    }
+}
+
+#[test]
+fn an_account_deleted_between_upload_and_put_is_refused() {
+    let f = Files::start(&["--tls", "off"]);
+    let mut alice = register(f.addr(), "alice", &pw("alice"));
+    let mut bob = join(f.addr(), "bob", &mut [&mut alice]);
+    let slot = f.slot(&mut bob, "x.txt", 5);
+    let db = f.dir.path().join("neochat.db").display().to_string();
+    let (status, out) = run_binary(
+        &["users", "delete", "bob", "--db", &db],
+        Duration::from_secs(30),
+    );
+    assert!(status.is_some_and(|s| s.success()), "{out}");
+    bob.expect("! account deleted by an operator");
+    assert_eq!(f.put(&slot, b"hello").status, 403);
+    f.assert_nothing_stored();
+    nothing_more_than_left(&mut alice, "bob");
+}
+
+/// Only `* <who> left` (if anything) is still to come on `c`.
+fn nothing_more_than_left(c: &mut Client, who: &str) {
+    for line in c.sync() {
+        assert_eq!(line, format!("* {who} left"));
+    }
 }
 
 #[test]
