@@ -13,8 +13,10 @@
 //!
 //! A download asks the reading thread for [`CHUNK`] bytes at a time, and
 //! for the next only when the socket has taken all but [`LOW_WATER`] of
-//! what was queued: a download holds about half a MiB of memory however
-//! big the file and however slow the reader.
+//! what was queued: a download holds at most three quarters of a MiB of
+//! memory however big the file and however slow the reader, counted in
+//! `--max-total-output` with all other output, and one whose reader takes
+//! nothing for 30 s is dropped.
 
 use std::time::Instant;
 
@@ -33,8 +35,10 @@ use crate::transport::range::byte_range;
 
 /// Bytes read from disk per request of a download.
 pub(super) const CHUNK: usize = 256 * 1024;
-/// A download asks for more when less than this is waiting for its socket.
-const LOW_WATER: usize = 256 * 1024;
+/// A download asks for more when less than this is waiting for its
+/// socket: two pieces, so that the next is read while one is still being
+/// sent, and the socket never waits for the disk thread.
+const LOW_WATER: usize = 2 * CHUNK;
 /// How long a download's client may take nothing before it is dropped.
 const DOWNLOAD_IDLE: std::time::Duration = crate::transport::BODY_IDLE;
 
@@ -644,8 +648,13 @@ impl Server {
             conn.dirty = true;
             self.dirty.push(id.key);
         }
+        // Downloads count toward --max-total-output like any output.
+        self.ledger.add(id.key, bytes.len());
         if done {
             self.close_download(id, Closing::AfterFlush);
+        }
+        if self.ledger.total() > self.config.max_total_output {
+            self.shed_output();
         }
     }
 

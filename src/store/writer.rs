@@ -68,6 +68,10 @@ pub const DEFAULT_RING: usize = 256;
 /// `changes` table) while the server runs.
 pub const CHANGES_EVERY: Duration = Duration::from_secs(2);
 
+/// How long an expiry pass waits for another program's write lock before
+/// it leaves the work to the next pass.
+const EXPIRY_BUSY: Duration = Duration::from_millis(50);
+
 /// Rows of `changes` are kept this long (seconds), then deleted.
 const CHANGES_KEPT: i64 = 86_400;
 
@@ -663,6 +667,11 @@ impl Writer {
         let now = (self.clock)();
         let days = self.history_days;
         let batch = self.retention.batch;
+        // Expiry can wait for a later pass: it never waits for another
+        // program's lock as long as a login's read or a message would.
+        if let Err(e) = conn.busy_timeout(EXPIRY_BUSY) {
+            log::debug!("busy timeout: {e}");
+        }
         let result = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(Error::from)
@@ -682,6 +691,9 @@ impl Writer {
                 tx.commit()?;
                 Ok((n, expired))
             });
+        if let Err(e) = conn.busy_timeout(super::BUSY_TIMEOUT) {
+            log::warn!("cannot restore the busy timeout: {e}");
+        }
         match result {
             Ok((n, expired)) => {
                 if n > 0 {
