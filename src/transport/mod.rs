@@ -653,6 +653,11 @@ impl Transport {
                     }
                 }
                 Some(tls) => {
+                    // Records already made go first: until the socket has
+                    // taken them, nothing more is encrypted.
+                    if tls.outgoing().write_to(sock)? == Flushed::Partly {
+                        return Ok(Flushed::Partly);
+                    }
                     let before = (self.wire.pending(), out.pending());
                     // HTTP answers and WebSocket frames first, then the
                     // session's lines; close_notify after the last byte.
@@ -663,8 +668,11 @@ impl Transport {
                     if !ws && self.wire.is_empty() {
                         tls.send(out, self.finishing).map_err(tls_error)?;
                     }
-                    if tls.outgoing().write_to(sock)? == Flushed::Partly {
-                        return Ok(Flushed::Partly);
+                    if tls.wants_write() {
+                        // New records: write them (the socket may take them,
+                        // and an edge-triggered socket that could take more
+                        // would never say so again).
+                        continue;
                     }
                     if self.wire.is_empty() && out.is_empty() {
                         return Ok(Flushed::All);
@@ -964,6 +972,55 @@ mod tests {
         assert_eq!(seen, ["Close(\"HTTP request answered\")"]);
         assert!(plain.starts_with(b"HTTP/1.1 200 OK\r\n"), "{plain:?}");
         assert!(String::from_utf8_lossy(&plain).contains("Strict-Transport-Security"));
+    }
+
+    /// A socket that takes at most `room` bytes, then would block.
+    struct Sink {
+        room: usize,
+        got: usize,
+    }
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got += n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_flush_over_tls_goes_on_while_the_socket_takes_more() {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        let mut c = client(true);
+        let mut out = Outbox::default();
+        exchange(&mut t, &mut c, &s, &mut out, now);
+        assert!(t.is_tls());
+        t.push_raw(&vec![7u8; 1 << 20]);
+        // A socket that is full: the records made wait for it.
+        let mut full = Sink { room: 0, got: 0 };
+        assert_eq!(
+            t.flush(&mut full, &mut out).expect("flush"),
+            Flushed::Partly
+        );
+        // Once it has room for everything, one flush writes everything:
+        // edge-triggered, no second event would come for the rest.
+        let mut open = Sink {
+            room: usize::MAX,
+            got: 0,
+        };
+        assert_eq!(t.flush(&mut open, &mut out).expect("flush"), Flushed::All);
+        assert!(open.got > 1 << 20, "all of it, as records");
+        assert!(!t.has_pending());
     }
 
     #[test]
