@@ -49,6 +49,8 @@ pub(super) struct Conn {
     pub(super) dirty: bool,
     /// Already on the `lazy` list (output that may wait a turn or two).
     pub(super) lazy: bool,
+    /// Already on the `again` list (read next turn without an event).
+    pub(super) again: bool,
     /// Set to abandon this connection's auth job, if one is out.
     pub(super) job: Option<Arc<AtomicBool>>,
     /// On the `paced` list: its input waits for the pacer.

@@ -369,7 +369,7 @@ impl Server {
             Ok(()) => {
                 // Its input waited meanwhile, with no new edge to say so.
                 if to_writer && conn.closing.is_none() {
-                    self.again.push(id);
+                    self.read_again(id);
                 }
             }
             Err(job) => {

@@ -220,50 +220,6 @@ fn pin_mmap_threshold() {
     }
 }
 
-/// Asks the scheduler for short slices for the loop thread (Linux 6.12 and
-/// later, EEVDF: `sched_runtime` of a normal thread is its slice). The loop
-/// runs for microseconds at a time and sleeps in between; with a short
-/// slice its virtual deadline comes early, so when a line arrives on a
-/// busy machine (a big upload hashing on the files thread, the kernel
-/// writing it back) the loop is run at once instead of after another
-/// thread's 3 ms slice. Its share of the CPU is unchanged. Older kernels
-/// ignore the field; failing changes nothing.
-fn short_slice() {
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    {
-        #[repr(C)]
-        struct SchedAttr {
-            size: u32,
-            policy: u32,
-            flags: u64,
-            nice: i32,
-            priority: u32,
-            runtime: u64,
-            deadline: u64,
-            period: u64,
-        }
-        let attr = SchedAttr {
-            size: std::mem::size_of::<SchedAttr>() as u32,
-            policy: libc::SCHED_OTHER as u32,
-            flags: 0,
-            nice: 0,
-            priority: 0,
-            runtime: 100_000,
-            deadline: 0,
-            period: 0,
-        };
-        // SAFETY: sched_setattr reads `attr` (of the size it says) for the
-        // calling thread (pid 0) and changes only its scheduling.
-        let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-        if r != 0 {
-            debug!(
-                "sched_setattr (short slice): {}",
-                io::Error::last_os_error()
-            );
-        }
-    }
-}
-
 /// Asks a running server to shut down as if it got SIGTERM.
 #[derive(Clone)]
 pub struct ShutdownHandle {
@@ -619,7 +575,6 @@ impl Server {
 
     /// Runs until shut down. Errors only if `poll` itself fails.
     pub fn run(mut self) -> io::Result<()> {
-        short_slice();
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         info!("event loop running on {:?}", self.local_addrs);
         loop {
@@ -651,6 +606,9 @@ impl Server {
                 again = paced;
             }
             for id in again {
+                if let Some(conn) = self.conns.get_mut(id) {
+                    conn.again = false;
+                }
                 if self.is_live(id) {
                     self.read(id.key, now);
                 }

@@ -409,7 +409,7 @@ impl Server {
             self.limits.not_pending(&conn.admission);
         }
         self.apply(id);
-        self.again.push(id);
+        self.read_again(id);
     }
 
     pub(super) fn drain_results(&mut self, now: Instant) {

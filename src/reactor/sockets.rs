@@ -157,6 +157,7 @@ impl Server {
             reason: "",
             dirty: false,
             lazy: false,
+            again: false,
             job: None,
             paced: false,
             deferred: false,
@@ -205,7 +206,7 @@ impl Server {
             // An upload's body is read a quarter of a MiB a turn: a chat
             // line waits behind at most that much decrypting and copying.
             if round >= TRANSFER_READS && conn.transfer.is_some() {
-                self.again.push(id);
+                self.read_again(id);
                 return;
             }
             // Only chatting users broadcast; logins are never held up.
@@ -256,8 +257,20 @@ impl Server {
             }
         }
         // Still readable: come back after the others had their turn.
-        if let Some(conn) = self.conns.at(key) {
-            self.again.push(conn.id);
+        if let Some(id) = self.conns.at(key).map(|c| c.id) {
+            self.read_again(id);
+        }
+    }
+
+    /// Reads `id` in the next turn without waiting for an event; once,
+    /// however often it is asked in a turn (a connection on the list twice
+    /// would get twice its share, and then again each turn).
+    pub(super) fn read_again(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(id)
+            && !conn.again
+        {
+            conn.again = true;
+            self.again.push(id);
         }
     }
 
@@ -446,7 +459,8 @@ impl Server {
         // waiting in the kernel with no new edge to announce it.
         if conn.input_paused && !conn.transport.input_paused() {
             conn.input_paused = false;
-            if conn.closing.is_none() {
+            if conn.closing.is_none() && !conn.again {
+                conn.again = true;
                 self.again.push(conn.id);
             }
         }
