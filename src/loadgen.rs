@@ -1626,48 +1626,15 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
     if o.no_pair {
         return storm_only(c, o, &storm_names, tokens.as_deref());
     }
-    let mut net = Net::new()?;
     // With `--room`, the pair talks in that room, away from the storm's
     // users: in the lobby every pair message would also go to each user
     // logged in so far, and the run would measure that fan-out (10,000
     // recipients at 500 messages/s) rather than the logins.
-    let pair_how = How {
-        room: true,
-        ..How::LOBBY
-    };
-    let pair = join_all(&mut net, c, &names(&c.prefix, "p", 2), pair_how, "pair")?;
-    let pair_prefix = room_prefix(c).unwrap_or_default();
-    let clock = std::sync::Arc::new(StormClock {
-        epoch: Instant::now(),
-        from: AtomicU64::new(u64::MAX),
-        to: AtomicU64::new(u64::MAX),
-        abort: AtomicBool::new(false),
-    });
-    let deadline = clock.epoch + o.quiet + c.setup_timeout;
-    let pair_thread = {
-        let clock = clock.clone();
-        let rate = o.pair_rate;
-        std::thread::Builder::new()
-            .name("pair".into())
-            .spawn(move || {
-                pair_loop(
-                    net,
-                    (pair[0], pair[1]),
-                    &pair_prefix,
-                    rate,
-                    &clock,
-                    deadline,
-                )
-            })?
-    };
+    let (clock, pair_thread) = start_pair(c, o.pair_rate, o.quiet + c.setup_timeout)?;
     let storm = (|| {
-        let storm_at = clock.epoch + o.quiet;
-        while Instant::now() < storm_at {
-            if pair_thread.is_finished() {
-                // It failed: its error is reported below.
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(10).min(storm_at - Instant::now()));
+        if !quiet_for(&clock, &pair_thread, o.quiet) {
+            // It failed: its error is reported below.
+            return Ok(None);
         }
         let started = Instant::now();
         let from = (started - clock.epoch).as_nanos() as u64;
@@ -1735,6 +1702,73 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
     })
 }
 
+/// What the chat pair's thread hands back: its quiet and busy histograms.
+type PairResult = Result<(Histogram<u64>, Histogram<u64>), Error>;
+
+/// Logs the chat pair in (in `c.room`, if given) and starts it on its own
+/// thread at `rate` messages a second, measuring from now; it gives up
+/// `limit` after starting. The caller sets the clock's `from` and `to`
+/// around what it measures (or `abort`), then joins the thread.
+fn start_pair(
+    c: &Common,
+    rate: f64,
+    limit: Duration,
+) -> Result<
+    (
+        std::sync::Arc<StormClock>,
+        std::thread::JoinHandle<PairResult>,
+    ),
+    Error,
+> {
+    let mut net = Net::new()?;
+    let pair_how = How {
+        room: true,
+        ..How::LOBBY
+    };
+    let pair = join_all(&mut net, c, &names(&c.prefix, "p", 2), pair_how, "pair")?;
+    let pair_prefix = room_prefix(c).unwrap_or_default();
+    let clock = std::sync::Arc::new(StormClock {
+        epoch: Instant::now(),
+        from: AtomicU64::new(u64::MAX),
+        to: AtomicU64::new(u64::MAX),
+        abort: AtomicBool::new(false),
+    });
+    let deadline = clock.epoch + limit;
+    let thread = {
+        let clock = clock.clone();
+        std::thread::Builder::new()
+            .name("pair".into())
+            .spawn(move || {
+                pair_loop(
+                    net,
+                    (pair[0], pair[1]),
+                    &pair_prefix,
+                    rate,
+                    &clock,
+                    deadline,
+                )
+            })?
+    };
+    Ok((clock, thread))
+}
+
+/// Waits until `quiet` after the pair's epoch; false if the pair's thread
+/// stopped meanwhile (its error is in its result).
+fn quiet_for(
+    clock: &StormClock,
+    pair: &std::thread::JoinHandle<PairResult>,
+    quiet: Duration,
+) -> bool {
+    let until = clock.epoch + quiet;
+    while Instant::now() < until {
+        if pair.is_finished() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
+    }
+    true
+}
+
 /// When the storm ran, in nanoseconds since the pair's epoch: shared by the
 /// storm (the calling thread) and the pair's thread.
 struct StormClock {
@@ -1769,7 +1803,7 @@ fn pair_loop(
     rate: f64,
     clock: &StormClock,
     deadline: Instant,
-) -> Result<(Histogram<u64>, Histogram<u64>), Error> {
+) -> PairResult {
     let a_prefix = format!("{room_prefix}{}: ", net.peers[a].name);
     let a_prefix = a_prefix.as_bytes();
     let epoch = clock.epoch;

@@ -401,6 +401,7 @@ mod tests {
     #[test]
     fn sizes_read_as_people_write_them() {
         assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(512), "512 B");
         assert_eq!(human_size(1023), "1023 B");
         assert_eq!(human_size(1024), "1 KiB");
         assert_eq!(human_size(1536), "1.5 KiB");

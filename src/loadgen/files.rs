@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{
-    Common, Error, Net, Percentiles, StormClock, Target, fail, join_all, lower_priority, names,
-    pair_loop, room_prefix, rss_kib, tls_config,
+    Common, Error, Net, Percentiles, Target, fail, join_all, lower_priority, names, quiet_for,
+    rss_kib, start_pair, tls_config,
 };
 
 /// Options of the `files` scenario.
@@ -94,43 +94,12 @@ pub fn files(c: &Common, o: &FilesOpts) -> Result<FilesReport, Error> {
             "uploader",
         )?;
     }
-    let mut net = Net::new()?;
-    let pair_how = super::How {
-        room: true,
-        ..super::How::LOBBY
-    };
-    let pair = join_all(&mut net, c, &names(&c.prefix, "p", 2), pair_how, "pair")?;
-    let pair_prefix = room_prefix(c).unwrap_or_default();
-    let clock = Arc::new(StormClock {
-        epoch: Instant::now(),
-        from: AtomicU64::new(u64::MAX),
-        to: AtomicU64::new(u64::MAX),
-        abort: AtomicBool::new(false),
-    });
-    let deadline = clock.epoch + o.quiet + c.setup_timeout + Duration::from_secs(600);
-    let pair_thread = {
-        let clock = clock.clone();
-        let rate = o.pair_rate;
-        std::thread::Builder::new()
-            .name("pair".into())
-            .spawn(move || {
-                pair_loop(
-                    net,
-                    (pair[0], pair[1]),
-                    &pair_prefix,
-                    rate,
-                    &clock,
-                    deadline,
-                )
-            })?
-    };
+    // Ten minutes for a gigabyte each way, whatever the machine.
+    let limit = o.quiet + c.setup_timeout + Duration::from_secs(600);
+    let (clock, pair_thread) = start_pair(c, o.pair_rate, limit)?;
     let transfer = (|| {
-        let start_at = clock.epoch + o.quiet;
-        while Instant::now() < start_at {
-            if pair_thread.is_finished() {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(10).min(start_at - Instant::now()));
+        if !quiet_for(&clock, &pair_thread, o.quiet) {
+            return Ok(None);
         }
         let rss_before = o.pid.map(rss_kib).transpose()?;
         let peak = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));

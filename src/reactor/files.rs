@@ -333,14 +333,14 @@ impl Server {
     }
 
     /// What the files threads did; and the jobs that waited for room.
-    pub(super) fn drain_files(&mut self, now: Instant) {
+    pub(super) fn drain_files(&mut self) {
         self.send_control();
         let held = std::mem::take(&mut self.held);
         for id in held {
             self.hand_over(id);
         }
         while let Some(outcome) = self.disk_in.try_recv() {
-            self.upload_outcome(outcome, now);
+            self.upload_outcome(outcome);
         }
         while let Some(outcome) = self.disk_out.try_recv() {
             self.download_outcome(outcome);
@@ -379,7 +379,7 @@ impl Server {
         }
     }
 
-    fn upload_outcome(&mut self, outcome: Outcome, now: Instant) {
+    fn upload_outcome(&mut self, outcome: Outcome) {
         let (tid, result) = match outcome {
             Outcome::Stored { id, stored } => (id, Ok(stored)),
             Outcome::Failed { id, why } => (id, Err(why)),
@@ -388,7 +388,7 @@ impl Server {
         // An upload whose client went away while it was finished.
         if let Some((id, slot)) = self.orphans.remove(&tid) {
             match result {
-                Ok(stored) => self.record(id, slot, stored, now),
+                Ok(stored) => self.record(id, slot, stored),
                 Err(why) => {
                     warn!(
                         "upload of {} by {} not stored: {why:?}",
@@ -415,7 +415,7 @@ impl Server {
             return;
         };
         match result {
-            Ok(stored) => self.record(id, up.slot, stored, now),
+            Ok(stored) => self.record(id, up.slot, stored),
             Err(why) => {
                 self.chat.hub.uploads.end(&up.slot, false);
                 // The thread forgets the upload it failed.
@@ -436,7 +436,7 @@ impl Server {
 
     /// The bytes are stored: the store records the file, and the upload
     /// is announced once it has.
-    fn record(&mut self, id: ConnId, slot: Slot, stored: Stored, _now: Instant) {
+    fn record(&mut self, id: ConnId, slot: Slot, stored: Stored) {
         let Some(file) = uploads::random_id() else {
             self.chat.hub.uploads.end(&slot, false);
             let tls = self.conns.get(id).is_some_and(|c| c.transport.is_tls());

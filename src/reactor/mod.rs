@@ -654,7 +654,7 @@ impl Server {
             self.answers_left = false;
             self.drain_results(now);
             self.drain_store(now);
-            self.drain_files(now);
+            self.drain_files();
             self.run_timers(now);
             self.end_turn(now);
             self.backlog.end(Instant::now());

@@ -315,8 +315,12 @@ pub fn url_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let hex = bytes.get(i + 1..i + 3)?;
+            // Two hex digits: `from_str_radix` alone would take `%+1`.
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -656,6 +660,7 @@ mod tests {
             "/files/a/%zz",
             "/files/a/%C3",
             "/files/a/%",
+            "/files/a/%+1",
         ] {
             let r = route(&request(&format!("GET {path} HTTP/1.1\r\n\r\n")), CTX);
             assert_eq!(status(&r), "HTTP/1.1 404", "{path}");

@@ -173,17 +173,7 @@ fn a_token_login_enters_chatting_like_a_password_login() {
     c.expect(TOKEN_PROMPT);
     c.send(&format!("{token}\n"));
     c.expect("* logged in as Alice");
-    let lines: Vec<String> = c
-        .lines_until_quiet(GAP)
-        .iter()
-        .map(|l| {
-            if l.starts_with('~') {
-                format!("~ {}", history_line(l))
-            } else {
-                l.clone()
-            }
-        })
-        .collect();
+    let lines = shown(&c.lines_until_quiet(GAP));
     assert_eq!(
         lines,
         [

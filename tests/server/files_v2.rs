@@ -9,7 +9,6 @@
 //!
 //! No test waits for a slot to expire (60 s): no flag shortens it.
 
-use std::fmt;
 use std::fs;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -22,7 +21,10 @@ use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
 
 use crate::util::*;
-use crate::wire::{Wire, logged_fingerprint, tcp_connect, tls, tls_over, ws_over, ws_relay_over};
+use crate::wire::{
+    HttpResponse, Wire, assert_security_headers, logged_fingerprint, tcp_connect, tls, tls_over,
+    ws_over, ws_relay_over,
+};
 
 const ALPN_HTTP: &[u8] = b"http/1.1";
 const USAGE: &str = "! usage: /upload <filename> <bytes>";
@@ -35,39 +37,6 @@ const HTTP_PATIENCE: Duration = Duration::from_secs(10);
 const GAP: Duration = Duration::from_millis(500);
 
 // ---------------------------------------------------------------- HTTP
-
-/// An HTTP response as it came: the status line, the headers in order,
-/// the body (by `Content-Length`, or up to the close without one).
-struct Resp {
-    status_line: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    /// The value of header `name` (any case), if present.
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl fmt::Debug for Resp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = &self.body[..self.body.len().min(200)];
-        write!(
-            f,
-            "{:?} {:?} body ({} bytes) {:?}",
-            self.status_line,
-            self.headers,
-            self.body.len(),
-            String::from_utf8_lossy(shown)
-        )
-    }
-}
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
@@ -130,7 +99,7 @@ impl Http {
     /// The next response: an interim one (1xx) has no body; a response to
     /// HEAD (`head_only`) neither.
     #[track_caller]
-    fn response(&mut self, head_only: bool) -> Resp {
+    fn response(&mut self, head_only: bool) -> HttpResponse {
         let deadline = Instant::now() + HTTP_PATIENCE;
         let end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -153,22 +122,10 @@ impl Http {
             ),
         }
         let status = parsed.code.expect("a complete head has a status");
-        let headers: Vec<(String, String)> = parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
-        let head_text = String::from_utf8_lossy(&head).into_owned();
-        let status_line = head_text.split("\r\n").next().unwrap_or("").to_string();
-        let mut resp = Resp {
-            status_line,
+        let mut resp = HttpResponse {
             status,
-            headers,
+            reason: parsed.reason.unwrap_or_default().to_owned(),
+            headers: HttpResponse::headers_of(&parsed),
             body: Vec::new(),
         };
         if (100..200).contains(&status) || head_only || status == 204 || status == 304 {
@@ -206,34 +163,10 @@ impl Http {
     }
 }
 
-/// The headers every response carries; HSTS exactly over TLS.
-#[track_caller]
-fn assert_safe(resp: &Resp, tls: bool) {
-    assert_eq!(
-        resp.header("X-Content-Type-Options"),
-        Some("nosniff"),
-        "{resp:?}"
-    );
-    assert_eq!(
-        resp.header("Referrer-Policy"),
-        Some("no-referrer"),
-        "{resp:?}"
-    );
-    let hsts = resp.header("Strict-Transport-Security");
-    if tls {
-        assert!(
-            hsts.is_some_and(|v| v.contains("max-age=")),
-            "no HSTS over TLS: {resp:?}"
-        );
-    } else {
-        assert_eq!(hsts, None, "HSTS over plain HTTP: {resp:?}");
-    }
-}
-
 /// The headers of every file served: sandboxed, ranges offered.
 #[track_caller]
-fn assert_file_headers(resp: &Resp, tls: bool) {
-    assert_safe(resp, tls);
+fn assert_file_headers(resp: &HttpResponse, tls: bool) {
+    assert_security_headers(resp, tls);
     assert_eq!(
         resp.header("Content-Security-Policy"),
         Some("sandbox"),
@@ -297,7 +230,7 @@ impl Files {
 
     /// `raw` on a fresh connection; the answer.
     #[track_caller]
-    fn request(&self, raw: &[u8]) -> Resp {
+    fn request(&self, raw: &[u8]) -> HttpResponse {
         let mut h = self.http();
         // The server may answer before it read everything.
         let _ = h.send(raw);
@@ -305,12 +238,12 @@ impl Files {
     }
 
     #[track_caller]
-    fn put(&self, slot: &str, body: &[u8]) -> Resp {
+    fn put(&self, slot: &str, body: &[u8]) -> HttpResponse {
         self.put_path(&format!("/files/{slot}"), body)
     }
 
     #[track_caller]
-    fn put_path(&self, path: &str, body: &[u8]) -> Resp {
+    fn put_path(&self, path: &str, body: &[u8]) -> HttpResponse {
         let mut req = format!(
             "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
             self.s.addr,
@@ -322,13 +255,13 @@ impl Files {
     }
 
     #[track_caller]
-    fn get(&self, path: &str) -> Resp {
+    fn get(&self, path: &str) -> HttpResponse {
         self.get_with(path, "")
     }
 
     /// A GET with `extra` header lines (each ending in CRLF).
     #[track_caller]
-    fn get_with(&self, path: &str, extra: &str) -> Resp {
+    fn get_with(&self, path: &str, extra: &str) -> HttpResponse {
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n",
             self.s.addr
@@ -349,7 +282,7 @@ impl Files {
     fn put_ok(&self, slot: &str, name: &str, body: &[u8]) -> String {
         let resp = self.put(slot, body);
         assert_eq!(resp.status, 201, "PUT of {name}: {resp:?}");
-        assert_safe(&resp, self.tls());
+        assert_security_headers(&resp, self.tls());
         let url = resp
             .header("Location")
             .unwrap_or_else(|| panic!("no Location: {resp:?}"))
@@ -504,36 +437,6 @@ fn nothing_more(c: &mut Client) {
     );
 }
 
-/// Lines as a test compares them: a history line becomes `~ <line>`.
-#[track_caller]
-fn shown(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| {
-            if l.starts_with('~') {
-                format!("~ {}", history_line(l))
-            } else {
-                l.clone()
-            }
-        })
-        .collect()
-}
-
-/// `/history<args>` on a client that sees history: the lines up to
-/// `* end of history`, in [`shown`] form.
-#[track_caller]
-fn history(c: &mut Client, args: &str) -> Vec<String> {
-    c.send(&format!("/history{args}\n"));
-    let mut lines = Vec::new();
-    loop {
-        let line = c.line();
-        if line == "* end of history" {
-            return shown(&lines);
-        }
-        lines.push(line);
-    }
-}
-
 // ---------------------------------------------------------------- upload
 
 #[test]
@@ -645,7 +548,7 @@ fn anyone_holding_the_url_downloads_the_same_bytes_with_the_safety_headers() {
     ] {
         let resp = f.get(&path);
         assert_eq!(resp.status, 404, "{path}: {resp:?}");
-        assert_safe(&resp, true);
+        assert_security_headers(&resp, true);
         assert!(
             !resp.body.windows(bytes.len()).any(|w| w == bytes),
             "{path}: the file's bytes"
@@ -692,7 +595,7 @@ fn a_single_range_gets_206_past_the_end_416_and_several_ranges_the_whole_file() 
             Some("bytes */100"),
             "{range}: {resp:?}"
         );
-        assert_safe(&resp, true);
+        assert_security_headers(&resp, true);
     }
     // Several ranges, another unit, garbage: the whole file.
     for range in ["bytes=0-1,5-6", "items=0-5", "bytes=garbage", "bytes="] {
@@ -866,7 +769,7 @@ fn a_put_of_another_length_gets_400_stores_nothing_and_uses_up_the_slot() {
         let slot = f.slot(&mut alice, name, 20);
         let resp = f.put(&slot, &body(n, 7));
         assert_eq!(resp.status, 400, "{n} bytes for 20: {resp:?}");
-        assert_safe(&resp, true);
+        assert_security_headers(&resp, true);
         // One time only, even after a failure.
         let resp = f.put(&slot, &body(20, 7));
         assert_eq!(resp.status, 404, "the slot again: {resp:?}");
@@ -892,7 +795,7 @@ fn unknown_and_used_slots_get_404_and_the_file_stays_as_it_was() {
     ] {
         let resp = f.put_path(path, b"hello");
         assert_eq!(resp.status, 404, "PUT {path}: {resp:?}");
-        assert_safe(&resp, true);
+        assert_security_headers(&resp, true);
     }
     let bytes = body(30, 8);
     let slot = f.slot(&mut alice, "once.bin", 30);
@@ -917,7 +820,7 @@ fn a_put_without_content_length_gets_411() {
     );
     let resp = f.request(req.as_bytes());
     assert_eq!(resp.status, 411, "{resp:?}");
-    assert_safe(&resp, true);
+    assert_security_headers(&resp, true);
     f.assert_nothing_stored();
     nothing_more(&mut alice);
 }
@@ -997,7 +900,11 @@ fn expect_100_continue_gets_100_before_the_201() {
     )
     .expect("send the head");
     let first = h.response(false);
-    assert_eq!(first.status_line, "HTTP/1.1 100 Continue", "{first:?}");
+    assert_eq!(
+        (first.status, first.reason.as_str()),
+        (100, "Continue"),
+        "{first:?}"
+    );
     h.send(&bytes).expect("send the body");
     let resp = h.response(false);
     assert_eq!(resp.status, 201, "{resp:?}");
@@ -1074,7 +981,7 @@ fn traversal_in_a_url_never_reaches_the_disk() {
     let db = f.dir.path().join("neochat.db");
     let db_head = fs::read(&db).expect("read the database")[..16].to_vec();
     assert_eq!(&db_head, b"SQLite format 3\0");
-    let leaked = |resp: &Resp| {
+    let leaked = |resp: &HttpResponse| {
         let b = &resp.body;
         b.windows(15).any(|w| w == b"SQLite format 3")
             || b.windows(11).any(|w| w == b"PRIVATE KEY")

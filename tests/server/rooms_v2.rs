@@ -17,22 +17,6 @@ use crate::util::*;
 /// How long a login's catch-up may pause before it counts as finished.
 const GAP: Duration = Duration::from_millis(500);
 
-/// Lines as a test compares them: a history line becomes `~ <line>` (its
-/// time checked and dropped), any other line stays as it is.
-#[track_caller]
-fn shown(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| {
-            if l.starts_with('~') {
-                format!("~ {}", history_line(l))
-            } else {
-                l.clone()
-            }
-        })
-        .collect()
-}
-
 /// Logs `name` in on a client that sees history; returns it with every line
 /// after `* logged in as <name>` (the online line first), in [`shown`] form.
 #[track_caller]
@@ -62,21 +46,6 @@ fn sync(c: &mut Client) -> Vec<String> {
 fn join_room(c: &mut Client, room: &str, online: &str) {
     c.send(&format!("/join {room}\n"));
     c.expect(online);
-}
-
-/// `/history ...` on a client that sees history: the lines up to
-/// `* end of history`, in [`shown`] form.
-#[track_caller]
-fn history(c: &mut Client, args: &str) -> Vec<String> {
-    c.send(&format!("/history{args}\n"));
-    let mut lines = Vec::new();
-    loop {
-        let line = c.line();
-        if line == "* end of history" {
-            return shown(&lines);
-        }
-        lines.push(line);
-    }
 }
 
 fn lobby_lines(from: &str, prefix: &str, range: std::ops::RangeInclusive<usize>) -> Vec<String> {

@@ -921,31 +921,6 @@ fn forwarded_http_client_over_the_limit_gets_an_http_answer() {
 
 // ---------------------------------------------------------------- HTTP
 
-/// Every answer's security headers; HSTS exactly when over TLS.
-#[track_caller]
-fn assert_security_headers(resp: &HttpResponse, tls: bool) {
-    assert_eq!(
-        resp.header("X-Content-Type-Options"),
-        Some("nosniff"),
-        "{resp:?}"
-    );
-    assert_eq!(
-        resp.header("Referrer-Policy"),
-        Some("no-referrer"),
-        "{resp:?}"
-    );
-    let hsts = resp.header("Strict-Transport-Security");
-    if tls {
-        assert!(
-            hsts.is_some_and(|v| v.contains("max-age=")),
-            "no HSTS over TLS: {resp:?}"
-        );
-    } else {
-        assert_eq!(hsts, None, "HSTS over plain HTTP: {resp:?}");
-    }
-    assert_eq!(resp.header("Connection"), Some("close"), "{resp:?}");
-}
-
 /// `request` over a fresh connection: plain, or TLS (with ALPN or without).
 #[track_caller]
 fn http(s: &Server, tls: Option<(&str, Option<&[u8]>)>, request: &str) -> HttpResponse {

@@ -1877,3 +1877,34 @@ pub fn enter_seeing(
     let lines = c.lines_until_quiet(gap);
     (c, lines)
 }
+
+/// Lines as a test compares them: a history line becomes `~ <line>` (its
+/// time checked and dropped), any other line stays as it is.
+#[track_caller]
+pub fn shown(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            if l.starts_with('~') {
+                format!("~ {}", history_line(l))
+            } else {
+                l.clone()
+            }
+        })
+        .collect()
+}
+
+/// `/history ...` on a client that sees history: the lines up to
+/// `* end of history`, in [`shown`] form.
+#[track_caller]
+pub fn history(c: &mut Client, args: &str) -> Vec<String> {
+    c.send(&format!("/history{args}\n"));
+    let mut lines = Vec::new();
+    loop {
+        let line = c.line();
+        if line == "* end of history" {
+            return shown(&lines);
+        }
+        lines.push(line);
+    }
+}

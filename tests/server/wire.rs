@@ -286,9 +286,10 @@ pub fn read_lines(stream: &mut impl Read, pending: &mut Vec<u8>, want: usize) ->
 // ---------------------------------------------------------------- HTTP
 
 /// An HTTP response, parsed.
-#[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
+    /// The reason phrase of the status line (`OK`, `Continue`).
+    pub reason: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -301,6 +302,63 @@ impl HttpResponse {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// The headers `(name, value)` of a parsed head, owned.
+    pub fn headers_of(parsed: &httparse::Response<'_, '_>) -> Vec<(String, String)> {
+        parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The head, and at most 200 bytes of the body (a failing test on a file
+/// download must not print megabytes).
+impl std::fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.body[..self.body.len().min(200)];
+        write!(
+            f,
+            "{} {:?} {:?} body ({} bytes) {:?}",
+            self.status,
+            self.reason,
+            self.headers,
+            self.body.len(),
+            String::from_utf8_lossy(shown)
+        )
+    }
+}
+
+/// Every answer's security headers; HSTS exactly when over TLS; and the
+/// close that every answer announces.
+#[track_caller]
+pub fn assert_security_headers(resp: &HttpResponse, tls: bool) {
+    assert_eq!(
+        resp.header("X-Content-Type-Options"),
+        Some("nosniff"),
+        "{resp:?}"
+    );
+    assert_eq!(
+        resp.header("Referrer-Policy"),
+        Some("no-referrer"),
+        "{resp:?}"
+    );
+    let hsts = resp.header("Strict-Transport-Security");
+    if tls {
+        assert!(
+            hsts.is_some_and(|v| v.contains("max-age=")),
+            "no HSTS over TLS: {resp:?}"
+        );
+    } else {
+        assert_eq!(hsts, None, "HSTS over plain HTTP: {resp:?}");
+    }
+    assert_eq!(resp.header("Connection"), Some("close"), "{resp:?}");
 }
 
 /// Parses one complete HTTP response (head and `Content-Length` body).
@@ -315,19 +373,10 @@ pub fn parse_response(bytes: &[u8]) -> HttpResponse {
             String::from_utf8_lossy(bytes)
         ),
     };
-    let headers: Vec<(String, String)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
     let response = HttpResponse {
         status: resp.code.expect("a complete response has a status"),
-        headers,
+        reason: resp.reason.unwrap_or_default().to_owned(),
+        headers: HttpResponse::headers_of(&resp),
         body: bytes[len..].to_vec(),
     };
     if let Some(n) = response.header("Content-Length") {

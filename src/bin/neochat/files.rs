@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::display::{Line, classify, is_unsafe, sanitize};
+// The server's own rules, so that client and server cannot drift apart.
+pub use neochat::chat::uploads::human_size;
+use neochat::chat::uploads::is_id;
+use neochat::transport::http::url_decode;
 
 /// Longest name the server takes for a file, in characters.
 pub const MAX_NAME: usize = 100;
@@ -241,35 +245,6 @@ pub fn finish(dir: &Path, name: &str, reserved: Reserved) -> io::Result<PathBuf>
     ))
 }
 
-/// `%XX` decoded, if every `%` starts an escape and the result is UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// A file's id as the server makes them: 22 characters of base64url.
-fn is_id(id: &str) -> bool {
-    id.len() == 22
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// An `http://` or `https://` URL of the server's files routes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
@@ -356,7 +331,7 @@ impl Url {
         if !is_id(id) || segment.is_empty() || segment.contains('/') {
             return None;
         }
-        Some((id, percent_decode(segment)?))
+        Some((id, url_decode(segment)?))
     }
 
     /// An upload slot's URL, `.../files/<slot>`: the slot.
@@ -529,27 +504,6 @@ pub fn resolve(which: Which, catalog: &Catalog) -> Result<Url, String> {
         len => format!("! there is no file {n}: the files shown so far are 1 to {len}"),
     })?;
     Url::parse(url).ok_or_else(|| format!("! file {n} has no usable URL"))
-}
-
-/// A size as people read it, as the server writes it: `512 B`, `1.2 MiB`,
-/// `25 MiB`, `5 GiB`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let tenths = (value * 10.0).round() as u64;
-    if tenths.is_multiple_of(10) {
-        format!("{} {}", tenths / 10, UNITS[unit])
-    } else {
-        format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
-    }
 }
 
 fn percent(done: u64, total: u64) -> u64 {
@@ -1078,16 +1032,20 @@ mod tests {
 
     #[test]
     fn sizes_read_as_the_server_writes_them() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1024), "1 KiB");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(1_258_291), "1.2 MiB");
-        assert_eq!(human_size(25 << 20), "25 MiB");
-        assert_eq!(human_size(5 << 30), "5 GiB");
-        assert_eq!(human_size(1_048_575), "1024 KiB");
-        for n in [0, 1, 999, 1024, 5_000_000, 25 << 20, 5 << 30, u64::MAX] {
+        // The format itself is the server's (`human_size`, tested there);
+        // the parser takes every size it writes.
+        for n in [
+            0,
+            1,
+            999,
+            1024,
+            1536,
+            1_048_575,
+            5_000_000,
+            25 << 20,
+            5 << 30,
+            u64::MAX,
+        ] {
             assert!(is_size(&human_size(n)), "{n}");
         }
     }
