@@ -8,6 +8,8 @@
 
 use std::net::IpAddr;
 
+use super::web;
+
 /// Longest request head accepted (request line and headers).
 pub const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
@@ -33,6 +35,8 @@ pub struct Request {
     pub expect_continue: bool,
     /// The `Range` header, as given.
     pub range: Option<String>,
+    /// `If-None-Match`, as given (a cached copy of the web client).
+    pub if_none_match: Option<String>,
     /// The rightmost address of `X-Forwarded-For`, the one the proxy added.
     pub forwarded_for: Option<IpAddr>,
 }
@@ -44,7 +48,7 @@ pub enum Head {
     /// A complete head of `len` bytes.
     Complete {
         len: usize,
-        request: Request,
+        request: Box<Request>,
     },
     /// An answer to send before closing (400, 431).
     Refuse(Vec<u8>),
@@ -107,6 +111,7 @@ pub fn parse_head(bytes: &[u8], tls: bool) -> Head {
                         request.expect_continue |= value.eq_ignore_ascii_case("100-continue");
                     }
                     "range" => request.range = Some(value.to_owned()),
+                    "if-none-match" => request.if_none_match = Some(value.to_owned()),
                     // The last header's last address is the one our
                     // proxy added; anything before it the client may have
                     // written. One that does not parse names nobody (the
@@ -123,7 +128,10 @@ pub fn parse_head(bytes: &[u8], tls: bool) -> Head {
             if lengths > 1 {
                 request.content_length = None;
             }
-            Head::Complete { len, request }
+            Head::Complete {
+                len,
+                request: Box::new(request),
+            }
         }
     }
 }
@@ -177,16 +185,9 @@ pub enum FileRequest {
     },
 }
 
-const PAGE: &str = "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>NeoChat</title></head>\n<body>\n<h1>NeoChat</h1>\n\
-<p>This is a NeoChat server. The web client is not served yet: connect with the \
-<code>neochat</code> terminal client, or <code>ncat --ssl HOST PORT</code>.</p>\n\
-</body>\n</html>\n";
-
 /// The page's Content-Security-Policy: nothing from elsewhere, no inline
 /// script, no framing.
-const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
 form-action 'self'";
 
@@ -234,23 +235,18 @@ pub fn route(request: &Request, ctx: Context<'_>) -> Reply {
             b"ok\n",
             ctx.tls,
         ),
-        (true, "/") => respond(
-            200,
-            "OK",
-            &[("Content-Security-Policy", PAGE_CSP)],
-            "text/html; charset=utf-8",
-            PAGE.as_bytes(),
-            ctx.tls,
-        ),
+        (true, path) if let Some(asset) = web::find(path) => web::serve(asset, request, ctx.tls),
         (true, "/ws") if request.method == "GET" => return websocket(request, ctx),
-        (false, "/" | "/healthz" | "/ws") => respond(
-            405,
-            "Method Not Allowed",
-            &[("Allow", "GET, HEAD")],
-            "text/plain; charset=utf-8",
-            b"method not allowed\n",
-            ctx.tls,
-        ),
+        (false, path) if matches!(path, "/healthz" | "/ws") || web::find(path).is_some() => {
+            respond(
+                405,
+                "Method Not Allowed",
+                &[("Allow", "GET, HEAD")],
+                "text/plain; charset=utf-8",
+                b"method not allowed\n",
+                ctx.tls,
+            )
+        }
         _ => error(404, "Not Found", ctx.tls),
     };
     if request.method == "HEAD"
@@ -422,12 +418,26 @@ pub fn respond(
     body: &[u8],
     tls: bool,
 ) -> Vec<u8> {
+    let mut all = vec![("Cache-Control", "no-store")];
+    all.extend_from_slice(extra);
+    respond_with(status, reason, &all, content_type, body, tls)
+}
+
+/// A complete response that closes the connection, with exactly the
+/// headers `extra` besides the framing and security ones.
+pub fn respond_with(
+    status: u16,
+    reason: &str,
+    extra: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+    tls: bool,
+) -> Vec<u8> {
     let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
     head.push_str(&format!(
         "Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     ));
-    head.push_str("Cache-Control: no-store\r\n");
     for (name, value) in extra {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -465,7 +475,7 @@ mod tests {
         match parse_head(text.as_bytes(), true) {
             Head::Complete { request, len } => {
                 assert_eq!(len, text.len());
-                request
+                *request
             }
             other => panic!("{other:?}"),
         }

@@ -25,6 +25,7 @@ pub mod range;
 pub mod sniff;
 pub mod tls;
 pub mod tls_stream;
+pub mod web;
 pub mod websocket;
 
 use std::io::{self, Write};
@@ -395,7 +396,7 @@ impl Transport {
                     http::Head::Complete { len, request } => {
                         self.input.consume(len);
                         let client = request.forwarded_for.filter(|_| self.proxy_trusted);
-                        self.framing = Framing::Route(Box::new(request));
+                        self.framing = Framing::Route(request);
                         if let Some(ip) = client {
                             return Some(Ready(Input::Client(SocketAddr::new(ip, 0))));
                         }

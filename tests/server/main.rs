@@ -28,4 +28,5 @@ mod secrets;
 mod strangers;
 mod transport;
 mod util;
+mod web_v2;
 mod wire;
