@@ -33,6 +33,7 @@ const state = {
   uploads: [],
   uploading: false,
   avgH: 26,
+  fresh: true, // no login yet since the page loaded: its log is empty
 };
 
 function conv(key, create = true) {
@@ -54,6 +55,7 @@ function conv(key, create = true) {
       caught: 0,
     };
     state.convs.set(key, c);
+    if (key.startsWith("@") && state.user) savePrivate();
     renderSidebar();
   }
   return c;
@@ -228,6 +230,7 @@ function loggedIn(name) {
   if (state.user && !sameName(state.user, name)) {
     state.convs.clear();
     state.current = LOBBY;
+    state.fresh = true;
   }
   state.user = name;
   state.phase = "chat";
@@ -241,6 +244,7 @@ function loggedIn(name) {
   $("chat-view").hidden = false;
   setBusy(false);
   conv(LOBBY);
+  if (state.fresh) restorePrivate();
   // The reply to /help ends the login's burst of catch-up lines, and says
   // whether the moderation commands are ours.
   quietly("/help", { kind: "help", ops: false, started: false });
@@ -313,6 +317,7 @@ function finishAttempt() {
 function logout() {
   state.stopped = true;
   forgetToken();
+  localStorage.removeItem(privateKey());
   if (connected()) sendRaw("/logout");
   const ws = state.ws;
   state.ws = null;
@@ -329,6 +334,7 @@ function logout() {
   state.convs.clear();
   state.current = LOBBY;
   state.uploads = [];
+  state.fresh = true;
   showLogin("");
 }
 
@@ -480,6 +486,30 @@ function lineIn(line, older) {
   add(c, item, !hist || state.burst);
 }
 
+// The private conversations' names (never their text) are kept in the
+// browser, so that a reload lists them again.
+function privateKey() {
+  return `neochat.private.${(state.user || "").toLowerCase()}`;
+}
+
+function savePrivate() {
+  const keys = [...state.convs.keys()].filter((k) => k.startsWith("@")).slice(0, 100);
+  try {
+    localStorage.setItem(privateKey(), JSON.stringify(keys));
+  } catch {
+    // Storage full or refused: the list is only a convenience.
+  }
+}
+
+function restorePrivate() {
+  try {
+    const keys = JSON.parse(localStorage.getItem(privateKey()) || "[]");
+    for (const k of keys) if (typeof k === "string" && /^@[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(k)) conv(k);
+  } catch {
+    localStorage.removeItem(privateKey());
+  }
+}
+
 // The key under which a private conversation is kept (first spelling).
 function existingKey(key) {
   for (const k of state.convs.keys()) if (sameName(k, key)) return k;
@@ -610,6 +640,13 @@ function endBurst() {
   }
   if (!state.convs.has(state.current)) state.current = LOBBY;
   if (isRoom(state.current)) refreshMembers(state.current);
+  if (state.fresh) {
+    // A reloaded page knows only what it missed: the recent past of the
+    // conversation shown comes from /history (the others' when opened).
+    state.fresh = false;
+    current().opened = true;
+    loadOlder(current());
+  }
   showConv();
 }
 
@@ -700,6 +737,10 @@ function updateTitle() {
   let n = 0;
   for (const c of state.convs.values()) n += c.unread;
   document.title = n ? `(${n}) NeoChat` : "NeoChat";
+  // On a phone the list is in the drawer: its button shows the count.
+  const badge = $("drawer-unread");
+  badge.textContent = n ? String(n) : "";
+  $("drawer-button").setAttribute("aria-label", n ? `Rooms, ${n} unread` : "Rooms");
 }
 
 // --------------------------------------------------- the virtual message log
@@ -1022,6 +1063,10 @@ function switchTo(key) {
   if (isRoom(key) && connected()) {
     quietly(`/join ${key}`, { kind: "talking" });
     refreshMembers(key);
+  }
+  if (!current().opened) {
+    current().opened = true;
+    loadOlder(current());
   }
 }
 
