@@ -105,6 +105,7 @@ function connect() {
     state.ws.onclose = null;
     state.ws.close();
   }
+  unsent();
   status("connecting…");
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}/ws`);
@@ -124,10 +125,78 @@ function connect() {
   const opening = setTimeout(() => ws.close(), 10000);
 }
 
-function sendRaw(line) {
+// Lines go out through a queue paced below the server's flood limit (a
+// burst of 20, then 10 a second): a pasted paragraph is sent in full
+// instead of being cut by "! slow down".
+const PACE_BURST = 15;
+const PACE_PER_SEC = 8;
+const out = { queue: [], tokens: PACE_BURST, at: 0, timer: 0 };
+
+function sendRaw(line, typed = null) {
   if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
-  state.ws.send(line);
+  out.queue.push({ line, typed });
+  pump();
   return true;
+}
+
+function pump() {
+  clearTimeout(out.timer);
+  const now = performance.now();
+  out.tokens = Math.min(PACE_BURST, out.tokens + ((now - out.at) / 1000) * PACE_PER_SEC);
+  out.at = now;
+  const ws = state.ws;
+  while (out.queue.length && out.tokens >= 1 && ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(out.queue.shift().line);
+    out.tokens -= 1;
+  }
+  if (out.queue.length) out.timer = setTimeout(pump, 1000 / PACE_PER_SEC);
+}
+
+// What the user typed that had not gone out when the connection dropped
+// goes back into the message box.
+function unsent() {
+  const typed = out.queue.filter((q) => q.typed !== null).map((q) => q.typed);
+  out.queue = [];
+  clearTimeout(out.timer);
+  if (!typed.length) return;
+  for (const { item, c } of typed) {
+    // Shown as sent, but never sent: taken back off the log.
+    const i = c.items.indexOf(item);
+    if (i >= 0) c.items.splice(i, 1);
+    c.rendered = null;
+  }
+  const box = $("message");
+  box.value = typed.map((t) => t.text).join("\n") + (box.value ? "\n" + box.value : "");
+  autosize();
+  scheduleRender();
+}
+
+// A line cut into pieces of at most `max` bytes of UTF-8, at a space
+// where there is one near the end, never inside a character.
+function pieces(text, max) {
+  const enc = new TextEncoder();
+  if (enc.encode(text).length <= max) return [text];
+  const parts = [];
+  let part = "";
+  let bytes = 0;
+  for (const ch of text) {
+    const n = enc.encode(ch).length;
+    if (bytes + n > max) {
+      const cut = part.lastIndexOf(" ");
+      if (cut > part.length * 0.8) {
+        parts.push(part.slice(0, cut));
+        part = part.slice(cut + 1);
+      } else {
+        parts.push(part);
+        part = "";
+      }
+      bytes = enc.encode(part).length;
+    }
+    part += ch;
+    bytes += n;
+  }
+  if (part) parts.push(part);
+  return parts;
 }
 
 // A command whose reply the page reads itself instead of showing.
@@ -140,6 +209,7 @@ function connected() {
 }
 
 function closed() {
+  unsent();
   const was = state.phase;
   state.ws = null;
   state.phase = "out";
@@ -1162,9 +1232,14 @@ function sendText(text) {
       continue;
     }
     const literal = line.startsWith("//") ? line.slice(1) : line;
-    const out = c.key.startsWith("@") ? `/msg ${c.key.slice(1)} ${literal}` : `/to ${c.key} ${literal}`;
-    sendRaw(out);
-    add(c, { t: Date.now(), who: state.user, text: literal, kind: "own", hist: false }, false);
+    const prefix = c.key.startsWith("@") ? `/msg ${c.key.slice(1)} ` : `/to ${c.key} `;
+    // The server takes lines of up to 4096 bytes (by default): longer
+    // text goes as several messages.
+    for (const piece of pieces(literal, 4000 - prefix.length)) {
+      const item = { t: Date.now(), who: state.user, text: piece, kind: "own", hist: false };
+      add(c, item, false);
+      sendRaw(prefix + piece, { text: piece, item, c });
+    }
   }
 }
 
@@ -1349,6 +1424,17 @@ function wire() {
     if (e.key === "Escape") {
       closeMenu();
       closeDrawer();
+    }
+  });
+  $("member-menu").addEventListener("keydown", (e) => {
+    const items = [...$("member-menu").querySelectorAll("button")];
+    const i = items.indexOf(document.activeElement);
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault();
+      const next = (i + (e.key === "ArrowDown" ? 1 : items.length - 1)) % items.length;
+      items[next].focus();
+    } else if (e.key === "Tab") {
+      closeMenu();
     }
   });
   document.addEventListener("click", (e) => {
