@@ -14,7 +14,9 @@
 //! Knows nothing of the server's internals: it is a client like any other.
 
 mod files;
+mod web;
 pub use files::{FilesOpts, FilesReport, files};
+pub use web::{WebOpts, WebReport, web};
 
 use std::fmt;
 use std::io::{self, IsTerminal, Read, Write};

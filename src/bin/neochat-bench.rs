@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use neochat::loadgen::{self, Common, FanoutOpts, FilesOpts, IdleOpts, LoginOpts, Target};
+use neochat::loadgen::{self, Common, FanoutOpts, FilesOpts, IdleOpts, LoginOpts, Target, WebOpts};
 
 /// Load generator for NeoChat, in the spirit of redis-benchmark.
 ///
@@ -75,6 +75,36 @@ enum Scenario {
     /// latency before and during the transfer. Run the server with
     /// --max-file and --file-quota above --bytes. NeoChat only.
     Files(FilesArgs),
+    /// N browsers open the web client at once, as on a first visit (`GET
+    /// /`, then the page's versioned script and style, each on a new
+    /// connection, then `/ws` until the login prompt), while a chat pair
+    /// exchanges messages. Reports the time until all N had their prompt,
+    /// each one's time to it, the server's resident memory (with --pid)
+    /// and the pair's latency before and during the burst. Fails if any
+    /// browser did. Use --tls for `https://`. NeoChat only.
+    Web(WebArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+struct WebArgs {
+    /// Browsers that start at once
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    browsers: usize,
+    /// Generator threads the browsers are spread over
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    /// Messages per second of the chat pair
+    #[arg(long, default_value_t = 500.0)]
+    pair_rate: f64,
+    /// Seconds the pair is measured before the browsers start
+    #[arg(long, default_value_t = 3.0)]
+    quiet: f64,
+    /// Seconds a browser may take to reach its prompt and close
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Process id of the server, to report its resident memory
+    #[arg(long)]
+    pid: Option<u32>,
 }
 
 #[derive(ClapArgs, Debug)]
@@ -371,6 +401,54 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                     println!("p99 ratio       {:.2}x", r.during.p99_us / r.quiet.p99_us);
                 }
             }
+        }
+        Scenario::Web(w) => {
+            let r = loadgen::web(
+                common,
+                &WebOpts {
+                    browsers: w.browsers,
+                    threads: w.threads,
+                    pair_rate: w.pair_rate,
+                    quiet: secs(w.quiet),
+                    timeout: secs(w.timeout),
+                    pid: w.pid,
+                },
+            )?;
+            if args.json {
+                println!("{}", r.json());
+            } else {
+                println!("scenario        web");
+                println!("target          {}", r.target);
+                println!(
+                    "browsers        {} ({}), {} failed",
+                    r.browsers,
+                    if r.tls { "https" } else { "http" },
+                    r.errors
+                );
+                println!(
+                    "all prompted    {:.2} s (all done {:.2} s)",
+                    r.all_prompted_secs, r.burst_secs
+                );
+                println!(
+                    "time to prompt  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                    r.prompt.p50_us / 1e3,
+                    r.prompt.p99_us / 1e3,
+                    r.prompt.max_us / 1e3
+                );
+                println!("bytes/browser   {}", r.bytes_per_browser);
+                if let (Some(before), Some(peak)) = (r.rss_before_kib, r.rss_peak_kib) {
+                    println!(
+                        "server RSS      {before} KiB before, {peak} KiB at most (+{} KiB)",
+                        peak.saturating_sub(before)
+                    );
+                }
+                print_latency("pair, quiet", &r.quiet);
+                print_latency("pair, browsers", &r.during);
+                if r.quiet.p99_us > 0.0 {
+                    println!("p99 ratio       {:.2}x", r.ratio());
+                }
+            }
+            r.check()?;
         }
     }
     Ok(())
