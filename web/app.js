@@ -33,6 +33,7 @@ const state = {
   uploads: [],
   uploading: false,
   avgH: 26,
+  droppedAt: 0, // when the last chat connection closed
   fresh: true, // no login yet since the page loaded: its log is empty
 };
 
@@ -211,6 +212,8 @@ function connected() {
 function closed() {
   unsent();
   const was = state.phase;
+  // Lines stamped after this were not seen live (see isDuplicate).
+  if (was === "chat") state.droppedAt = Date.now();
   state.ws = null;
   state.phase = "out";
   state.expect = [];
@@ -304,6 +307,7 @@ function loggedIn(name) {
   }
   state.user = name;
   state.phase = "chat";
+  state.byToken = attempt.mode === "T";
   state.retry = 0;
   state.burst = true;
   state.burstRooms = new Set();
@@ -317,7 +321,7 @@ function loggedIn(name) {
   if (state.fresh) restorePrivate();
   // The reply to /help ends the login's burst of catch-up lines, and says
   // whether the moderation commands are ours.
-  quietly("/help", { kind: "help", ops: false, started: false });
+  quietly("/help", { kind: "help", ops: false, started: false, login: true });
   if (attempt.mode !== "T") {
     quietly("/token", { kind: "token", remember: attempt.remember !== false });
   } else {
@@ -386,26 +390,63 @@ function finishAttempt() {
 
 function logout() {
   state.stopped = true;
+  const saved = savedToken();
   forgetToken();
   localStorage.removeItem(privateKey());
-  if (connected()) sendRaw("/logout");
   const ws = state.ws;
-  state.ws = null;
+  if (connected()) {
+    // `/logout` revokes the token this connection logged in with. One that
+    // logged in with the password holds a token it did not use: a second
+    // connection logs in with it and logs out, which revokes it, before
+    // this one goes (so the account never looks offline and back).
+    const bye = () => ws.readyState === WebSocket.OPEN && ws.send("/logout");
+    out.queue = [];
+    if (!state.byToken && saved) revoke(saved.token, bye);
+    else bye();
+  }
   state.phase = "out";
   state.attempt = null;
   clearTimeout(state.retryTimer);
   clearInterval(state.countdown);
   if (ws) {
     ws.onclose = null;
-    // Let /logout reach the server before the close.
-    setTimeout(() => ws.close(), 500);
+    ws.onmessage = null;
+    // Let /logout reach the server (and close) first.
+    setTimeout(() => ws.close(), 6000);
   }
+  state.ws = null;
   state.user = null;
   state.convs.clear();
   state.current = LOBBY;
   state.uploads = [];
   state.fresh = true;
   showLogin("");
+}
+
+// Logs in with `token` on a connection of its own and logs out, which
+// revokes the token; then `after` (also when that fails, within 5 s).
+function revoke(token, after) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${scheme}//${location.host}/ws`);
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    after();
+  };
+  const timer = setTimeout(() => {
+    ws.close();
+    finish();
+  }, 5000);
+  ws.onmessage = (e) => {
+    const line = String(e.data);
+    if (line.startsWith("? choice")) ws.send("T");
+    else if (line.startsWith("? token")) ws.send(token);
+    else if (line.startsWith("* logged in as ")) ws.send("/logout");
+    else if (line.startsWith("! ") && !line.startsWith("! slow")) ws.close();
+  };
+  ws.onclose = finish;
 }
 
 // ------------------------------------------------------------ line input
@@ -441,7 +482,7 @@ function expected(line) {
         if (line.startsWith("*   //text")) {
           done();
           state.isOp = e.ops;
-          endBurst();
+          if (e.login) endBurst();
         }
         return true;
       }
@@ -528,8 +569,9 @@ function lineIn(line, older) {
     item = { t, who: pm[1] ? state.user : pm[2], text: pm[3], kind: pm[1] ? "own" : "msg" };
   } else if (rest.startsWith("* ")) {
     if (!hist && notice(key, rest.slice(2), !!room)) return;
-    item = { t, text: rest.slice(2), kind: "notice" };
-    if (!room && !hist && !noticeIsLobby(rest.slice(2))) key = state.current;
+    item = { t, text: rest.slice(2), kind: isAction(rest.slice(2), key) ? "me" : "notice" };
+    if (item.kind === "me") item.mine = sameName(rest.slice(2).split(" ")[0], state.user);
+    else if (!room && !hist && !noticeIsLobby(rest.slice(2))) key = state.current;
   } else if (rest.startsWith("! ")) {
     if (!hist && errorLine(key, rest.slice(2), !!room)) return;
     item = { t, text: rest.slice(2), kind: "error" };
@@ -549,7 +591,8 @@ function lineIn(line, older) {
   }
   const c = conv(key);
   if (hist && !older) {
-    if (isDuplicate(c, item)) return;
+    if (isDuplicate(c, item, state.droppedAt)) return;
+    if (c.caught === 0) c.firstCaught = item;
     c.caught += 1;
   }
   if (older) return item;
@@ -586,6 +629,17 @@ function existingKey(key) {
   return key;
 }
 
+// `* bob dances` (a /me) rather than a notice of the server: the name of
+// someone online in that conversation, then what no server notice says.
+const SERVER_NOTICE =
+  /^\S+ (joined|left|was (kicked|banned) by .*|is no longer banned|is offline; .*|is (now )?(an )?operator.*)$/;
+function isAction(text, key) {
+  const name = text.split(" ")[0];
+  const c = state.convs.get(key);
+  const present = sameName(name, state.user) || (c && c.members.some((m) => sameName(m, name)));
+  return present && text.length > name.length + 1 && !SERVER_NOTICE.test(text);
+}
+
 function noticeIsLobby(text) {
   return /^(\S+ (joined|left)|\S+ was (kicked|banned) by .*|online \(\d+\): .*|\d+ messages since you left.*|\d+ older private messages.*|server shutting down)$/.test(text);
 }
@@ -601,6 +655,10 @@ function notice(key, text, inRoom) {
       if (state.joining === key) {
         state.joining = null;
         switchTo(key);
+        // A room just made is ours to moderate: ask again what we may do.
+        if (/^1$/.test(m[1]) && !state.isOp) {
+          quietly("/help", { kind: "help", ops: false, started: false, login: false });
+        }
       }
     }
     setMembers(key, m[2]);
@@ -685,13 +743,22 @@ function removeMember(c, name) {
   }
 }
 
-// The same line already shown (live, stamped by this browser's clock,
-// or from an earlier history reply).
-function isDuplicate(c, item, everywhere = false) {
+// A history line the page shows already: the same line of an earlier
+// history reply (same time to the second), or one it received live. A live
+// line carries this browser's clock, so it matches by sender and text
+// within two minutes, and only for a history line stamped before the page
+// stopped receiving (`seenUntil`: the drop, for a login's catch-up, so
+// that what was said after a drop is new even when it repeats an earlier
+// "ok"; no limit for older lines asked for with /history, which the page
+// was there for).
+function isDuplicate(c, item, seenUntil, everywhere = false) {
   const reach = everywhere ? c.items.length : 400;
   for (let i = c.items.length - 1, n = 0; i >= 0 && n < reach; i--, n++) {
     const o = c.items[i];
-    if (o.text === item.text && sameName(o.who || "", item.who || "") && Math.abs(o.t - item.t) <= DUP_WINDOW_MS) {
+    if (o.text !== item.text || !sameName(o.who || "", item.who || "") || o.kind !== item.kind) continue;
+    // History is stamped to the second: a line of the second in which the
+    // page stopped may be either, and is shown (better twice than never).
+    if (o.hist ? o.t === item.t : item.t + 1000 <= seenUntil && Math.abs(o.t - item.t) <= DUP_WINDOW_MS) {
       return true;
     }
   }
@@ -707,6 +774,7 @@ function endBurst() {
       continue;
     }
     if (c.caught > 0) setMarker(c);
+    c.firstCaught = null;
   }
   if (!state.convs.has(state.current)) state.current = LOBBY;
   if (isRoom(state.current)) refreshMembers(state.current);
@@ -720,13 +788,20 @@ function endBurst() {
   showConv();
 }
 
+// The "new" marker. On a page that already showed the conversation (a
+// reconnect), the lines the login brought are the ones missed: the marker
+// goes before them. On a page just loaded, they are shown as the past, and
+// the marker goes after them, before what arrives live.
 function setMarker(c) {
   if (c.marker) {
     const i = c.items.indexOf(c.marker);
     if (i >= 0) c.items.splice(i, 1);
   }
   c.marker = { kind: "marker", t: Date.now() };
-  c.items.push(c.marker);
+  const first = c.firstCaught ? c.items.indexOf(c.firstCaught) : -1;
+  const before = !state.fresh && first > 0;
+  c.items.splice(before ? first : c.items.length, 0, c.marker);
+  c.rendered = null;
   if (c.key === state.current) render();
 }
 
@@ -749,7 +824,7 @@ function olderHistory(e) {
   const fresh = [];
   for (const line of e.lines) {
     const item = lineIn(line, true);
-    if (item && !isDuplicate(c, item, true) && !fresh.some((f) => f.t === item.t && f.text === item.text)) {
+    if (item && !isDuplicate(c, item, Infinity, true) && !fresh.some((f) => f.t === item.t && f.text === item.text)) {
       fresh.push(item);
     }
   }
@@ -830,7 +905,7 @@ function rowOf(item) {
     el.textContent = "new";
   } else {
     el = document.createElement("div");
-    el.className = `msg ${item.kind}${item.hist ? " history" : ""}`;
+    el.className = `msg ${item.kind}${item.mine ? " own" : ""}${item.hist ? " history" : ""}`;
     const time = document.createElement("time");
     const d = new Date(item.t);
     time.dateTime = d.toISOString();
@@ -1257,7 +1332,7 @@ function sendCommand(line, c) {
   }
   sendRaw(line);
   if (cmd === "/me" && args.length && !c.key.startsWith("@")) {
-    add(c, { t: Date.now(), text: `${state.user} ${args.join(" ")}`, kind: "notice", hist: false }, false);
+    add(c, { t: Date.now(), text: `${state.user} ${args.join(" ")}`, kind: "me", mine: true, hist: false }, false);
   } else if (cmd === "/msg" && args.length > 1) {
     const key = existingKey("@" + args[0]);
     add(conv(key), { t: Date.now(), who: state.user, text: args.slice(1).join(" "), kind: "own", hist: false }, false);
