@@ -9,6 +9,7 @@
 #   RUNS=1 BROWSERS=200 bash benches/web.sh
 #   TLS=0 bash benches/web.sh                (plain http:// and ws://)
 #   THREADS=2 bash benches/web.sh            (generator threads, default 8)
+#   SERVER=/tmp/neochat-server-old bash benches/web.sh   (another build)
 #
 # Each run: a fresh release server (`--rate off`, its database in a
 # temporary directory under /tmp; loopback is exempt from the per-address
@@ -28,6 +29,7 @@ THREADS=${THREADS:-8}
 TLS=${TLS:-1}
 cargo build --release --quiet --bin neochat-server --bin neochat-bench
 BIN=${CARGO_TARGET_DIR:-target}/release
+SERVER=${SERVER:-$BIN/neochat-server}
 base=$(mktemp -d /tmp/neochat-web-bench.XXXXXX)
 tls_flag=()
 if [ "$TLS" != 0 ]; then tls_flag=(--tls); fi
@@ -43,7 +45,7 @@ results=()
 for run in $(seq 1 "$RUNS"); do
   d=$base/run$run
   mkdir -p "$d"
-  "$BIN/neochat-server" --listen 127.0.0.1:29750 --db "$d/n.db" --bcrypt-cost 4 \
+  "$SERVER" --listen 127.0.0.1:29750 --db "$d/n.db" --bcrypt-cost 4 \
     --rate off --exempt 127.0.0.0/8,::1 2>"$d/log" &
   pid=$!
   sleep 0.7

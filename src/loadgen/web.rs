@@ -294,23 +294,30 @@ enum Io {
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Sock>>),
 }
 
+/// A new browser's TLS settings: ALPN `http/1.1` and a session store of
+/// its own.
+fn browser_tls() -> Arc<rustls::ClientConfig> {
+    let mut config = (*tls_config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+    Arc::new(config)
+}
+
 impl Io {
     /// Starts a connection, registered as `token`.
-    fn open(tls: bool, addr: SocketAddr, registry: &Registry, token: Token) -> io::Result<Io> {
+    fn open(
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        addr: SocketAddr,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Io> {
         let mut tcp = TcpStream::connect(addr)?;
         tcp.set_nodelay(true)?;
         registry.register(&mut tcp, token, Interest::READABLE | Interest::WRITABLE)?;
-        if !tls {
+        let Some(config) = tls else {
             return Ok(Io::Plain(Sock(tcp, Vec::new())));
-        }
-        static HTTP: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-        let config = HTTP
-            .get_or_init(|| {
-                let mut config = (*tls_config()).clone();
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Arc::new(config)
-            })
-            .clone();
+        };
+        let config = config.clone();
         let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
         let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
         Ok(Io::Tls(Box::new(rustls::StreamOwned::new(
@@ -378,7 +385,7 @@ struct Get {
 
 impl Get {
     fn new(
-        tls: bool,
+        tls: Option<&Arc<rustls::ClientConfig>>,
         addr: SocketAddr,
         path: &str,
         registry: &Registry,
@@ -495,6 +502,10 @@ enum Phase {
 
 struct Browser {
     id: usize,
+    /// The browser's own TLS settings, with its own session store: its
+    /// later connections resume the session of its first, as a browser's
+    /// do, and no browser resumes another's.
+    tls: Option<Arc<rustls::ClientConfig>>,
     phase: Phase,
     bytes: u64,
     prompt: Option<Duration>,
@@ -538,6 +549,7 @@ impl Browser {
 
     fn step(&mut self, ctx: &Ctx<'_>, buf: &mut [u8]) -> Result<(), String> {
         let token = |slot: usize| Token(self.id * SLOTS + slot);
+        let tls = self.tls.clone();
         loop {
             match &mut self.phase {
                 Phase::Page(get) => {
@@ -548,7 +560,7 @@ impl Browser {
                     let html = String::from_utf8_lossy(get.body("GET /")?).into_owned();
                     let [script, style] = page_urls(&html)?;
                     let open = |path: &str, slot| {
-                        Get::new(ctx.tls, ctx.addr, path, ctx.registry, token(slot))
+                        Get::new(tls.as_ref(), ctx.addr, path, ctx.registry, token(slot))
                             .map_err(|e| e.to_string())
                     };
                     self.phase = Phase::Files(Box::new([open(&script, 1)?, open(&style, 2)?]));
@@ -563,7 +575,7 @@ impl Browser {
                         get.body(what)?;
                         self.bytes += get.response.len() as u64;
                     }
-                    let io = Io::open(ctx.tls, ctx.addr, ctx.registry, token(3))
+                    let io = Io::open(tls.as_ref(), ctx.addr, ctx.registry, token(3))
                         .map_err(|e| e.to_string())?;
                     let (scheme, page) = if ctx.tls {
                         ("wss", "https")
@@ -687,12 +699,13 @@ fn browse(
     for id in 0..n {
         let mut b = Browser {
             id,
+            tls: tls.then(browser_tls),
             phase: Phase::Over,
             bytes: 0,
             prompt: None,
             outcome: None,
         };
-        match Get::new(tls, addr, "/", ctx.registry, Token(id * SLOTS)) {
+        match Get::new(b.tls.as_ref(), addr, "/", ctx.registry, Token(id * SLOTS)) {
             Ok(get) => {
                 b.phase = Phase::Page(get);
                 // The ClientHello (or the request) goes out at once, as a

@@ -116,6 +116,15 @@ pub fn load(source: &CertSource, db: &Path) -> Result<Loaded, TlsError> {
             ))
         })?;
     config.alpn_protocols = vec![ALPN_HTTP.to_vec()];
+    // Stateless session tickets (encrypted under a key that rotates every
+    // six hours, kept in memory only): a browser's later connections, and
+    // a client coming back within hours, resume without the certificate
+    // and its signature, and the server keeps nothing per session. The
+    // default, a cache of 256 sessions, would hold none of a thousand
+    // browsers arriving at once.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()
+        .map_err(|e| err(format!("TLS session tickets: {e}")))?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Loaded {
         config: Arc::new(config),
         fingerprint,
