@@ -35,6 +35,7 @@ const state = {
   avgH: 26,
   droppedAt: 0, // when the last chat connection closed
   fresh: true, // no login yet since the page loaded: its log is empty
+  boxFor: null, // the conversation whose draft the message box holds
 };
 
 function conv(key, create = true) {
@@ -420,6 +421,7 @@ function logout() {
   state.current = LOBBY;
   state.uploads = [];
   state.fresh = true;
+  state.boxFor = null;
   showLogin("");
 }
 
@@ -453,12 +455,12 @@ function revoke(token, after) {
 
 function handle(line) {
   if (state.phase !== "chat") return loginLine(line);
-  if (line.startsWith("* token ")) {
-    // A secret: kept, never shown.
-    const e = state.expect[0];
-    const remember = e && e.kind === "token" ? e.remember : remembered();
-    if (e && e.kind === "token") state.expect.shift();
-    saveToken(line.slice(8), remember);
+  const e = state.expect[0];
+  if (e && e.kind === "token" && line.startsWith("* token ")) {
+    // A secret: kept, never shown. Only as the reply to our /token: a user
+    // named "token" says "* token joined" and can /me anything.
+    state.expect.shift();
+    saveToken(line.slice(8), e.remember);
     return;
   }
   if (expected(line)) return;
@@ -648,7 +650,9 @@ function noticeIsLobby(text) {
 function notice(key, text, inRoom) {
   const c = conv(key, inRoom ? state.convs.has(key) || state.burst || state.joining === key : true);
   let m;
-  if ((m = /^online \((\d+)\): (.*)$/.exec(text))) {
+  // Unasked for, outside a login or a join, it is a /me of a user named
+  // "online" (a typed /who is shown as its answer).
+  if ((m = /^online \((\d+)\): (.*)$/.exec(text)) && (state.burst || (inRoom && state.joining === key))) {
     if (inRoom) {
       conv(key);
       if (state.burst) state.burstRooms.add(key);
@@ -1131,7 +1135,16 @@ function renderSidebar() {
     li.append(b);
     return li;
   });
-  ul.replaceChildren(...items);
+  refocus(ul, "key", () => ul.replaceChildren(...items));
+}
+
+// Redraws a list without losing the keyboard focus on one of its buttons.
+function refocus(list, attr, redraw) {
+  const had = list.contains(document.activeElement) ? document.activeElement.dataset[attr] : undefined;
+  redraw();
+  if (had === undefined) return;
+  const again = [...list.querySelectorAll("button")].find((b) => b.dataset[attr] === had);
+  if (again) again.focus();
 }
 
 function renderHeader() {
@@ -1167,7 +1180,7 @@ function renderMembers() {
     li.textContent = `and ${extra} more`;
     items.push(li);
   }
-  $("members").replaceChildren(...items);
+  refocus($("members"), "name", () => $("members").replaceChildren(...items));
   $("members-title").textContent = c.key.startsWith("@") ? "Conversation with" : `Online (${c.members.length + (c.more || 0)})`;
 }
 
@@ -1192,9 +1205,13 @@ function showConv() {
     // Twice: the first pass measures the rows the estimate placed.
     render();
   }
-  const box = $("message");
-  box.value = c.draft;
-  autosize();
+  // The box holds the draft of the conversation shown: a reconnect, which
+  // shows it again, leaves what is being typed alone.
+  if (state.boxFor !== c.key) {
+    state.boxFor = c.key;
+    $("message").value = c.draft;
+    autosize();
+  }
 }
 
 function switchTo(key) {
@@ -1232,6 +1249,8 @@ function closeDrawer() {
   $("sidebar").classList.remove("open");
   $("scrim").hidden = true;
   $("drawer-button").setAttribute("aria-expanded", "false");
+  // The focus would stay in the hidden drawer (the page's body, for the keyboard).
+  if ($("sidebar").contains(document.activeElement)) $("drawer-button").focus();
 }
 
 function openMemberMenu(button) {

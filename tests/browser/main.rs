@@ -232,3 +232,43 @@ fn stale_token() {
 fn long_log() {
     scenario("long_log");
 }
+
+#[test]
+fn notifications() {
+    scenario("notifications");
+}
+
+#[test]
+fn drag_and_drop_upload() {
+    scenario("drag_and_drop_upload");
+}
+
+#[test]
+fn keyboard_only() {
+    scenario("keyboard_only");
+}
+
+#[test]
+fn zoom_200() {
+    scenario("zoom_200");
+}
+
+#[test]
+fn server_closes_mid_login() {
+    scenario("server_closes_mid_login");
+}
+
+#[test]
+fn draft_survives_reconnect() {
+    scenario("draft_survives_reconnect");
+}
+
+#[test]
+fn name_spoofing() {
+    scenario("name_spoofing");
+}
+
+#[test]
+fn takeover() {
+    scenario("takeover");
+}

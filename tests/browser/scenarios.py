@@ -42,6 +42,13 @@ def conv_names(page):
             for c in convs(page)]
 
 
+def saved_token(page):
+    """The token the page keeps in localStorage, once it has one: the reply
+    to its /token comes a round trip after the chat view shows."""
+    raw = wait_until(lambda: token_storage(page)["local"], "neochat.token in localStorage")
+    return json.loads(raw)
+
+
 def text_of(loc):
     """The exact textContent of the `.text` of a row (no normalisation)."""
     return loc.locator(".text").evaluate("e => e.textContent")
@@ -110,6 +117,7 @@ def signup_and_login(env):
     fill_credentials(page, "alice", PW)
     page.get_by_role("button", name="Sign up", exact=True).click()
     expect_chat_view(page, "alice")
+    saved_token(page)
     stored = token_storage(page)
     check(stored["local"], f"remember me checked, but no neochat.token in localStorage: {stored}")
     tok = json.loads(stored["local"])
@@ -493,7 +501,7 @@ def reload_after_restart(env):
     goto(page, s)
     expect(page.get_by_label("Remember me")).to_be_checked()
     signup(page, "alice", PW)
-    token = json.loads(token_storage(page)["local"])["token"]
+    token = saved_token(page)["token"]
     bob = env.line("bob", BOB_PW)
     expect(member(page, "bob")).to_be_visible()
 
@@ -571,7 +579,7 @@ def logout(env):
     page = b.page(ctx)
     goto(page, s)
     signup(page, "alice", PW)
-    token = json.loads(token_storage(page)["local"])["token"]
+    token = saved_token(page)["token"]
     bob = env.line("bob", BOB_PW)
     expect(member(page, "bob")).to_be_visible()
     page.reload()
@@ -590,7 +598,7 @@ def logout_after_password_login(env):
     page = b.page(b.context())
     goto(page, s)
     signup(page, "alice", PW)
-    token = json.loads(token_storage(page)["local"])["token"]
+    token = saved_token(page)["token"]
     bob = env.line("bob", BOB_PW)
     expect(member(page, "bob")).to_be_visible()
     _logout_and_check(env, page, token, bob)
@@ -1002,13 +1010,427 @@ def harness_selftest():
     log("harness self-test ok")
 
 
+# --------------------------------------------------------------------------
+# Notifications, keyboard, zoom, failures mid-way, spoofing.
+
+# Records every Notification the page makes (then makes the real one), and
+# lets a scenario hide and show the tab: document.hidden and
+# visibilityState follow window.__setHidden, with a visibilitychange event.
+RECORD_NOTIFY = """
+(() => {
+    window.__notes = [];
+    const Real = window.Notification;
+    function Recording(title, options) {
+        window.__notes.push({title, body: (options && options.body) || ''});
+        try { return new Real(title, options); } catch (e) { return {close() {}}; }
+    }
+    Object.defineProperty(Recording, 'permission', {get: () => Real.permission});
+    Recording.requestPermission = (...a) => Real.requestPermission(...a);
+    window.Notification = Recording;
+    let hidden = false;
+    Object.defineProperty(Document.prototype, 'hidden', {configurable: true, get: () => hidden});
+    Object.defineProperty(Document.prototype, 'visibilityState', {
+        configurable: true, get: () => (hidden ? 'hidden' : 'visible')});
+    window.__setHidden = (h) => { hidden = h; document.dispatchEvent(new Event('visibilitychange')); };
+})();
+"""
+
+
+def notifications(env):
+    """With the tab hidden: a private message and a mention notify, a plain
+    line does not; the title counts what is unread; showing the tab clears
+    the count of the conversation shown, and nothing notifies while it is
+    visible."""
+    b, s = env.browser, env.server
+    ctx = b.context()
+    ctx.grant_permissions(["notifications"], origin=s.origin)
+    ctx.add_init_script(RECORD_NOTIFY)
+    page = b.page(ctx)
+    goto(page, s)
+    signup(page, "alice", PW)
+    check(page.evaluate("Notification.permission") == "granted", "notifications not granted in the context")
+    expect(page.get_by_role("button", name="Enable notifications")).to_be_hidden()
+    bob = env.line("bob", BOB_PW)
+    expect(member(page, "bob")).to_be_visible()
+    expect(page).to_have_title("NeoChat")
+
+    page.evaluate("window.__setHidden(true)")
+    bob.send("just chatting")
+    expect(page).to_have_title("(1) NeoChat")
+    bob.send("hey alice, look at this")
+    expect(page).to_have_title("(2) NeoChat")
+    bob.send("/msg alice psst")
+    expect(page).to_have_title("(3) NeoChat")
+    wait_conv(page, "@bob", lambda c: c["unread"] == "1", "@bob unread 1")
+    notes = wait_until(lambda: (lambda n: n if len(n) >= 2 else None)(page.evaluate("window.__notes")),
+                       "two notifications (the mention and the private message)")
+    log(f"notifications: {notes}")
+    env.soft("the mention notifies, with the sender and the room",
+             lambda: check(any("bob" in n["title"] and "#lobby" in n["title"] and n["body"] == "hey alice, look at this"
+                               for n in notes), f"{notes}"))
+    env.soft("the private message notifies as @bob",
+             lambda: check(any(n["title"] == "@bob" and n["body"] == "psst" for n in notes), f"{notes}"))
+    env.soft("a plain line does not notify",
+             lambda: check(not any("just chatting" in n["body"] for n in notes), f"{notes}"))
+    check(len(notes) == 2, f"exactly two notifications: {notes}")
+
+    # Back to the tab: the lobby (shown) is read, @bob is not.
+    page.evaluate("window.__setHidden(false)")
+    expect(page).to_have_title("(1) NeoChat")
+    wait_conv(page, "#lobby", lambda c: c["unread"] in ("", "0"), "#lobby read once the tab shows")
+    bob.send("alice, still there?")
+    bob.send("/msg alice again")
+    expect(rows(page, "alice, still there?", who="bob")).to_have_count(1)
+    wait_conv(page, "@bob", lambda c: c["unread"] == "2", "@bob unread 2")
+    expect(page).to_have_title("(2) NeoChat")
+    check(len(page.evaluate("window.__notes")) == 2, "a notification while the tab is visible")
+    open_conv(page, "@bob")
+    expect(page).to_have_title("NeoChat")
+
+
+def drag_and_drop_upload(env):
+    """Files dragged over the page show the drop hint; dropped on the log
+    they are uploaded and announced in the room; in a private conversation
+    nothing is uploaded."""
+    b, s = env.browser, env.server
+    page = b.page(b.context())
+    goto(page, s)
+    signup(page, "alice", PW)
+    bob = env.line("bob", BOB_PW)
+    expect(member(page, "bob")).to_be_visible()
+    png = base64.b64encode(png_bytes()).decode()
+    drag = """([types, png]) => {
+        const dt = new DataTransfer();
+        const bytes = Uint8Array.from(atob(png), c => c.charCodeAt(0));
+        dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+        dt.items.add(new File(['two\\n'], 'second.txt', {type: 'text/plain'}));
+        const log = document.getElementById('log');
+        for (const type of types)
+            log.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }"""
+    page.evaluate(drag, [["dragenter", "dragover"], png])
+    expect(page.locator("#drop-hint")).to_be_visible()
+    page.evaluate(drag, [["drop"], png])
+    expect(page.locator("#drop-hint")).to_be_hidden()
+    m = bob.expect(r"^alice: \[file\] dropped\.png \([^)]+\) https://127\.0\.0\.1:\d+(/files/[^/\s]+/dropped\.png)$")
+    bob.expect(r"^alice: \[file\] second\.txt \(")
+    img = page.locator("#log img.thumb[alt='dropped.png']")
+    expect(img).to_have_count(1)
+    wait_until(lambda: img.evaluate("i => i.complete && i.naturalWidth") == 3, "the dropped image's thumbnail")
+    check(img.evaluate("i => new URL(i.src).pathname") == m.group(1), "thumbnail path")
+    expect(page.locator("#log a.file").filter(has_text=re.compile(r"^second\.txt$"))).to_have_count(1)
+
+    # In a private conversation: refused on the page, nothing announced.
+    bob.send("/msg alice hi")
+    open_conv(page, "@bob")
+    page.evaluate(drag, [["dragenter", "dragover"], png])
+    expect(page.locator("#drop-hint")).to_be_hidden()
+    page.evaluate(drag, [["drop"], png])
+    expect(page.locator("#log .msg.error").filter(has_text="rooms only")).to_have_count(1)
+    bob.send("/history 5")
+    got = bob.read_until(r"^\* end of history$")
+    check(sum("[file]" in line for line in got) == 2, f"only the two room uploads in history: {got}")
+
+
+def focused(page):
+    return page.evaluate("""() => { const e = document.activeElement;
+        return e ? {tag: e.tagName.toLowerCase(), id: e.id, cls: e.className, text: e.textContent.trim().slice(0, 60),
+                    label: e.getAttribute('aria-label') || ''} : null; }""")
+
+
+def tab_to(page, pred, what, limit=40, key="Tab"):
+    """Presses Tab until the focused element satisfies pred(focused)."""
+    for _ in range(limit):
+        page.keyboard.press(key)
+        f = focused(page)
+        if f and pred(f):
+            return f
+    raise Failure(f"{what}: not reached with {limit} presses of {key} (last focus {focused(page)})")
+
+
+def keyboard_only(env):
+    """Sign up, send, switch conversations, open and close the member menu
+    with the keyboard alone; focus never falls back to the page's body."""
+    b, s = env.browser, env.server
+    page = b.page(b.context())
+    goto(page, s)
+    expect_login_view(page)
+    f = focused(page)
+    check(f["id"] == "username", f"the username has the focus on the login form: {f}")
+    page.keyboard.type("alice")
+    page.keyboard.press("Tab")
+    check(focused(page)["id"] == "password", f"Tab goes to the password: {focused(page)}")
+    page.keyboard.type(PW)
+    tab_to(page, lambda f: f["id"] == "signup-button", "Sign up")
+    page.keyboard.press("Enter")
+    expect_chat_view(page, "alice")
+    bob = env.line("bob", BOB_PW)
+    expect(member(page, "bob")).to_be_visible()
+
+    tab_to(page, lambda f: f["id"] == "message", "the message box")
+    page.keyboard.type("typed on the keyboard")
+    page.keyboard.press("Enter")
+    bob.expect(r"^alice: typed on the keyboard$")
+    expect(composer(page)).to_have_value("")
+
+    # Join a room from the keyboard, then switch back to the lobby.
+    tab_to(page, lambda f: f["id"] == "join-input", "the join box", key="Shift+Tab")
+    page.keyboard.type("rust")
+    page.keyboard.press("Enter")
+    expect(page.locator("#room-title")).to_have_text("#rust")
+    tab_to(page, lambda f: "conv" in f["cls"] and f["text"].startswith("#lobby"), "#lobby", key="Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("#room-title")).to_have_text("#lobby")
+    f = focused(page)
+    check(f["tag"] != "body", "focus fell to the body after switching conversations with Enter")
+    check("conv" in f["cls"] and f["text"].startswith("#lobby"), f"focus stays on #lobby: {f}")
+    # A line arriving elsewhere redraws the list: the focus stays.
+    bob.send("/join #rust")
+    bob.send("unread in rust")
+    wait_conv(page, "#rust", lambda c: c["unread"] == "1", "#rust unread 1")
+    f = focused(page)
+    check("conv" in f["cls"] and f["text"].startswith("#lobby"), f"focus kept when the list redraws: {f}")
+    page.keyboard.press("Tab")
+    check(focused(page)["text"].startswith("#rust"), f"Tab goes on to #rust: {focused(page)}")
+    page.keyboard.press("Enter")
+    expect(page.locator("#room-title")).to_have_text("#rust")
+    expect(rows(page, "unread in rust", who="bob")).to_have_count(1)
+
+    # The member menu: Enter opens it on its first item, Escape closes it
+    # and gives the focus back to the member.
+    tab_to(page, lambda f: "member" in f["cls"] and f["text"] == "bob", "bob in the member list")
+    page.keyboard.press("Enter")
+    menu = page.get_by_role("menu")
+    expect(menu).to_be_visible()
+    check(focused(page)["text"] == "Message bob", f"the menu's first item has the focus: {focused(page)}")
+    page.keyboard.press("Escape")
+    expect(menu).to_be_hidden()
+    check(focused(page)["text"] == "bob", f"Escape gives the focus back to bob: {focused(page)}")
+    page.keyboard.press("Enter")
+    expect(menu).to_be_visible()
+    page.keyboard.press("Enter")
+    expect(page.locator("#room-title")).to_have_text("@bob")
+    check(focused(page)["id"] == "message", f"the message box has the focus in @bob: {focused(page)}")
+    page.keyboard.type("private by keyboard")
+    page.keyboard.press("Enter")
+    bob.expect(r"^@alice: private by keyboard$")
+
+
+WIDE_JS = """() => {
+    const d = document.documentElement, log = document.getElementById('log');
+    const wide = [];
+    for (const el of document.querySelectorAll('body *')) {
+        if (!el.checkVisibility({checkVisibilityCSS: true})) continue;
+        const r = el.getBoundingClientRect();
+        if (r.width && (r.right > innerWidth + 1 || r.left < -1)) wide.push(`${el.tagName}#${el.id}.${el.className} ${r.left | 0}..${r.right | 0}`);
+    }
+    return {doc: d.scrollWidth, inner: innerWidth, log: log.scrollWidth, logClient: log.clientWidth,
+            wide: wide.slice(0, 8)};
+}"""
+
+
+def zoom_200(env):
+    """200% zoom of a 1280x800 window (a 640x400 viewport at 2 device pixels
+    a pixel): no horizontal scrolling anywhere, the composer in view, the
+    sidebar a drawer that opens."""
+    b, s = env.browser, env.server
+    page = b.page(b.context(viewport={"width": 640, "height": 400}, device_scale_factor=2))
+    goto(page, s)
+    expect_login_view(page)
+
+    def no_sideways(where):
+        r = page.evaluate(WIDE_JS)
+        check(r["doc"] <= r["inner"] and r["log"] <= r["logClient"] + 1 and not r["wide"],
+              f"{where}: horizontal overflow: {r}")
+
+    no_sideways("login view")
+    page.get_by_role("button", name="Sign up", exact=True).click()
+    expect(page.locator("#login-error")).not_to_be_empty()
+    no_sideways("login view with an error")
+    signup(page, "alice", PW)
+    bob = env.line("bob", BOB_PW)
+    expect(member(page, "bob")).to_have_count(1)
+    bob.send("W" * 3000)
+    bob.send("see https://example.com/" + "a" * 400)
+    bob.send("مرحبا " * 200)
+    expect(rows(page, who="bob")).to_have_count(3)
+    no_sideways("chat view with long lines")
+    check(composer(page).evaluate(IN_VIEW_JS), "the message box is not in view at 200%")
+    check(page.get_by_role("button", name="Send", exact=True).evaluate(IN_VIEW_JS), "Send is not in view at 200%")
+    page.get_by_role("button", name="Rooms", exact=True).click()
+    nav = page.locator("#sidebar")
+    wait_until(lambda: nav.evaluate(IN_VIEW_JS), "the drawer to open inside the viewport")
+    no_sideways("open drawer")
+    check("conv" in focused(page)["cls"], f"the open drawer has the focus: {focused(page)}")
+    page.keyboard.press("Escape")
+    wait_until(lambda: not nav.evaluate(IN_VIEW_JS), "Escape to close the drawer")
+    env.soft("Escape gives the focus back to the Rooms button",
+             lambda: check(focused(page)["id"] == "drawer-button", f"focus on {focused(page)}"))
+    # Picking a conversation in the drawer closes it; the focus leaves it.
+    page.get_by_role("button", name="Rooms", exact=True).click()
+    wait_until(lambda: nav.evaluate(IN_VIEW_JS), "the drawer to open again")
+    page.keyboard.press("Enter")
+    wait_until(lambda: not nav.evaluate(IN_VIEW_JS), "choosing a conversation to close the drawer")
+    env.soft("the focus is not left in the closed drawer",
+             lambda: check(not nav.evaluate("n => n.contains(document.activeElement)")
+                           and focused(page)["tag"] != "body", f"focus on {focused(page)}"))
+    # Resized back to 100%: the sidebar is beside the log again.
+    page.set_viewport_size({"width": 1280, "height": 800})
+    wait_until(lambda: nav.evaluate(IN_VIEW_JS), "the sidebar shown at 1280 px")
+    expect(page.get_by_role("button", name="Rooms", exact=True)).to_be_hidden()
+    no_sideways("back at 100%")
+
+
+def server_closes_mid_login(env):
+    """The server dies right after the page sent the password: the form
+    shows an error, keeps the username, and logs in once the server is
+    back."""
+    b, s = env.browser, env.server
+    page = b.page(b.context())
+    env.line("alice", PW, name="signup").close()
+    killed = []
+
+    def route(ws):
+        server = ws.connect_to_server()
+
+        def from_page(msg):
+            if msg == PW and not killed:
+                killed.append(1)
+                s.proc.kill()  # a crash, with the password in flight
+                s.proc.wait()
+                s.proc = None
+                return
+            server.send(msg)
+
+        ws.on_message(from_page)
+
+    page.route_web_socket(re.compile(r"/ws$"), route)
+    goto(page, s)
+    with b.expected_ws_failures():
+        expect_login_view(page)
+        fill_credentials(page, "alice", PW)
+        page.get_by_role("button", name="Log in", exact=True).click()
+        wait_until(lambda: killed, "the page to send the password")
+        err = page.locator("#login-error")
+        expect(err).not_to_be_empty()
+        log(f"login error shown: {err.text_content()!r}")
+        expect_login_view(page)
+        expect(page.get_by_label("Username", exact=True)).to_have_value("alice")
+        expect(page.get_by_role("button", name="Log in", exact=True)).to_be_enabled()
+        expect(page.locator("#status")).to_have_text(re.compile(r"^$|connection lost"))
+        s.start()
+    page.get_by_label("Password", exact=True).fill(PW)
+    page.get_by_role("button", name="Log in", exact=True).click()
+    expect_chat_view(page, "alice")
+
+
+def draft_survives_reconnect(env):
+    """The page's connection drops while the user is typing: the reconnect
+    leaves the message box alone, and the draft is sent once back."""
+    b = env.browser
+    proxy = env.proxy()
+    page = b.page(b.context())
+    goto(page, proxy)
+    signup(page, "alice", PW)
+    bob = env.line("bob", BOB_PW)
+    expect(member(page, "bob")).to_be_visible()
+    box = composer(page)
+    box.click()
+    page.keyboard.type("half a thought")
+    check(proxy.cut() >= 1, "the page had no connection through the proxy")
+    bob.expect(r"^\* alice left$")
+    page.keyboard.type(", typed while away")
+    bob.expect(r"^\* alice joined$", timeout=30)
+    expect(page.locator("#status")).to_have_text("")
+    bob.sync()
+    bob.send("are you back?")
+    expect(rows(page, "are you back?", who="bob")).to_have_count(1)
+    expect(box).to_have_value("half a thought, typed while away")
+    page.keyboard.type(" and done")
+    page.keyboard.press("Enter")
+    bob.expect(r"^alice: half a thought, typed while away and done$")
+    expect(box).to_have_value("")
+
+
+def name_spoofing(env):
+    """Users named like the server's own replies: "token" (`* token joined`,
+    `/me SECRET` reads `* token SECRET`) must not replace the page's saved
+    token, and "online" (`/me (2): x, y` reads `* online (2): x, y`) must
+    not replace the member list. A /who typed by the user shows its answer."""
+    b, s = env.browser, env.server
+    page = b.page(b.context())
+    goto(page, s)
+    signup(page, "alice", PW)
+    before = saved_token(page)
+    tok = env.line("token", BOB_PW)
+    expect(member(page, "token")).to_be_visible()
+    mine = env.line("mallory", BOB_PW)
+    mine.send("/token")
+    theirs = mine.expect(r"^\* token (\S+)$").group(1)
+    tok.send(f"/me {theirs}")
+    online = env.line("online", BOB_PW)
+    expect(member(page, "online")).to_be_visible()
+    online.send("/me (2): ghost, phantom")
+    expect(page.locator("#log .msg").filter(has_text="ghost, phantom")).to_have_count(1)
+    expect(page.locator("#log .msg").filter(has_text=theirs)).to_have_count(1)
+    after = json.loads(token_storage(page)["local"])
+    check(after["token"] == before["token"], f"a user named 'token' replaced the saved token: {before} -> {after}")
+    for name in ("alice", "token", "online", "mallory"):
+        expect(member(page, name)).to_have_count(1)
+    expect(member(page, "ghost")).to_have_count(0)
+    say(page, "/who")
+    # (Shown as a notice, or as a /me of "online": the line is the same.)
+    expect(page.locator("#log .msg").filter(
+        has_text=re.compile(r"online \(4\): alice, mallory, online, token"))).to_have_count(1)
+    page.reload()
+    expect_chat_view(page, "alice")
+    expect(page.locator("#room-title")).to_have_text("#lobby")
+
+
+def takeover(env):
+    """Two tabs of one user both chat; four more sessions of that user take
+    over the two oldest (the tabs), which say so and do not come back."""
+    b, s = env.browser, env.server
+    ctx = b.context()
+    one = b.page(ctx, "one")
+    goto(one, s)
+    signup(one, "alice", PW)
+    saved_token(one)
+    two = b.page(ctx, "two")
+    goto(two, s)
+    expect_chat_view(two, "alice")
+    bob = env.line("bob", BOB_PW)
+    expect(member(one, "bob")).to_have_count(1)
+    expect(member(two, "bob")).to_have_count(1)
+    say(one, "from tab one")
+    bob.expect(r"^alice: from tab one$")
+    expect(rows(two, "from tab one", who="alice", cls="own")).to_have_count(1)
+    bob.send("to both")
+    expect(rows(one, "to both", who="bob")).to_have_count(1)
+    expect(rows(two, "to both", who="bob")).to_have_count(1)
+    lines = [env.line("alice", PW, register=False, name=f"alice{i}") for i in range(4)]
+    for page in (one, two):
+        expect(page.locator("#status")).to_contain_text("logged in elsewhere")
+    composer(one).fill("after the takeover")
+    composer(one).press("Enter")
+    expect(composer(one)).to_have_value("after the takeover")
+    one.wait_for_timeout(2500)  # longer than the first reconnect delay
+    for c in lines:
+        c.send("/rooms")
+        m = c.expect(r"^(\* rooms \(|! logged in from another connection)")
+        check(m.group(1).startswith("*"), f"{c.name} was taken over: the page came back")
+    bob.send("/who")
+    bob.expect(r"^\* online \(2\): alice, bob$")
+
+
 harness_selftest.no_env = True
 
 SCENARIOS = {f.__name__: f for f in [
     harness_selftest, signup_and_login, chat_with_line_client, private_message, rooms,
     catch_up_after_reconnect, catch_up_same_page, reload_after_restart, logout, logout_after_password_login,
     stale_token, long_log, upload_and_download,
-    html_injection, phone_viewport,
+    html_injection, phone_viewport, notifications, drag_and_drop_upload, keyboard_only, zoom_200,
+    server_closes_mid_login, draft_survives_reconnect, name_spoofing, takeover,
 ]}
 
 if __name__ == "__main__":
