@@ -274,6 +274,7 @@ function setBusy(busy) {
 function showLogin(message = "") {
   state.phase = state.ws ? state.phase : "out";
   $("chat-view").hidden = true;
+  document.documentElement.classList.remove("remembered");
   $("login-view").hidden = false;
   loginError(message);
   setBusy(false);

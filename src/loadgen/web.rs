@@ -5,14 +5,17 @@
 //! to its prompt, and the server's resident memory before and at its
 //! highest (with its pid).
 //!
-//! A browser here does what a browser's first visit does, without a cache
-//! or a TLS session to resume: `GET /` on a fresh connection (TLS with
-//! ALPN `http/1.1` under `--tls`), read until the server closes it (one
-//! request a connection), take the page's versioned `"/app.js?v=..."` and
-//! `"/style.css?v=..."` out of the HTML and fetch both, each on a new
-//! connection and both at once (as a browser does), then open `/ws` with
-//! the page's own `Origin`, read the welcome and the `? choice` prompt, and
-//! close. It does not log in, nor fetch the icon and the manifest.
+//! A browser here does what a browser's first visit does, without a cache:
+//! `GET /` on a fresh connection (TLS with ALPN `http/1.1` under `--tls`,
+//! a full handshake), read until the server closes it (one request a
+//! connection), take the page's versioned `"/app.js?v=..."`,
+//! `"/boot.js?v=..."` and `"/style.css?v=..."` out of the HTML and fetch
+//! them, each on a new connection and all at once (as a browser does),
+//! then open `/ws` with the page's own `Origin`, read the welcome and the
+//! `? choice` prompt, and close. Its later connections resume the TLS
+//! session of its first, as a browser's do (each browser has its own
+//! session store). It does not log in, nor fetch the icon and the
+//! manifest.
 //!
 //! The browsers are spread over a few generator threads, each with its own
 //! `mio::Poll` and non-blocking sockets, so that all N start at the same
@@ -476,11 +479,12 @@ fn versioned_url(html: &str, path: &str) -> Option<String> {
     (url.len() > quoted.len() - 1).then(|| url.to_owned())
 }
 
-/// The script's and the style's versioned URLs.
-fn page_urls(html: &str) -> Result<[String; 2], String> {
+/// The versioned URLs of what the page loads: its script, its boot
+/// script and its style.
+fn page_urls(html: &str) -> Result<[String; 3], String> {
     let get =
         |path| versioned_url(html, path).ok_or_else(|| format!("no \"{path}?v=\" in the page"));
-    Ok([get("/app.js")?, get("/style.css")?])
+    Ok([get("/app.js")?, get("/boot.js")?, get("/style.css")?])
 }
 
 enum Ws {
@@ -490,7 +494,7 @@ enum Ws {
 
 enum Phase {
     Page(Get),
-    Files(Box<[Get; 2]>),
+    Files(Box<[Get; 3]>),
     Ws {
         ws: Option<Ws>,
         welcomed: bool,
@@ -513,13 +517,13 @@ struct Browser {
 }
 
 /// Slots of a browser's connections in its tokens.
-const SLOTS: usize = 4;
+const SLOTS: usize = 5;
 
 impl Browser {
     fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::Page(_) => "the page",
-            Phase::Files(_) => "the script and the style",
+            Phase::Files(_) => "the scripts and the style",
             Phase::Ws { .. } if self.prompt.is_none() => "the WebSocket",
             _ => "closing the WebSocket",
         }
@@ -558,24 +562,33 @@ impl Browser {
                     }
                     self.bytes += get.response.len() as u64;
                     let html = String::from_utf8_lossy(get.body("GET /")?).into_owned();
-                    let [script, style] = page_urls(&html)?;
+                    let [script, boot, style] = page_urls(&html)?;
                     let open = |path: &str, slot| {
                         Get::new(tls.as_ref(), ctx.addr, path, ctx.registry, token(slot))
                             .map_err(|e| e.to_string())
                     };
-                    self.phase = Phase::Files(Box::new([open(&script, 1)?, open(&style, 2)?]));
+                    self.phase = Phase::Files(Box::new([
+                        open(&script, 1)?,
+                        open(&boot, 2)?,
+                        open(&style, 3)?,
+                    ]));
                 }
                 Phase::Files(gets) => {
-                    let a = gets[0].drive(buf).map_err(|e| failed(e, &gets[0].io))?;
-                    let b = gets[1].drive(buf).map_err(|e| failed(e, &gets[1].io))?;
-                    if !(a && b) {
+                    let mut all = true;
+                    for get in gets.iter_mut() {
+                        all &= get.drive(buf).map_err(|e| failed(e, &get.io))?;
+                    }
+                    if !all {
                         return Ok(());
                     }
-                    for (get, what) in gets.iter().zip(["GET /app.js", "GET /style.css"]) {
+                    for (get, what) in
+                        gets.iter()
+                            .zip(["GET /app.js", "GET /boot.js", "GET /style.css"])
+                    {
                         get.body(what)?;
                         self.bytes += get.response.len() as u64;
                     }
-                    let io = Io::open(tls.as_ref(), ctx.addr, ctx.registry, token(3))
+                    let io = Io::open(tls.as_ref(), ctx.addr, ctx.registry, token(4))
                         .map_err(|e| e.to_string())?;
                     let (scheme, page) = if ctx.tls {
                         ("wss", "https")
@@ -761,11 +774,13 @@ mod tests {
     fn versioned_urls_come_out_of_the_page() {
         let html = "<link rel=\"manifest\" href=\"/manifest.webmanifest?v=11\">\n\
                     <link rel=\"stylesheet\" href=\"/style.css?v=0123abcd\">\n\
+                    <script src=\"/boot.js?v=77\"></script>\n\
                     <script type=\"module\" src=\"/app.js?v=89ef4567\"></script>";
         assert_eq!(
             page_urls(html),
             Ok([
                 "/app.js?v=89ef4567".to_owned(),
+                "/boot.js?v=77".to_owned(),
                 "/style.css?v=0123abcd".to_owned()
             ])
         );

@@ -20,7 +20,7 @@ pub struct Asset {
 }
 
 /// The files as they are in `web/`; `index.html` is served at `/`.
-const FILES: [Asset; 5] = [
+const FILES: [Asset; 6] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
@@ -30,6 +30,11 @@ const FILES: [Asset; 5] = [
         path: "/app.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/app.js"),
+    },
+    Asset {
+        path: "/boot.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../web/boot.js"),
     },
     Asset {
         path: "/style.css",
@@ -158,7 +163,8 @@ mod tests {
     /// has no way to parse HTML or run strings as code.
     #[test]
     fn the_script_never_parses_html_or_evaluates_strings() {
-        let script = String::from_utf8_lossy(FILES[1].body);
+        let script = [FILES[1].body, FILES[2].body].concat();
+        let script = String::from_utf8_lossy(&script);
         for banned in [
             "innerHTML",
             "outerHTML",
@@ -170,7 +176,10 @@ mod tests {
             "DOMParser",
             "createContextualFragment",
         ] {
-            assert!(!script.contains(banned), "web/app.js uses {banned}");
+            assert!(
+                !script.contains(banned),
+                "the web client's script uses {banned}"
+            );
         }
     }
 

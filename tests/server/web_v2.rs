@@ -77,6 +77,7 @@ fn the_page_and_its_files_come_over_https_with_a_strict_policy() {
     let mut total = page.body.len();
     for (file, kind) in [
         ("app.js", "text/javascript"),
+        ("boot.js", "text/javascript"),
         ("style.css", "text/css"),
         ("manifest.webmanifest", "application/manifest+json"),
         ("icon.svg", "image/svg+xml"),
