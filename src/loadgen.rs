@@ -1370,6 +1370,50 @@ pub fn rss_kib(pid: u32) -> Result<u64, Error> {
         .ok_or_else(|| Error(format!("no VmRSS for process {pid}")))
 }
 
+/// A server's resident memory, read when made and then every 20 ms on a
+/// thread of its own until [`RssPeak::stop`]; nothing without a pid.
+struct RssPeak {
+    before: Option<u64>,
+    peak: std::sync::Arc<AtomicU64>,
+    sampling: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssPeak {
+    fn start(pid: Option<u32>) -> Result<RssPeak, Error> {
+        let before = pid.map(rss_kib).transpose()?;
+        let peak = std::sync::Arc::new(AtomicU64::new(before.unwrap_or(0)));
+        let sampling = std::sync::Arc::new(AtomicBool::new(true));
+        let thread = pid.map(|pid| {
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::SeqCst) {
+                    if let Ok(kib) = rss_kib(pid) {
+                        peak.fetch_max(kib, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        });
+        Ok(RssPeak {
+            before,
+            peak,
+            sampling,
+            thread,
+        })
+    }
+
+    /// Stops sampling: the memory at the start and the highest seen (KiB).
+    fn stop(mut self) -> (Option<u64>, Option<u64>) {
+        self.sampling.store(false, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let peak = self.before.map(|_| self.peak.load(Ordering::SeqCst));
+        (self.before, peak)
+    }
+}
+
 /// Idle: K logged-in (or subscribed) connections that say nothing; reports
 /// the server's resident memory per connection.
 pub fn idle(c: &Common, o: &IdleOpts) -> Result<IdleReport, Error> {
@@ -1676,20 +1720,7 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
         // closing them does not delay it.
         Ok::<_, Error>(Some((secs, storm_net)))
     })();
-    if storm.is_err() {
-        clock.abort.store(true, Ordering::SeqCst);
-    }
-    let pair_result = pair_thread
-        .join()
-        .unwrap_or_else(|_| fail("the chat pair's thread panicked"));
-    let (secs, storm_net) = match storm? {
-        Some(done) => done,
-        None => {
-            pair_result?;
-            return fail("the chat pair stopped before the storm");
-        }
-    };
-    let (quiet, storm) = pair_result?;
+    let ((secs, storm_net), quiet, storm) = join_pair(&clock, pair_thread, storm, "the storm")?;
     drop(storm_net);
     Ok(LoginReport {
         target: c.target.to_string(),
@@ -1752,6 +1783,30 @@ fn start_pair(
             })?
     };
     Ok((clock, thread))
+}
+
+/// Ends a run measured by the chat pair: stops the pair if what it measured
+/// (`what`) failed, joins it, and hands back what was measured with the
+/// pair's quiet and busy histograms; `Ok(None)` means the pair stopped
+/// first, and its own error is the run's.
+fn join_pair<T>(
+    clock: &StormClock,
+    pair: std::thread::JoinHandle<PairResult>,
+    measured: Result<Option<T>, Error>,
+    what: &str,
+) -> Result<(T, Histogram<u64>, Histogram<u64>), Error> {
+    if measured.is_err() {
+        clock.abort.store(true, Ordering::SeqCst);
+    }
+    let pair_result = pair
+        .join()
+        .unwrap_or_else(|_| fail("the chat pair's thread panicked"));
+    let Some(done) = measured? else {
+        pair_result?;
+        return fail(format!("the chat pair stopped before {what}"));
+    };
+    let (quiet, busy) = pair_result?;
+    Ok((done, quiet, busy))
 }
 
 /// Waits until `quiet` after the pair's epoch; false if the pair's thread

@@ -13,12 +13,12 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{
-    Common, Error, Net, Percentiles, Target, fail, join_all, lower_priority, names, quiet_for,
-    rss_kib, start_pair, tls_config,
+    Common, Error, Net, Percentiles, RssPeak, Target, fail, join_all, join_pair, lower_priority,
+    names, quiet_for, start_pair, tls_config,
 };
 
 /// Options of the `files` scenario.
@@ -101,20 +101,7 @@ pub fn files(c: &Common, o: &FilesOpts) -> Result<FilesReport, Error> {
         if !quiet_for(&clock, &pair_thread, o.quiet) {
             return Ok(None);
         }
-        let rss_before = o.pid.map(rss_kib).transpose()?;
-        let peak = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));
-        let sampling = Arc::new(AtomicBool::new(true));
-        let sampler = o.pid.map(|pid| {
-            let (peak, sampling) = (peak.clone(), sampling.clone());
-            std::thread::spawn(move || {
-                while sampling.load(Ordering::SeqCst) {
-                    if let Ok(kib) = rss_kib(pid) {
-                        peak.fetch_max(kib, Ordering::SeqCst);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        });
+        let rss = RssPeak::start(o.pid)?;
         let from = clock.epoch.elapsed().as_nanos() as u64;
         clock.from.store(from, Ordering::SeqCst);
         let result = std::thread::scope(|scope| {
@@ -129,25 +116,12 @@ pub fn files(c: &Common, o: &FilesOpts) -> Result<FilesReport, Error> {
         clock
             .to
             .store(clock.epoch.elapsed().as_nanos() as u64, Ordering::SeqCst);
-        sampling.store(false, Ordering::SeqCst);
-        if let Some(s) = sampler {
-            let _ = s.join();
-        }
+        let (rss_before, rss_peak) = rss.stop();
         let (up, down) = result?;
-        let rss_peak = o.pid.map(|_| peak.load(Ordering::SeqCst));
         Ok::<_, Error>(Some((up, down, rss_before, rss_peak)))
     })();
-    if transfer.is_err() {
-        clock.abort.store(true, Ordering::SeqCst);
-    }
-    let pair_result = pair_thread
-        .join()
-        .unwrap_or_else(|_| fail("the chat pair's thread panicked"));
-    let Some((upload_secs, download_secs, rss_before_kib, rss_peak_kib)) = transfer? else {
-        pair_result?;
-        return fail("the chat pair stopped before the transfer");
-    };
-    let (quiet, during) = pair_result?;
+    let ((upload_secs, download_secs, rss_before_kib, rss_peak_kib), quiet, during) =
+        join_pair(&clock, pair_thread, transfer, "the transfer")?;
     Ok(FilesReport {
         target: c.target.to_string(),
         size: o.size,

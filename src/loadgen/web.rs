@@ -25,7 +25,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,8 @@ use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::{Message, WebSocket};
 
 use super::{
-    Common, Error, Percentiles, Target, fail, histogram, lower_priority, quiet_for, rss_kib,
-    start_pair, tls_config,
+    Common, Error, Percentiles, RssPeak, Target, fail, histogram, join_pair, lower_priority,
+    quiet_for, start_pair, tls_config,
 };
 
 /// What the browsers say they are.
@@ -144,20 +144,7 @@ pub fn web(c: &Common, o: &WebOpts) -> Result<WebReport, Error> {
         if !quiet_for(&clock, &pair_thread, o.quiet) {
             return Ok(None);
         }
-        let rss_before = o.pid.map(rss_kib).transpose()?;
-        let peak = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));
-        let sampling = Arc::new(AtomicBool::new(true));
-        let sampler = o.pid.map(|pid| {
-            let (peak, sampling) = (peak.clone(), sampling.clone());
-            std::thread::spawn(move || {
-                while sampling.load(Ordering::SeqCst) {
-                    if let Ok(kib) = rss_kib(pid) {
-                        peak.fetch_max(kib, Ordering::SeqCst);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        });
+        let rss = RssPeak::start(o.pid)?;
         let threads = o.threads.clamp(1, o.browsers);
         let start = Barrier::new(threads + 1);
         let outcomes = std::thread::scope(|scope| {
@@ -191,25 +178,12 @@ pub fn web(c: &Common, o: &WebOpts) -> Result<WebReport, Error> {
                 .store(from + (burst_secs * 1e9) as u64, Ordering::SeqCst);
             Ok::<_, Error>((burst_secs, all))
         });
-        sampling.store(false, Ordering::SeqCst);
-        if let Some(s) = sampler {
-            let _ = s.join();
-        }
+        let (rss_before, rss_peak) = rss.stop();
         let (burst_secs, outcomes) = outcomes?;
-        let rss_peak = o.pid.map(|_| peak.load(Ordering::SeqCst));
         Ok::<_, Error>(Some((burst_secs, outcomes, rss_before, rss_peak)))
     })();
-    if burst.is_err() {
-        clock.abort.store(true, Ordering::SeqCst);
-    }
-    let pair_result = pair_thread
-        .join()
-        .unwrap_or_else(|_| fail("the chat pair's thread panicked"));
-    let Some((burst_secs, outcomes, rss_before_kib, rss_peak_kib)) = burst? else {
-        pair_result?;
-        return fail("the chat pair stopped before the browsers");
-    };
-    let (quiet, during) = pair_result?;
+    let ((burst_secs, outcomes, rss_before_kib, rss_peak_kib), quiet, during) =
+        join_pair(&clock, pair_thread, burst, "the browsers")?;
     let mut prompt = histogram();
     let mut all_prompted = Duration::ZERO;
     let mut errors = 0;
