@@ -272,7 +272,6 @@ function setBusy(busy) {
 }
 
 function showLogin(message = "") {
-  state.phase = state.ws ? state.phase : "out";
   $("chat-view").hidden = true;
   document.documentElement.classList.remove("remembered");
   $("login-view").hidden = false;

@@ -279,23 +279,19 @@ class LineClient:
                 return got
 
     def register(self, user, password):
-        self.expect(r"^\? choice")
-        self.send("R")
-        self.expect(r"^\? username")
-        self.send(user)
-        self.expect(r"^\? password")
-        self.send(password)
-        self.expect(rf"^\* registered and logged in as {re.escape(user)}$")
-        return self
+        return self._enter("R", user, password, "registered and logged in")
 
     def login(self, user, password):
+        return self._enter("L", user, password, "logged in")
+
+    def _enter(self, choice, user, password, done):
         self.expect(r"^\? choice")
-        self.send("L")
+        self.send(choice)
         self.expect(r"^\? username")
         self.send(user)
         self.expect(r"^\? password")
         self.send(password)
-        self.expect(rf"^\* logged in as {re.escape(user)}$")
+        self.expect(rf"^\* {done} as {re.escape(user)}$")
         return self
 
     def sync(self):

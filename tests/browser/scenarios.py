@@ -244,13 +244,19 @@ def chat_with_line_client(env):
              lambda: expect(page.locator("#log .msg.me").filter(has_text="dances")).to_have_count(1, timeout=2000))
 
 
-def private_message(env):
-    b, s = env.browser, env.server
-    page = b.page(b.context())
-    goto(page, s)
+def alice_and_bob(env):
+    """The page signed up as alice, and bob on a line client, seen online
+    by the page: the start of most scenarios."""
+    page = env.browser.page(env.browser.context())
+    goto(page, env.server)
     signup(page, "alice", PW)
     bob = env.line("bob", BOB_PW)
     expect(member(page, "bob")).to_be_visible()
+    return page, bob
+
+
+def private_message(env):
+    page, bob = alice_and_bob(env)
 
     bob.send("/msg alice psst, alice")
     c = wait_conv(page, "@bob", lambda c: c["unread"] == "1", "@bob with unread count 1")
@@ -292,12 +298,8 @@ def private_message(env):
 
 
 def rooms(env):
-    b, s = env.browser, env.server
-    page = b.page(b.context())
-    goto(page, s)
-    signup(page, "alice", PW)
-    bob = env.line("bob", BOB_PW)
-    expect(member(page, "bob")).to_be_visible()
+    s = env.server
+    page, bob = alice_and_bob(env)
 
     join = page.get_by_label("Join or create a room")
     join.fill("rust")
@@ -652,11 +654,7 @@ def long_log(env):
     """300 lines: the newest is shown at the bottom, scrolling up renders
     the oldest, and new lines appear once back at the bottom."""
     b, s = env.browser, env.server
-    page = b.page(b.context())
-    goto(page, s)
-    signup(page, "alice", PW)
-    bob = env.line("bob", BOB_PW)
-    expect(member(page, "bob")).to_be_visible()
+    page, bob = alice_and_bob(env)
     n = 300
     for i in range(n):
         bob.send(f"line {i:03d}")
@@ -782,11 +780,7 @@ def upload_and_download(env):
 
 def html_injection(env):
     b, s = env.browser, env.server
-    page = b.page(b.context())
-    goto(page, s)
-    signup(page, "alice", PW)
-    bob = env.line("bob", BOB_PW)
-    expect(member(page, "bob")).to_be_visible()
+    page, bob = alice_and_bob(env)
     lines = [
         "<img src=x onerror=alert(1)><b>bold</b>",
         "<script>alert(2)</script>",
@@ -1092,12 +1086,8 @@ def drag_and_drop_upload(env):
     """Files dragged over the page show the drop hint; dropped on the log
     they are uploaded and announced in the room; in a private conversation
     nothing is uploaded."""
-    b, s = env.browser, env.server
-    page = b.page(b.context())
-    goto(page, s)
-    signup(page, "alice", PW)
-    bob = env.line("bob", BOB_PW)
-    expect(member(page, "bob")).to_be_visible()
+    s = env.server
+    page, bob = alice_and_bob(env)
     png = base64.b64encode(png_bytes()).decode()
     drag = """([types, png]) => {
         const dt = new DataTransfer();

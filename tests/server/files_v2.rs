@@ -22,8 +22,8 @@ use tungstenite::client::IntoClientRequest;
 
 use crate::util::*;
 use crate::wire::{
-    HttpResponse, Wire, assert_security_headers, logged_fingerprint, tcp_connect, tls, tls_over,
-    ws_over, ws_relay_over,
+    HttpResponse, Wire, assert_security_headers, is_gone, logged_fingerprint, tcp_connect, tls,
+    tls_over, ws_over, ws_relay_over,
 };
 
 const ALPN_HTTP: &[u8] = b"http/1.1";
@@ -42,16 +42,6 @@ fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-    )
-}
-
-fn is_gone(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::UnexpectedEof
-            | ErrorKind::ConnectionReset
-            | ErrorKind::ConnectionAborted
-            | ErrorKind::BrokenPipe
     )
 }
 
@@ -302,6 +292,24 @@ impl Files {
     fn share(&self, c: &mut Client, name: &str, body: &[u8]) -> String {
         let slot = self.slot(c, name, body.len() as u64);
         self.put_ok(&slot, name, body)
+    }
+
+    /// A file of fewer than 1,024 bytes shared by `user` on `c` (who sees
+    /// its announcement), then fetched: the answer, checked to be a 200
+    /// with the same bytes.
+    #[track_caller]
+    fn share_and_get(
+        &self,
+        (c, user): (&mut Client, &str),
+        name: &str,
+        body: &[u8],
+    ) -> HttpResponse {
+        let url = self.share(c, name, body);
+        c.expect(&announce(user, name, &format!("{} B", body.len()), &url));
+        let resp = self.get(&path_of(&url));
+        assert_eq!(resp.status, 200, "{name}: {resp:?}");
+        assert_eq!(resp.body, body, "{name}");
+        resp
     }
 
     /// The regular files under `files/` beside the database (temporary
@@ -638,16 +646,7 @@ fn the_type_comes_from_the_bytes_and_only_png_jpeg_gif_webp_are_inline() {
         ("pic.bin", &webp, "image/webp"),
     ];
     for (name, bytes, kind) in inline {
-        let url = f.share(&mut alice, name, bytes);
-        alice.expect(&announce(
-            "alice",
-            name,
-            &format!("{} B", bytes.len()),
-            &url,
-        ));
-        let resp = f.get(&path_of(&url));
-        assert_eq!(resp.status, 200, "{name}: {resp:?}");
-        assert_eq!(resp.body, bytes, "{name}");
+        let resp = f.share_and_get((&mut alice, "alice"), name, bytes);
         assert_eq!(resp.header("Content-Type"), Some(kind), "{name}: {resp:?}");
         assert_eq!(
             resp.header("Content-Disposition"),
@@ -664,16 +663,7 @@ fn the_type_comes_from_the_bytes_and_only_png_jpeg_gif_webp_are_inline() {
         ("notes.webp", &other, "image/webp"),
     ];
     for (name, bytes, named_type) in attached {
-        let url = f.share(&mut alice, name, bytes);
-        alice.expect(&announce(
-            "alice",
-            name,
-            &format!("{} B", bytes.len()),
-            &url,
-        ));
-        let resp = f.get(&path_of(&url));
-        assert_eq!(resp.status, 200, "{name}: {resp:?}");
-        assert_eq!(resp.body, bytes, "{name}");
+        let resp = f.share_and_get((&mut alice, "alice"), name, bytes);
         let kind = resp
             .header("Content-Type")
             .unwrap_or_else(|| panic!("{name}: no Content-Type: {resp:?}"));
@@ -686,14 +676,7 @@ fn the_type_comes_from_the_bytes_and_only_png_jpeg_gif_webp_are_inline() {
         assert_file_headers(&resp, true);
     }
     // Unknown bytes: application/octet-stream.
-    let url = f.share(&mut alice, "blob.txt", &other);
-    alice.expect(&announce(
-        "alice",
-        "blob.txt",
-        &format!("{} B", other.len()),
-        &url,
-    ));
-    let resp = f.get(&path_of(&url));
+    let resp = f.share_and_get((&mut alice, "alice"), "blob.txt", &other);
     assert_eq!(
         resp.header("Content-Type"),
         Some("application/octet-stream"),

@@ -221,7 +221,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Whether `e` means the peer is gone (closed without close_notify, reset).
-fn is_gone(e: &io::Error) -> bool {
+pub fn is_gone(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::UnexpectedEof
