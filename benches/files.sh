@@ -22,11 +22,13 @@ cargo build --release --quiet --bin neochat-server --bin neochat-bench
 BIN=${CARGO_TARGET_DIR:-target}/release
 base=${DIR:-$(mktemp -d /tmp/neochat-files-bench.XXXXXX)}
 results=()
+# FLAGS: more server flags, e.g. FLAGS="--tls-workers 0" (TLS on the loop).
+read -ra extra <<< "${FLAGS:-}"
 for run in $(seq 1 "$RUNS"); do
   d=$base/run$run
   rm -rf "$d"; mkdir -p "$d"
   "$BIN/neochat-server" --listen 127.0.0.1:29730 --db "$d/n.db" --bcrypt-cost 4 \
-    --rate off --max-file 2G --file-quota 8G --files-max-total 16G 2>"$d/log" &
+    --rate off --max-file 2G --file-quota 8G --files-max-total 16G "${extra[@]}" 2>"$d/log" &
   pid=$!
   sleep 0.7
   if "$BIN/neochat-bench" --json --target 127.0.0.1:29730 --tls --room pair \

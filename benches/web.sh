@@ -42,11 +42,13 @@ trap cleanup EXIT
 echo "# $BROWSERS browsers, tls=$TLS, $THREADS generator threads, $RUNS runs"
 echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 results=()
+# FLAGS: more server flags, e.g. FLAGS="--tls-workers 0" (TLS on the loop).
+read -ra extra <<< "${FLAGS:-}"
 for run in $(seq 1 "$RUNS"); do
   d=$base/run$run
   mkdir -p "$d"
   "$SERVER" --listen 127.0.0.1:29750 --db "$d/n.db" --bcrypt-cost 4 \
-    --rate off --exempt 127.0.0.0/8,::1 2>"$d/log" &
+    --rate off --exempt 127.0.0.0/8,::1 "${extra[@]}" 2>"$d/log" &
   pid=$!
   sleep 0.7
   if "$BIN/neochat-bench" --json --target 127.0.0.1:29750 "${tls_flag[@]}" --room pair \

@@ -65,6 +65,10 @@ pub struct Flags {
     /// Threads for password hashing and the database (default: number of CPUs)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub workers: Option<u64>,
+    /// Threads for TLS handshakes and bulk encryption, off the event loop;
+    /// 0 does it on the loop (default: half the CPUs, at least 1)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub tls_workers: Option<u64>,
     /// Most connections at once from one IPv4 address or IPv6 /64, or `off`
     #[arg(long, value_name = "N|off", default_value = "16", value_parser = parse_limit)]
     pub max_per_ip: Limit,
@@ -325,6 +329,10 @@ impl Flags {
             max_line: usize::try_from(self.max_line).unwrap_or(usize::MAX),
             workers: self.workers.map_or_else(
                 || std::thread::available_parallelism().map_or(2, |n| n.get()),
+                |n| n as usize,
+            ),
+            tls_workers: self.tls_workers.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
                 |n| n as usize,
             ),
             max_auth_queue: self.max_auth_queue.0.map(|n| n as usize),

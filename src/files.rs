@@ -554,7 +554,7 @@ fn serve(
 /// takes whole seconds of CPU, and on a small machine that must not delay
 /// the event loop (the chat) by a scheduler slice. The loop waits for
 /// this thread only through its queue, which back-pressure covers.
-fn below_the_loop() {
+pub(crate) fn below_the_loop() {
     // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS
     // and a thread id changes only that thread's nice value.
     #[cfg(target_os = "linux")]

@@ -43,6 +43,7 @@
 mod audit;
 mod backlog;
 mod conn;
+mod crypto;
 mod files;
 mod ledger;
 pub mod outbox;
@@ -175,6 +176,8 @@ pub struct Config {
     pub max_total_output: usize,
     pub max_line: usize,
     pub workers: usize,
+    /// TLS workers (`--tls-workers`); 0: TLS work stays on the loop.
+    pub tls_workers: usize,
     /// Password checks that may wait for a worker; `None` is off (bounded
     /// only by `max_clients`, one job per connection).
     pub max_auth_queue: Option<usize>,
@@ -279,6 +282,8 @@ pub struct Server {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     auth: AuthPool,
+    /// The TLS workers; `None` with `--tls-workers 0`.
+    crypto: Option<crypto::Pool>,
     /// The one store thread, for every write.
     store: Store,
     limits: Limits,
@@ -400,6 +405,10 @@ impl Server {
         .map_err(io::Error::other)?;
         let disk_in = crate::files::Writer::start(blobs.clone(), FILES_QUEUE, wake.clone())?;
         let disk_out = crate::files::Writer::start(blobs, FILES_QUEUE, wake.clone())?;
+        let crypto = match config.tls_workers {
+            0 => None,
+            n => Some(crypto::Pool::start(n, wake.clone())?),
+        };
         let auth = AuthPool::start(
             &AuthConfig {
                 bcrypt_cost: config.bcrypt_cost,
@@ -488,6 +497,7 @@ impl Server {
             waker,
             stop: Arc::new(AtomicBool::new(false)),
             auth,
+            crypto,
             store,
             limits: Limits::new(config.limits.clone()),
             chat,
@@ -655,6 +665,7 @@ impl Server {
             self.drain_results(now);
             self.drain_store(now);
             self.drain_files();
+            self.drain_crypto(now);
             self.run_timers(now);
             self.end_turn(now);
             self.backlog.end(Instant::now());

@@ -145,11 +145,16 @@ impl Server {
         self.ledger.open(id.key);
         let local = peer.ip().is_loopback() || is_mapped_loopback(peer.ip());
         let proxied = self.config.proxy_from.iter().any(|c| c.contains(peer.ip()));
+        let offload = self.crypto.is_some();
         entry.insert(Conn {
             stream,
             id,
             peer,
-            transport: Transport::new(local, proxied),
+            transport: {
+                let mut transport = Transport::new(local, proxied);
+                transport.set_offload(offload);
+                transport
+            },
             session: Session::new(id, now, &self.chat.config),
             out: Outbox::default(),
             interest: Interest::READABLE,
@@ -252,6 +257,8 @@ impl Server {
             // Input the transport holds (after a password check, or at a
             // deadline) is handled even when nothing new arrived.
             self.pump(key, now);
+            // Records to open, for a worker.
+            self.ship_crypto(key);
             if drained {
                 return;
             }
@@ -482,6 +489,8 @@ impl Server {
         if downloading {
             self.feed(key);
         }
+        // A bulk answer to seal, for a worker.
+        self.ship_crypto(key);
     }
 
     // ---- closing ----

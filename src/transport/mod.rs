@@ -20,6 +20,7 @@
 
 pub mod http;
 pub mod lines;
+pub mod offload;
 pub mod proxy;
 pub mod range;
 pub mod sniff;
@@ -136,7 +137,11 @@ struct WsState {
 
 /// One connection's transport. See the module documentation.
 pub struct Transport {
+    /// `None` on a plain connection, and while the stream is with a worker
+    /// (`offload.away`).
     tls: Option<TlsStream>,
+    /// TLS work handed to worker threads (see [`offload`]).
+    offload: offload::State,
     framing: Framing,
     input: InBuf,
     /// Encoded bytes for the stream below (HTTP answers, WebSocket frames).
@@ -161,6 +166,7 @@ impl Transport {
     pub fn new(local: bool, proxy_trusted: bool) -> Transport {
         Transport {
             tls: None,
+            offload: offload::State::default(),
             framing: Framing::Sniff,
             input: InBuf::default(),
             wire: Outbox::default(),
@@ -175,7 +181,7 @@ impl Transport {
     }
 
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        self.tls.is_some() || self.offload.away
     }
 
     pub fn is_websocket(&self) -> bool {
@@ -189,22 +195,31 @@ impl Transport {
 
     /// Raw bytes from the socket.
     pub fn receive(&mut self, data: &[u8]) {
-        match &mut self.tls {
-            None => self.input.push(data),
-            Some(_) => self.feed_tls(data),
+        if self.is_tls() {
+            self.feed_tls(data);
+        } else {
+            self.input.push(data);
         }
     }
 
     /// The socket reached end of input.
     pub fn receive_eof(&mut self) {
-        self.eof = true;
+        if self.offload.holds_input() {
+            // Records still being opened come first.
+            self.offload.eof_after = true;
+        } else {
+            self.eof = true;
+        }
     }
 
     pub fn eof(&self) -> bool {
-        self.eof
+        self.eof || self.offload.eof_after
     }
 
     fn feed_tls(&mut self, data: &[u8]) {
+        if self.offload_open(data) {
+            return;
+        }
         let Some(tls) = &mut self.tls else {
             return;
         };
@@ -258,7 +273,7 @@ impl Transport {
         loop {
             match &mut self.framing {
                 Framing::Sniff => {
-                    if self.proxy_expected && self.tls.is_none() {
+                    if self.proxy_expected && !self.is_tls() {
                         match proxy::parse(self.input.bytes()) {
                             // A trusted proxy sends its header at once; a
                             // client of its own that stays silent is greeted
@@ -295,7 +310,7 @@ impl Transport {
                     // second one): a proxy missing from `--proxy-from`, or
                     // a client claiming another address. Not honoured, and
                     // not taken for chat either.
-                    if !self.proxy_expected && self.tls.is_none() {
+                    if !self.proxy_expected && !self.is_tls() {
                         match proxy::parse(self.input.bytes()) {
                             // Only a real header: text that merely starts
                             // with `PROXY ` is a line like any other.
@@ -313,7 +328,7 @@ impl Transport {
                             _ => {}
                         }
                     }
-                    match sniff::sniff(self.input.bytes(), self.tls.is_none()) {
+                    match sniff::sniff(self.input.bytes(), !self.is_tls()) {
                         Sniffed::Tls => {
                             let Some(config) = &settings.tls else {
                                 self.framing = Framing::Done;
@@ -373,14 +388,14 @@ impl Transport {
                         Framed::End => Ready(Input::End),
                     });
                 }
-                Framing::Http => match http::parse_head(self.input.bytes(), self.tls.is_some()) {
+                Framing::Http => match http::parse_head(self.input.bytes(), self.is_tls()) {
                     http::Head::NeedMore => {
                         if self.eof {
                             self.framing = Framing::Done;
                             return Some(Ready(Input::Close("HTTP request cut short")));
                         }
                         if self.deadline.is_some_and(|d| now >= d) {
-                            let tls = self.tls.is_some();
+                            let tls = self.is_tls();
                             self.wire
                                 .push_always(&http::error(408, "Request Timeout", tls));
                             self.framing = Framing::Done;
@@ -404,7 +419,7 @@ impl Transport {
                 },
                 Framing::Route(request) => {
                     let ctx = http::Context {
-                        tls: self.tls.is_some(),
+                        tls: self.tls.is_some() || self.offload.away,
                         plaintext_ok: self.local || settings.plaintext_any,
                         allowed_origins: &settings.allowed_origins,
                     };
@@ -481,7 +496,7 @@ impl Transport {
                     // bytes keep coming.
                     let due = *since + BODY_IDLE;
                     if now >= due {
-                        let tls = self.tls.is_some();
+                        let tls = self.is_tls();
                         self.wire
                             .push_always(&http::error(408, "Request Timeout", tls));
                         self.framing = Framing::Done;
@@ -524,7 +539,7 @@ impl Transport {
 
     fn begin_lines(&mut self, settings: &Settings) -> Input<'static> {
         self.set_deadline(None);
-        if self.tls.is_none() && !self.local && !settings.plaintext_any {
+        if !self.is_tls() && !self.local && !settings.plaintext_any {
             self.wire.push_always(NEEDS_TLS);
             self.framing = Framing::Done;
             return Input::Close("plain text from another host");
@@ -589,7 +604,7 @@ impl Transport {
                 &[],
                 "text/plain; charset=utf-8",
                 line,
-                self.tls.is_some(),
+                self.is_tls(),
             );
             self.wire.push_always(&answer);
         } else {
@@ -614,17 +629,22 @@ impl Transport {
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.outgoing_len() >= 2 * WIRE_HIGH)
+            || self.offload.input_full()
     }
 
     /// Bytes encoded for the socket and not yet taken by it (WebSocket
     /// frames, HTTP answers, TLS records).
     pub fn unsent(&self) -> usize {
-        self.wire.pending() + self.tls.as_ref().map_or(0, TlsStream::outgoing_len)
+        self.wire.pending()
+            + self.tls.as_ref().map_or(0, TlsStream::outgoing_len)
+            + self.offload.away_unsent
     }
 
     /// Whether anything is queued below the session's own output.
     pub fn has_pending(&self) -> bool {
-        !self.wire.is_empty() || self.tls.as_ref().is_some_and(TlsStream::wants_write)
+        !self.wire.is_empty()
+            || self.tls.as_ref().is_some_and(TlsStream::wants_write)
+            || self.offload.away
     }
 
     /// Queues a WebSocket ping (nothing for other framings).
@@ -641,6 +661,10 @@ impl Transport {
     pub fn flush(&mut self, sock: &mut impl Write, out: &mut Outbox) -> io::Result<Flushed> {
         loop {
             let ws = self.encode_ws(out);
+            if self.offload.away {
+                // The worker's return brings the records and a flush.
+                return Ok(Flushed::All);
+            }
             match &mut self.tls {
                 None => {
                     if self.wire.write_to(sock)? == Flushed::Partly {
@@ -662,6 +686,11 @@ impl Transport {
                     let before = (self.wire.pending(), out.pending());
                     // HTTP answers and WebSocket frames first, then the
                     // session's lines; close_notify after the last byte.
+                    if self.offload.seals(tls, self.wire.pending()) {
+                        // A bulk answer is encrypted by a worker
+                        // (`take_crypto`); its return flushes again.
+                        return Ok(Flushed::All);
+                    }
                     let tls_error = |e: rustls::Error| io::Error::other(e.to_string());
                     // (For WebSocket the close frame is in `wire` once `out` is empty.)
                     let last = self.finishing && out.is_empty();
@@ -1022,6 +1051,181 @@ mod tests {
         assert_eq!(t.flush(&mut open, &mut out).expect("flush"), Flushed::All);
         assert!(open.got > 1 << 20, "all of it, as records");
         assert!(!t.has_pending());
+    }
+
+    // ---- TLS work on workers (`offload`), the worker run in place ----
+
+    /// Runs the jobs the transport hands out, as a worker would, and
+    /// returns what it handed out after each.
+    fn work(t: &mut Transport, s: &Settings, now: Instant) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(job) = t.take_crypto() {
+            assert!(t.crypto_away() && t.has_pending(), "away until done");
+            t.crypto_done(job.run());
+            seen.extend(inputs(t, s, now, &[]));
+        }
+        seen
+    }
+
+    /// `exchange`, with every job run by a "worker" between the steps.
+    fn exchange_offloaded(
+        t: &mut Transport,
+        c: &mut rustls::ClientConnection,
+        s: &Settings,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> (Vec<String>, Vec<u8>) {
+        let mut seen = Vec::new();
+        let mut plain = Vec::new();
+        for _ in 0..20 {
+            let mut to_server = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut to_server).expect("client writes");
+            }
+            seen.extend(inputs(t, s, now, &to_server));
+            seen.extend(work(t, s, now));
+            let mut to_client = Vec::new();
+            t.flush(&mut to_client, out).expect("server writes");
+            if t.take_crypto()
+                .map(|job| t.crypto_done(job.run()))
+                .is_some()
+            {
+                t.flush(&mut to_client, out).expect("server writes");
+            }
+            let mut rd = &to_client[..];
+            let mut buf = [0u8; 16384];
+            while !rd.is_empty() {
+                if c.read_tls(&mut rd).expect("client reads") == 0 {
+                    break;
+                }
+                c.process_new_packets().expect("client accepts");
+                while let Ok(n) = std::io::Read::read(&mut c.reader(), &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    plain.extend_from_slice(&buf[..n]);
+                }
+            }
+            if to_server.is_empty() && to_client.is_empty() {
+                break;
+            }
+        }
+        (seen, plain)
+    }
+
+    #[test]
+    fn with_offload_the_handshake_goes_to_a_worker_and_chat_lines_stay_here() {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        t.set_offload(true);
+        let mut c = client(false);
+        let mut hello = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut hello).expect("client writes");
+        }
+        assert!(inputs(&mut t, &s, now, &hello).is_empty());
+        assert!(t.is_tls());
+        let job = t.take_crypto().expect("the ClientHello is a worker's");
+        assert!(t.crypto_away());
+        // While it is away, nothing is written, and nothing counts as done.
+        let mut wire = Vec::new();
+        let mut out = Outbox::default();
+        t.flush(&mut wire, &mut out).expect("flush");
+        assert!(wire.is_empty() && t.has_pending());
+        assert!(t.take_crypto().is_none(), "one job at a time");
+        t.crypto_done(job.run());
+        assert!(!t.crypto_away());
+        std::io::Write::write_all(&mut c.writer(), b"L\nalice\n").expect("queue");
+        // The server's flight was not written yet: exchange goes on from it.
+        let (seen, _) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        assert_eq!(seen, ["Start", "line L", "line alice"]);
+        // A chat line after the handshake is opened in place.
+        std::io::Write::write_all(&mut c.writer(), b"hello\n").expect("queue");
+        let mut rec = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut rec).expect("client writes");
+        }
+        assert_eq!(inputs(&mut t, &s, now, &rec), ["line hello"]);
+        assert!(t.take_crypto().is_none());
+        out.push_always(b"* bye\n");
+        t.finish();
+        let (_, plain) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        assert_eq!(plain, b"* bye\n");
+    }
+
+    #[test]
+    fn with_offload_a_bulk_answer_is_sealed_away_and_later_output_follows_it() {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        t.set_offload(true);
+        let mut c = client(true);
+        let mut out = Outbox::default();
+        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        t.push_raw(&vec![b'a'; 100 * 1024]);
+        let mut wire = Vec::new();
+        assert_eq!(t.flush(&mut wire, &mut out).expect("flush"), Flushed::All);
+        assert!(wire.is_empty(), "sealed by a worker, not here");
+        assert!(t.unsent() >= 100 * 1024, "limits still count it");
+        let job = t.take_crypto().expect("a bulk seal");
+        assert_eq!(job.len(), 100 * 1024);
+        // Made while the state is away: must come after.
+        t.push_raw(b"bbbb");
+        t.flush(&mut wire, &mut out).expect("flush");
+        assert!(wire.is_empty());
+        t.crypto_done(job.run());
+        let (_, plain) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        assert_eq!(plain.len(), 100 * 1024 + 4);
+        assert!(plain[..100 * 1024].iter().all(|&b| b == b'a'));
+        assert_eq!(&plain[100 * 1024..], b"bbbb");
+        assert!(!t.has_pending());
+    }
+
+    #[test]
+    fn with_offload_an_upload_s_end_waits_behind_records_still_away() {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        t.set_offload(true);
+        let mut c = client(true);
+        let mut out = Outbox::default();
+        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        let body = vec![b'x'; 64 * 1024];
+        let head = format!(
+            "PUT /files/abc HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        std::io::Write::write_all(&mut c.writer(), head.as_bytes()).expect("queue");
+        let (seen, _) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].starts_with("File("), "{seen:?}");
+        t.begin_body(body.len() as u64, false, now);
+        std::io::Write::write_all(&mut c.writer(), &body).expect("queue");
+        let mut records = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut records).expect("client writes");
+        }
+        // The body's records, then the end of input, arrive before the
+        // worker has opened them: the body is whole all the same.
+        let early = inputs(&mut t, &s, now, &records);
+        assert!(early.iter().all(|i| i == "deadline"), "{early:?}");
+        let job = t.take_crypto().expect("bulk records are a worker's");
+        t.receive_eof();
+        assert!(t.eof(), "no more reading");
+        assert!(
+            t.next_input(now, &s).is_none(),
+            "nothing before the records"
+        );
+        t.crypto_done(job.run());
+        let got = inputs(&mut t, &s, now, &[]);
+        let bytes: usize = got
+            .iter()
+            .filter_map(|g| g.strip_prefix("Body(["))
+            .map(|g| g.matches(',').count() + 1)
+            .sum();
+        assert_eq!(bytes, body.len(), "{:?}", &got.last());
+        assert_eq!(got.last().map(String::as_str), Some("BodyDone"));
     }
 
     #[test]

@@ -65,6 +65,11 @@ impl TlsStream {
         self.conn.alpn_protocol()
     }
 
+    /// A fatal error happened: nothing more is opened or sealed.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
     }
@@ -89,7 +94,7 @@ impl TlsStream {
     /// made one, is queued; nothing more should be read.
     pub fn receive(&mut self, data: &[u8], plain: &mut InBuf) -> Result<(), rustls::Error> {
         self.incoming.extend_from_slice(data);
-        let result = self.drive(plain, None, false);
+        let result = self.drive(plain, None, false, OUTGOING_HIGH);
         if self.incoming.is_empty() {
             self.incoming = Vec::new();
         } else if self.incoming.capacity() > (2 * self.incoming.len()).max(4096) {
@@ -104,7 +109,14 @@ impl TlsStream {
     /// close_notify once `out` is empty.
     pub fn send(&mut self, out: &mut Outbox, finish: bool) -> Result<(), rustls::Error> {
         let mut none = InBuf::default();
-        self.drive(&mut none, Some(out), finish)
+        self.drive(&mut none, Some(out), finish, OUTGOING_HIGH)
+    }
+
+    /// Encrypts all of `out`, however much that is (a worker's bulk job:
+    /// what it is handed is already bounded).
+    pub fn send_all(&mut self, out: &mut Outbox) -> Result<(), rustls::Error> {
+        let mut none = InBuf::default();
+        self.drive(&mut none, Some(out), false, usize::MAX)
     }
 
     fn drive(
@@ -112,6 +124,7 @@ impl TlsStream {
         plain: &mut InBuf,
         mut out: Option<&mut Outbox>,
         finish: bool,
+        high: usize,
     ) -> Result<(), rustls::Error> {
         if self.failed {
             // Whatever is still offered is dropped: the connection is over.
@@ -178,7 +191,7 @@ impl TlsStream {
                     self.open = true;
                     stop = true;
                     if let Some(out) = out.as_deref_mut() {
-                        while !out.is_empty() && self.outgoing.pending() < OUTGOING_HIGH {
+                        while !out.is_empty() && self.outgoing.pending() < high {
                             let chunk = &out.unsent()[..out.pending().min(ENCRYPT_CHUNK)];
                             let n = chunk.len();
                             let mut room = n + RECORD_OVERHEAD;
