@@ -114,9 +114,10 @@ impl super::Server {
     }
 
     /// Takes back what the workers finished: records go out with the next
-    /// flush, plaintext to the session (now, or in the backlog's slice for a
-    /// connection not chatting yet), and the socket is read again (reading
-    /// paused while the state was away, and no new edge may come).
+    /// flush, plaintext to the framing and the session (now, or in the
+    /// backlog's slice for a connection not chatting yet), and the socket is
+    /// read again (reading paused while the state was away, and no new edge
+    /// may come).
     pub(super) fn drain_crypto(&mut self, now: Instant) {
         while let Some((id, done)) = self.crypto.as_ref().and_then(Pool::try_recv) {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -131,8 +132,10 @@ impl super::Server {
                 conn.dirty = true;
                 self.dirty.push(id.key);
             }
+            // The framing takes what came back before the next job goes:
+            // raw bytes read meanwhile wait for that read, which ships
+            // them (a framing that found the state away must see it back).
             self.read_or_defer(id.key, now);
-            self.ship_crypto(id.key);
         }
     }
 }

@@ -38,6 +38,11 @@ impl InBuf {
         self.limit = limit;
     }
 
+    /// Room for `n` more bytes without growing.
+    pub fn reserve(&mut self, n: usize) {
+        self.buf.reserve_exact(n);
+    }
+
     pub fn push(&mut self, data: &[u8]) {
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -86,7 +91,27 @@ impl InBuf {
         &self.buf[range]
     }
 
-    /// Takes everything left, as a vector.
+    /// Appends `data`, taking the vector itself when nothing is held (a
+    /// worker's plaintext: no copy).
+    pub fn push_vec(&mut self, data: Vec<u8>) {
+        if self.pos == self.buf.len() && (self.limit == 0 || data.len() <= self.limit) {
+            self.buf = data;
+            self.pos = 0;
+        } else {
+            self.push(&data);
+        }
+    }
+
+    /// Takes everything left, as a vector: the allocation itself when
+    /// nothing was taken from it (no copy; the buffer is left empty).
+    pub fn take_vec(&mut self) -> Vec<u8> {
+        if self.pos == 0 {
+            return std::mem::take(&mut self.buf);
+        }
+        self.take_all()
+    }
+
+    /// Takes everything left, as a vector of its own size.
     pub fn take_all(&mut self) -> Vec<u8> {
         let rest = self.buf.split_off(self.pos);
         self.buf.clear();

@@ -50,6 +50,9 @@ pub const HTTP_HEAD_WAIT: Duration = Duration::from_secs(10);
 /// stays the bound that matters.
 const WIRE_HIGH: usize = 64 * 1024;
 
+/// Bytes received and not yet framed past which reading pauses.
+const INPUT_HIGH: usize = 256 * 1024;
+
 /// How long an upload's body may send nothing before it is given up.
 pub const BODY_IDLE: Duration = Duration::from_secs(30);
 
@@ -477,8 +480,14 @@ impl Transport {
                         let n = usize::try_from(*left)
                             .unwrap_or(usize::MAX)
                             .min(self.input.len());
-                        let chunk = self.input.bytes()[..n].to_vec();
-                        self.input.consume(n);
+                        let chunk = if n == self.input.len() {
+                            // All of it: the buffer itself (no copy).
+                            self.input.take_vec()
+                        } else {
+                            let chunk = self.input.bytes()[..n].to_vec();
+                            self.input.consume(n);
+                            chunk
+                        };
                         *left -= n as u64;
                         *since = now;
                         return Some(Ready(Input::Body(chunk)));
@@ -630,6 +639,9 @@ impl Transport {
                 .as_ref()
                 .is_some_and(|t| t.outgoing_len() >= 2 * WIRE_HIGH)
             || self.offload.input_full()
+            // Plaintext the framing has not taken (a worker's, while the
+            // framing waits for its state to come back).
+            || self.input.len() >= INPUT_HIGH
     }
 
     /// Bytes encoded for the socket and not yet taken by it (WebSocket
@@ -1226,6 +1238,38 @@ mod tests {
             .sum();
         assert_eq!(bytes, body.len(), "{:?}", &got.last());
         assert_eq!(got.last().map(String::as_str), Some("BodyDone"));
+    }
+
+    #[test]
+    fn plaintext_the_framing_has_not_taken_pauses_reading_at_a_bound() {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        t.set_offload(true);
+        let mut c = client(true);
+        let mut out = Outbox::default();
+        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        // A files request: the framing holds until the reactor answers,
+        // and the body's bytes pile up meanwhile.
+        let head = "PUT /files/abc HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n";
+        std::io::Write::write_all(&mut c.writer(), head.as_bytes()).expect("queue");
+        let (seen, _) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        assert!(seen[0].starts_with("File("), "{seen:?}");
+        let mut fed = 0;
+        while !t.input_paused() {
+            assert!(fed < 1 << 20, "reading never paused");
+            std::io::Write::write_all(&mut c.writer(), &[b'x'; 32 * 1024]).expect("queue");
+            let mut records = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut records).expect("client writes");
+            }
+            t.receive(&records);
+            if let Some(job) = t.take_crypto() {
+                t.crypto_done(job.run());
+            }
+            fed += 32 * 1024;
+        }
+        assert!(fed <= INPUT_HIGH + 64 * 1024, "paused after {fed}");
     }
 
     #[test]

@@ -94,6 +94,21 @@ impl TlsStream {
     /// made one, is queued; nothing more should be read.
     pub fn receive(&mut self, data: &[u8], plain: &mut InBuf) -> Result<(), rustls::Error> {
         self.incoming.extend_from_slice(data);
+        self.receive_held(plain)
+    }
+
+    /// [`TlsStream::receive`] for bytes in a vector of their own (a
+    /// worker's job): taken as the buffer itself when none is held.
+    pub fn receive_vec(&mut self, data: Vec<u8>, plain: &mut InBuf) -> Result<(), rustls::Error> {
+        if self.incoming.is_empty() {
+            self.incoming = data;
+        } else {
+            self.incoming.extend_from_slice(&data);
+        }
+        self.receive_held(plain)
+    }
+
+    fn receive_held(&mut self, plain: &mut InBuf) -> Result<(), rustls::Error> {
         let result = self.drive(plain, None, false, OUTGOING_HIGH);
         if self.incoming.is_empty() {
             self.incoming = Vec::new();
@@ -135,11 +150,14 @@ impl TlsStream {
             return Ok(());
         }
         let mut failure = None;
+        // Bytes of `incoming` done with: removed once, at the end (removing
+        // each record's as it goes moves the rest of a big read every time).
+        let mut done = 0;
         // Every turn consumes input or produces output; the bound is a
         // guard, far above what 64 KiB of input can take.
         for _ in 0..4096 {
             let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+                self.conn.process_tls_records(&mut self.incoming[done..]);
             let mut stop = false;
             match state {
                 Err(e) => {
@@ -226,12 +244,13 @@ impl TlsStream {
                 }
                 Ok(_) => stop = true,
             }
-            if discard > 0 {
-                self.incoming.drain(..discard.min(self.incoming.len()));
-            }
+            done = (done + discard).min(self.incoming.len());
             if stop {
                 break;
             }
+        }
+        if done > 0 {
+            self.incoming.drain(..done);
         }
         match failure {
             Some(e) => {
