@@ -1660,3 +1660,56 @@ fn files_expire_with_the_history_and_free_the_quota() {
     let line = alice.line();
     assert!(line.starts_with("* upload "), "quota freed: {line}");
 }
+
+/// A client that sends its request and body in the same flight as the
+/// end of its TLS handshake (as browsers and rustls do): the server opens
+/// the handshake and the body's records on its TLS workers, and must take
+/// the body from there as it comes, never holding it. 48 MiB in, a
+/// download by another connection of the same bytes, and the server's
+/// peak memory grown by far less than the body.
+#[test]
+fn a_big_tls_upload_sent_behind_the_handshake_streams_through_bounded_memory() {
+    let f = Files::start(&["--max-file", "64M", "--file-quota", "128M"]);
+    let fp = f.fp.clone().expect("TLS is on");
+    let mut alice = register(f.addr(), "alice", &pw("alice"));
+    let bytes = body(32 << 20, 21);
+    let slot = f.slot(&mut alice, "big.bin", bytes.len() as u64);
+    let before = f.s.peak_rss_kib();
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let conn =
+        rustls::ClientConnection::new(crate::wire::client_config(&fp, Some(ALPN_HTTP)), name)
+            .expect("client");
+    let tcp = tcp_connect(f.addr(), None).expect("connect");
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    // Queued before the handshake has begun: rustls sends it right after
+    // its Finished.
+    let head = format!(
+        "PUT /files/{slot} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+        f.addr(),
+        bytes.len()
+    );
+    s.conn.writer().write_all(head.as_bytes()).expect("head");
+    s.conn
+        .writer()
+        .write_all(&bytes[..32 << 10])
+        .expect("first bytes");
+    s.write_all(&bytes[32 << 10..])
+        .expect("the rest of the body");
+    s.flush().expect("flush");
+    let mut h = Http {
+        wire: Wire::Tls(Box::new(s)),
+        buf: Vec::new(),
+    };
+    let resp = h.response(false);
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let url = resp.header("Location").expect("Location").to_string();
+    let grown = f.s.peak_rss_kib().saturating_sub(before);
+    assert!(
+        grown < 12 << 10,
+        "the server's peak memory grew by {grown} KiB during a 32 MiB upload"
+    );
+    let got = f.get(&path_of(&url));
+    assert_eq!(got.status, 200);
+    assert!(got.body == bytes, "the same bytes back");
+    alice.expect(&announce("alice", "big.bin", "32 MiB", &url));
+}
