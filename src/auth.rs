@@ -412,11 +412,11 @@ const TAKEOVER_POLL: Duration = Duration::from_millis(100);
 
 /// A thread's CPU-time clock, which other threads can read.
 #[derive(Clone, Copy, Debug)]
-struct CpuClock(#[cfg(target_os = "linux")] libc::clockid_t);
+pub(crate) struct CpuClock(#[cfg(target_os = "linux")] libc::clockid_t);
 
 impl CpuClock {
     /// The calling thread's clock.
-    fn current() -> Option<CpuClock> {
+    pub(crate) fn current() -> Option<CpuClock> {
         #[cfg(target_os = "linux")]
         {
             let mut id: libc::clockid_t = 0;
@@ -430,7 +430,7 @@ impl CpuClock {
     }
 
     /// The CPU time the thread has used.
-    fn read(self) -> Option<Duration> {
+    pub(crate) fn read(self) -> Option<Duration> {
         #[cfg(target_os = "linux")]
         {
             let mut ts = libc::timespec {

@@ -13,7 +13,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::warn;
@@ -22,8 +22,8 @@ use super::conn::Closing;
 use crate::session::ConnId;
 use crate::transport::offload::{Crypto, CryptoDone};
 
-/// A job's answer: `None` if it panicked.
-pub(super) type Answer = (ConnId, Option<CryptoDone>);
+/// A job's answer (`None` if it panicked) and the CPU time it took.
+pub(super) type Answer = (ConnId, Option<CryptoDone>, Duration);
 
 pub(super) struct Pool {
     jobs: Option<Sender<(ConnId, Box<Crypto>)>>,
@@ -45,12 +45,15 @@ impl Pool {
                 .name(format!("tls-{i}"))
                 .spawn(move || {
                     crate::files::below_the_loop();
+                    let clock = crate::auth::CpuClock::current();
+                    let cpu = || clock.and_then(|c| c.read()).unwrap_or_default();
                     for (id, job) in rx {
+                        let began = cpu();
                         let done = catch_unwind(AssertUnwindSafe(|| job.run())).ok();
                         if done.is_none() {
                             warn!("conn {}: a TLS job panicked; closing it", id.key);
                         }
-                        if tx.send((id, done)).is_err() {
+                        if tx.send((id, done, cpu().saturating_sub(began))).is_err() {
                             return;
                         }
                         wake();
@@ -119,10 +122,17 @@ impl super::Server {
     /// read again (reading paused while the state was away, and no new edge
     /// may come).
     pub(super) fn drain_crypto(&mut self, now: Instant) {
-        while let Some((id, done)) = self.crypto.as_ref().and_then(Pool::try_recv) {
+        while let Some((id, done, cpu)) = self.crypto.as_ref().and_then(Pool::try_recv) {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
+            // A login's handshake, the page for a visitor: backlog work,
+            // paid from the backlog's share (`backlog`), so that a storm of
+            // them is paced as when it ran on the loop. A transfer's bulk
+            // and a chatting user's records are not.
+            if !conn.session.is_chatting() && conn.transfer.is_none() {
+                self.backlog.charge(cpu);
+            }
             let Some(done) = done else {
                 self.mark_closing(id, Closing::Now, "TLS job failed");
                 continue;
