@@ -22,11 +22,15 @@ use super::conn::Closing;
 use crate::session::ConnId;
 use crate::transport::offload::{Crypto, CryptoDone};
 
-/// A job's answer (`None` if it panicked) and the CPU time it took.
-pub(super) type Answer = (ConnId, Option<CryptoDone>, Duration);
+/// A job: the connection, the work, and whether its CPU time is the
+/// backlog's (decided when it is shipped).
+type Job = (ConnId, Box<Crypto>, bool);
+/// A job's answer (`None` if it panicked), the CPU time it took, and the
+/// job's backlog flag.
+pub(super) type Answer = (ConnId, Option<CryptoDone>, Duration, bool);
 
 pub(super) struct Pool {
-    jobs: Option<Sender<(ConnId, Box<Crypto>)>>,
+    jobs: Option<Sender<Job>>,
     answers: Receiver<Answer>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -34,7 +38,7 @@ pub(super) struct Pool {
 impl Pool {
     /// Starts `n` workers (at least one).
     pub(super) fn start(n: usize, wake: Arc<dyn Fn() + Send + Sync>) -> std::io::Result<Pool> {
-        let (jobs, rx) = crossbeam_channel::unbounded::<(ConnId, Box<Crypto>)>();
+        let (jobs, rx) = crossbeam_channel::unbounded::<Job>();
         let (tx, answers) = crossbeam_channel::unbounded();
         let mut threads = Vec::new();
         for i in 0..n.max(1) {
@@ -47,13 +51,16 @@ impl Pool {
                     crate::files::below_the_loop();
                     let clock = crate::auth::CpuClock::current();
                     let cpu = || clock.and_then(|c| c.read()).unwrap_or_default();
-                    for (id, job) in rx {
+                    for (id, job, backlog) in rx {
                         let began = cpu();
                         let done = catch_unwind(AssertUnwindSafe(|| job.run())).ok();
                         if done.is_none() {
                             warn!("conn {}: a TLS job panicked; closing it", id.key);
                         }
-                        if tx.send((id, done, cpu().saturating_sub(began))).is_err() {
+                        if tx
+                            .send((id, done, cpu().saturating_sub(began), backlog))
+                            .is_err()
+                        {
                             return;
                         }
                         wake();
@@ -69,9 +76,9 @@ impl Pool {
     }
 
     /// Queues a job; gives it back if the workers are gone.
-    pub(super) fn submit(&self, id: ConnId, job: Box<Crypto>) -> Result<(), Box<Crypto>> {
+    fn submit(&self, id: ConnId, job: Box<Crypto>, backlog: bool) -> Result<(), Box<Crypto>> {
         match &self.jobs {
-            Some(jobs) => jobs.send((id, job)).map_err(|e| e.into_inner().1),
+            Some(jobs) => jobs.send((id, job, backlog)).map_err(|e| e.into_inner().1),
             None => Err(job),
         }
     }
@@ -92,8 +99,10 @@ impl Drop for Pool {
 }
 
 impl super::Server {
-    /// Hands `key`'s waiting TLS work, if any, to a worker.
-    pub(super) fn ship_crypto(&mut self, key: usize) {
+    /// Hands `key`'s waiting TLS work, if any, to a worker: records to
+    /// open only with `open` (from a read, after the framing took what came
+    /// back; see `Transport::take_crypto`), output to seal always.
+    pub(super) fn ship_crypto(&mut self, key: usize, open: bool) {
         let Some(pool) = &self.crypto else {
             return;
         };
@@ -103,16 +112,24 @@ impl super::Server {
         if conn.closing == Some(Closing::Now) {
             return;
         }
-        let Some(job) = conn.transport.take_crypto() else {
+        let Some(job) = conn.transport.take_crypto(open) else {
             return;
         };
-        if let Err(job) = pool.submit(conn.id, job) {
-            // The workers are gone: the work is done here.
+        // A login's handshake, the page for a visitor: backlog work, paid
+        // from the backlog's share (`backlog`), so that a storm of them is
+        // paced as when it ran on the loop. A transfer's bulk and a
+        // chatting user's records are not.
+        let backlog = !conn.session.is_chatting() && conn.transfer.is_none();
+        let id = conn.id;
+        if let Err(job) = pool.submit(id, job, backlog) {
+            // The workers are gone: the work is done here, and what it
+            // brought is taken next turn.
             conn.transport.crypto_done(job.run());
             if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(key);
             }
+            self.read_again(id);
         }
     }
 
@@ -122,17 +139,13 @@ impl super::Server {
     /// read again (reading paused while the state was away, and no new edge
     /// may come).
     pub(super) fn drain_crypto(&mut self, now: Instant) {
-        while let Some((id, done, cpu)) = self.crypto.as_ref().and_then(Pool::try_recv) {
+        while let Some((id, done, cpu, backlog)) = self.crypto.as_ref().and_then(Pool::try_recv) {
+            if backlog {
+                self.backlog.charge(cpu);
+            }
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
-            // A login's handshake, the page for a visitor: backlog work,
-            // paid from the backlog's share (`backlog`), so that a storm of
-            // them is paced as when it ran on the loop. A transfer's bulk
-            // and a chatting user's records are not.
-            if !conn.session.is_chatting() && conn.transfer.is_none() {
-                self.backlog.charge(cpu);
-            }
             let Some(done) = done else {
                 self.mark_closing(id, Closing::Now, "TLS job failed");
                 continue;

@@ -257,8 +257,9 @@ impl Server {
             // Input the transport holds (after a password check, or at a
             // deadline) is handled even when nothing new arrived.
             self.pump(key, now);
-            // Records to open, for a worker.
-            self.ship_crypto(key);
+            // Records to open (the framing has taken what came back last),
+            // for a worker.
+            self.ship_crypto(key, true);
             if drained {
                 return;
             }
@@ -490,7 +491,7 @@ impl Server {
             self.feed(key);
         }
         // A bulk answer to seal, for a worker.
-        self.ship_crypto(key);
+        self.ship_crypto(key, false);
     }
 
     // ---- closing ----

@@ -358,7 +358,10 @@ impl Transport {
                         }
                         Sniffed::Lines => return Some(Ready(self.begin_lines(settings))),
                         Sniffed::NeedMore => {
-                            if self.eof || self.wait_over(now, SNIFF_WAIT) {
+                            // Bytes still with a TLS worker are not silence:
+                            // decide when they are back.
+                            let waited = self.wait_over(now, SNIFF_WAIT);
+                            if self.eof || (waited && !self.offload.holds_input()) {
                                 return Some(Ready(self.begin_lines(settings)));
                             }
                             return None;
@@ -397,7 +400,7 @@ impl Transport {
                             self.framing = Framing::Done;
                             return Some(Ready(Input::Close("HTTP request cut short")));
                         }
-                        if self.deadline.is_some_and(|d| now >= d) {
+                        if self.deadline.is_some_and(|d| now >= d) && !self.offload.holds_input() {
                             let tls = self.is_tls();
                             self.wire
                                 .push_always(&http::error(408, "Request Timeout", tls));
@@ -504,7 +507,7 @@ impl Transport {
                     // Idle: one deadline per BODY_IDLE, moved on while
                     // bytes keep coming.
                     let due = *since + BODY_IDLE;
-                    if now >= due {
+                    if now >= due && !self.offload.holds_input() {
                         let tls = self.is_tls();
                         self.wire
                             .push_always(&http::error(408, "Request Timeout", tls));
@@ -1071,7 +1074,7 @@ mod tests {
     /// returns what it handed out after each.
     fn work(t: &mut Transport, s: &Settings, now: Instant) -> Vec<String> {
         let mut seen = Vec::new();
-        while let Some(job) = t.take_crypto() {
+        while let Some(job) = t.take_crypto(true) {
             assert!(t.crypto_away() && t.has_pending(), "away until done");
             t.crypto_done(job.run());
             seen.extend(inputs(t, s, now, &[]));
@@ -1098,7 +1101,7 @@ mod tests {
             seen.extend(work(t, s, now));
             let mut to_client = Vec::new();
             t.flush(&mut to_client, out).expect("server writes");
-            if t.take_crypto()
+            if t.take_crypto(true)
                 .map(|job| t.crypto_done(job.run()))
                 .is_some()
             {
@@ -1138,14 +1141,14 @@ mod tests {
         }
         assert!(inputs(&mut t, &s, now, &hello).is_empty());
         assert!(t.is_tls());
-        let job = t.take_crypto().expect("the ClientHello is a worker's");
+        let job = t.take_crypto(true).expect("the ClientHello is a worker's");
         assert!(t.crypto_away());
         // While it is away, nothing is written, and nothing counts as done.
         let mut wire = Vec::new();
         let mut out = Outbox::default();
         t.flush(&mut wire, &mut out).expect("flush");
         assert!(wire.is_empty() && t.has_pending());
-        assert!(t.take_crypto().is_none(), "one job at a time");
+        assert!(t.take_crypto(true).is_none(), "one job at a time");
         t.crypto_done(job.run());
         assert!(!t.crypto_away());
         std::io::Write::write_all(&mut c.writer(), b"L\nalice\n").expect("queue");
@@ -1159,7 +1162,7 @@ mod tests {
             c.write_tls(&mut rec).expect("client writes");
         }
         assert_eq!(inputs(&mut t, &s, now, &rec), ["line hello"]);
-        assert!(t.take_crypto().is_none());
+        assert!(t.take_crypto(true).is_none());
         out.push_always(b"* bye\n");
         t.finish();
         let (_, plain) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
@@ -1180,7 +1183,7 @@ mod tests {
         assert_eq!(t.flush(&mut wire, &mut out).expect("flush"), Flushed::All);
         assert!(wire.is_empty(), "sealed by a worker, not here");
         assert!(t.unsent() >= 100 * 1024, "limits still count it");
-        let job = t.take_crypto().expect("a bulk seal");
+        let job = t.take_crypto(true).expect("a bulk seal");
         assert_eq!(job.len(), 100 * 1024);
         // Made while the state is away: must come after.
         t.push_raw(b"bbbb");
@@ -1222,7 +1225,7 @@ mod tests {
         // worker has opened them: the body is whole all the same.
         let early = inputs(&mut t, &s, now, &records);
         assert!(early.iter().all(|i| i == "deadline"), "{early:?}");
-        let job = t.take_crypto().expect("bulk records are a worker's");
+        let job = t.take_crypto(true).expect("bulk records are a worker's");
         t.receive_eof();
         assert!(t.eof(), "no more reading");
         assert!(
@@ -1238,6 +1241,43 @@ mod tests {
             .sum();
         assert_eq!(bytes, body.len(), "{:?}", &got.last());
         assert_eq!(got.last().map(String::as_str), Some("BodyDone"));
+    }
+
+    #[test]
+    fn bytes_still_with_a_worker_are_not_silence_when_the_wait_ends() {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        t.set_offload(true);
+        // No ALPN: after the handshake the first bytes decide, within 0.3 s.
+        let mut c = client(false);
+        let mut out = Outbox::default();
+        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        assert!(t.next_input(now, &s).is_none(), "the 0.3 s wait begins");
+        let head = "PUT /files/abc HTTP/1.1\r\nContent-Length: 20000\r\n\r\n";
+        std::io::Write::write_all(&mut c.writer(), head.as_bytes()).expect("queue");
+        std::io::Write::write_all(&mut c.writer(), &[b'x'; 20_000]).expect("queue");
+        let mut records = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut records).expect("client writes");
+        }
+        let soon = now + Duration::from_millis(100);
+        assert!(inputs(&mut t, &s, soon, &records).is_empty());
+        // Not from a flush: a flush sends only output to seal.
+        assert!(t.take_crypto(false).is_none());
+        let job = t.take_crypto(true).expect("bulk records are a worker's");
+        // The worker is slow: the wait is over before the bytes are back.
+        let late = now + Duration::from_millis(400);
+        assert!(
+            t.next_input(late, &s).is_none(),
+            "not greeted as a line client"
+        );
+        t.crypto_done(job.run());
+        let got = inputs(&mut t, &s, late, &[]);
+        assert!(
+            got.first().is_some_and(|g| g.starts_with("File(")),
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -1264,7 +1304,7 @@ mod tests {
                 c.write_tls(&mut records).expect("client writes");
             }
             t.receive(&records);
-            if let Some(job) = t.take_crypto() {
+            if let Some(job) = t.take_crypto(true) {
                 t.crypto_done(job.run());
             }
             fed += 32 * 1024;

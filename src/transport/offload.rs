@@ -143,19 +143,26 @@ impl Transport {
     }
 
     /// TLS work for a worker, if any is waiting: the TLS state leaves with
-    /// it, until [`Transport::crypto_done`].
-    pub fn take_crypto(&mut self) -> Option<Box<Crypto>> {
+    /// it, until [`Transport::crypto_done`]. Records to open go only with
+    /// `open`: after the framing has taken what the last job brought (a
+    /// framing that waits for the handshake's end needs the state here to
+    /// see it), not from a flush.
+    pub fn take_crypto(&mut self, open: bool) -> Option<Box<Crypto>> {
         if !self.offload.enabled || self.offload.away {
             return None;
         }
         let tls = self.tls.as_ref()?;
-        let open = !self.offload.raw.is_empty();
+        let open = open && !self.offload.raw.is_empty();
         let seal = self.offload.seals(tls, self.wire.pending());
         if !open && !seal {
             return None;
         }
         let tls = self.tls.take()?;
-        let raw = std::mem::take(&mut self.offload.raw);
+        let raw = if open {
+            std::mem::take(&mut self.offload.raw)
+        } else {
+            Vec::new()
+        };
         let seal = if seal {
             std::mem::take(&mut self.wire)
         } else {
