@@ -927,9 +927,22 @@ mod tests {
             .expect("client")
     }
 
-    /// Moves bytes both ways until neither side has anything to say;
-    /// returns what the transport handed out and the plaintext the client
-    /// read.
+    /// Runs the jobs the transport hands out, as a worker would, and
+    /// returns what it handed out after each.
+    fn work(t: &mut Transport, s: &Settings, now: Instant) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(job) = t.take_crypto(true) {
+            assert!(t.crypto_away() && t.has_pending(), "away until done");
+            t.crypto_done(job.run());
+            seen.extend(inputs(t, s, now, &[]));
+        }
+        seen
+    }
+
+    /// Moves bytes both ways until neither side has anything to say,
+    /// running any job the transport hands out (with `set_offload`) as a
+    /// worker would between the steps; returns what the transport handed
+    /// out and the plaintext the client read.
     fn exchange(
         t: &mut Transport,
         c: &mut rustls::ClientConnection,
@@ -945,23 +958,28 @@ mod tests {
                 c.write_tls(&mut to_server).expect("client writes");
             }
             seen.extend(inputs(t, s, now, &to_server));
+            seen.extend(work(t, s, now));
             let mut to_client = Vec::new();
             t.flush(&mut to_client, out).expect("server writes");
+            if t.take_crypto(true)
+                .map(|job| t.crypto_done(job.run()))
+                .is_some()
+            {
+                t.flush(&mut to_client, out).expect("server writes");
+            }
             let mut rd = &to_client[..];
+            let mut buf = [0u8; 16384];
             while !rd.is_empty() {
                 if c.read_tls(&mut rd).expect("client reads") == 0 {
                     break;
                 }
-                if c.process_new_packets().is_err() {
-                    return (seen, plain);
+                c.process_new_packets().expect("client accepts");
+                while let Ok(n) = std::io::Read::read(&mut c.reader(), &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    plain.extend_from_slice(&buf[..n]);
                 }
-            }
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = std::io::Read::read(&mut c.reader(), &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                plain.extend_from_slice(&buf[..n]);
             }
             if to_server.is_empty() && to_client.is_empty() {
                 break;
@@ -1068,65 +1086,7 @@ mod tests {
         assert!(!t.has_pending());
     }
 
-    // ---- TLS work on workers (`offload`), the worker run in place ----
-
-    /// Runs the jobs the transport hands out, as a worker would, and
-    /// returns what it handed out after each.
-    fn work(t: &mut Transport, s: &Settings, now: Instant) -> Vec<String> {
-        let mut seen = Vec::new();
-        while let Some(job) = t.take_crypto(true) {
-            assert!(t.crypto_away() && t.has_pending(), "away until done");
-            t.crypto_done(job.run());
-            seen.extend(inputs(t, s, now, &[]));
-        }
-        seen
-    }
-
-    /// `exchange`, with every job run by a "worker" between the steps.
-    fn exchange_offloaded(
-        t: &mut Transport,
-        c: &mut rustls::ClientConnection,
-        s: &Settings,
-        out: &mut Outbox,
-        now: Instant,
-    ) -> (Vec<String>, Vec<u8>) {
-        let mut seen = Vec::new();
-        let mut plain = Vec::new();
-        for _ in 0..20 {
-            let mut to_server = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut to_server).expect("client writes");
-            }
-            seen.extend(inputs(t, s, now, &to_server));
-            seen.extend(work(t, s, now));
-            let mut to_client = Vec::new();
-            t.flush(&mut to_client, out).expect("server writes");
-            if t.take_crypto(true)
-                .map(|job| t.crypto_done(job.run()))
-                .is_some()
-            {
-                t.flush(&mut to_client, out).expect("server writes");
-            }
-            let mut rd = &to_client[..];
-            let mut buf = [0u8; 16384];
-            while !rd.is_empty() {
-                if c.read_tls(&mut rd).expect("client reads") == 0 {
-                    break;
-                }
-                c.process_new_packets().expect("client accepts");
-                while let Ok(n) = std::io::Read::read(&mut c.reader(), &mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    plain.extend_from_slice(&buf[..n]);
-                }
-            }
-            if to_server.is_empty() && to_client.is_empty() {
-                break;
-            }
-        }
-        (seen, plain)
-    }
+    // ---- TLS work on workers (`offload`), the worker run in place by `exchange` ----
 
     #[test]
     fn with_offload_the_handshake_goes_to_a_worker_and_chat_lines_stay_here() {
@@ -1153,7 +1113,7 @@ mod tests {
         assert!(!t.crypto_away());
         std::io::Write::write_all(&mut c.writer(), b"L\nalice\n").expect("queue");
         // The server's flight was not written yet: exchange goes on from it.
-        let (seen, _) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        let (seen, _) = exchange(&mut t, &mut c, &s, &mut out, now);
         assert_eq!(seen, ["Start", "line L", "line alice"]);
         // A chat line after the handshake is opened in place.
         std::io::Write::write_all(&mut c.writer(), b"hello\n").expect("queue");
@@ -1165,8 +1125,14 @@ mod tests {
         assert!(t.take_crypto(true).is_none());
         out.push_always(b"* bye\n");
         t.finish();
-        let (_, plain) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        let (_, plain) = exchange(&mut t, &mut c, &s, &mut out, now);
         assert_eq!(plain, b"* bye\n");
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            std::io::Read::read(&mut c.reader(), &mut buf).expect("clean close"),
+            0,
+            "close_notify after the last line"
+        );
     }
 
     #[test]
@@ -1177,7 +1143,7 @@ mod tests {
         t.set_offload(true);
         let mut c = client(true);
         let mut out = Outbox::default();
-        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        exchange(&mut t, &mut c, &s, &mut out, now);
         t.push_raw(&vec![b'a'; 100 * 1024]);
         let mut wire = Vec::new();
         assert_eq!(t.flush(&mut wire, &mut out).expect("flush"), Flushed::All);
@@ -1190,7 +1156,7 @@ mod tests {
         t.flush(&mut wire, &mut out).expect("flush");
         assert!(wire.is_empty());
         t.crypto_done(job.run());
-        let (_, plain) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        let (_, plain) = exchange(&mut t, &mut c, &s, &mut out, now);
         assert_eq!(plain.len(), 100 * 1024 + 4);
         assert!(plain[..100 * 1024].iter().all(|&b| b == b'a'));
         assert_eq!(&plain[100 * 1024..], b"bbbb");
@@ -1205,14 +1171,14 @@ mod tests {
         t.set_offload(true);
         let mut c = client(true);
         let mut out = Outbox::default();
-        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        exchange(&mut t, &mut c, &s, &mut out, now);
         let body = vec![b'x'; 64 * 1024];
         let head = format!(
             "PUT /files/abc HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         std::io::Write::write_all(&mut c.writer(), head.as_bytes()).expect("queue");
-        let (seen, _) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        let (seen, _) = exchange(&mut t, &mut c, &s, &mut out, now);
         assert_eq!(seen.len(), 1);
         assert!(seen[0].starts_with("File("), "{seen:?}");
         t.begin_body(body.len() as u64, false, now);
@@ -1252,7 +1218,7 @@ mod tests {
         // No ALPN: after the handshake the first bytes decide, within 0.3 s.
         let mut c = client(false);
         let mut out = Outbox::default();
-        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        exchange(&mut t, &mut c, &s, &mut out, now);
         assert!(t.next_input(now, &s).is_none(), "the 0.3 s wait begins");
         let head = "PUT /files/abc HTTP/1.1\r\nContent-Length: 20000\r\n\r\n";
         std::io::Write::write_all(&mut c.writer(), head.as_bytes()).expect("queue");
@@ -1288,12 +1254,12 @@ mod tests {
         t.set_offload(true);
         let mut c = client(true);
         let mut out = Outbox::default();
-        exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        exchange(&mut t, &mut c, &s, &mut out, now);
         // A files request: the framing holds until the reactor answers,
         // and the body's bytes pile up meanwhile.
         let head = "PUT /files/abc HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n";
         std::io::Write::write_all(&mut c.writer(), head.as_bytes()).expect("queue");
-        let (seen, _) = exchange_offloaded(&mut t, &mut c, &s, &mut out, now);
+        let (seen, _) = exchange(&mut t, &mut c, &s, &mut out, now);
         assert!(seen[0].starts_with("File("), "{seen:?}");
         let mut fed = 0;
         while !t.input_paused() {
