@@ -1960,14 +1960,16 @@ fn pair_receive(
         if Instant::now() > deadline {
             return fail("the measured load did not finish in time");
         }
-        let from = clock.from.load(Ordering::SeqCst);
-        let to = clock.to.load(Ordering::SeqCst);
         // Blocks until bytes come; the timeout only looks at the flags.
         net.turn(PAIR_WAKE, |_, peer, data| {
             if data.is_empty() {
                 return fail(format!("{}: closed by the server", peer.name));
             }
             let now = epoch.elapsed().as_nanos() as u64;
+            // Read after the wait: the storm may have started or ended
+            // while this thread was blocked.
+            let from = clock.from.load(Ordering::SeqCst);
+            let to = clock.to.load(Ordering::SeqCst);
             peer.input.extend_from_slice(data);
             let mut input = std::mem::take(&mut peer.input);
             take_lines(&mut input, |line| {
