@@ -1757,6 +1757,9 @@ fn start_pair(
     ),
     Error,
 > {
+    if !(0.1..=1e6).contains(&rate) {
+        return fail("the chat pair's rate must be between 0.1 and 1,000,000 messages a second");
+    }
     let pair_how = How {
         room: true,
         ..How::LOBBY
@@ -1880,16 +1883,25 @@ fn pair_loop(
     };
     let a_prefix = format!("{room_prefix}{a_name}: ");
     let done = AtomicBool::new(false);
+    /// Tells the other thread this one stopped, however it stopped (a
+    /// panic included: the other must not wait for the deadline).
+    struct Stopped<'a>(&'a AtomicBool);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
     std::thread::scope(|scope| {
         let sending = std::thread::Builder::new()
             .name("pair-send".into())
             .spawn_scoped(scope, || {
-                let r = pair_send(sender, rate, clock, &done, deadline);
-                done.store(true, Ordering::SeqCst);
-                r
+                let _stopped = Stopped(&done);
+                pair_send(sender, rate, clock, &done, deadline)
             })?;
-        let received = pair_receive(receiver, a_prefix.as_bytes(), clock, &done, deadline);
-        done.store(true, Ordering::SeqCst);
+        let received = {
+            let _stopped = Stopped(&done);
+            pair_receive(receiver, a_prefix.as_bytes(), clock, &done, deadline)
+        };
         let sent = sending
             .join()
             .unwrap_or_else(|_| fail("the chat pair's sender panicked"));
@@ -1933,7 +1945,11 @@ fn pair_send(
             Ok(())
         })?;
         let next = epoch + Duration::from_secs_f64(seq as f64 / rate);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        // At most PAIR_WAKE at a time, so that the end of the run is seen.
+        std::thread::sleep(
+            next.saturating_duration_since(Instant::now())
+                .min(PAIR_WAKE),
+        );
     }
     Ok(())
 }

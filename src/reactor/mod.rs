@@ -688,10 +688,21 @@ impl Server {
     fn end_turn(&mut self, now: Instant) {
         loop {
             loop {
-                while let Some(key) = self.dirty.pop() {
-                    if let Some(conn) = self.conns.at_mut(key) {
-                        conn.dirty = false;
-                        self.flush(key);
+                // In the order they were marked: the chat lines read first
+                // in the turn go out before the output of the logins
+                // worked on after them.
+                while !self.dirty.is_empty() {
+                    let mut dirty = std::mem::take(&mut self.dirty);
+                    for &key in &dirty {
+                        if let Some(conn) = self.conns.at_mut(key) {
+                            conn.dirty = false;
+                            self.flush(key);
+                        }
+                    }
+                    dirty.clear();
+                    if self.dirty.is_empty() {
+                        // Keep the allocation.
+                        self.dirty = dirty;
                     }
                 }
                 if self.doomed.is_empty() {
