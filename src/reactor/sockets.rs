@@ -598,9 +598,10 @@ pub(super) fn deregister(registry: &Registry, source: &mut impl mio::event::Sour
 
 /// The listen backlog for a server of `max_clients`: room for every client
 /// to connect at once. The kernel caps it at `net.core.somaxconn` (4,096
-/// by default since Linux 5.4). The backlog's share of the loop means new
-/// connections wait in this queue during a storm; a queue that
-/// overflows drops the handshakes, and every client dropped retries after
+/// by default since Linux 5.4). Logins get a quarter of the loop
+/// (`backlog.rs`), so during a storm new connections wait in this queue; a
+/// queue that overflows drops the handshakes, and every client dropped
+/// retries after
 /// 1, 3, 7 s... (SYN retransmits), so 10,000 clients reconnecting at
 /// once with a queue of 1,024 took one to three seconds longer, and the
 /// retransmits arrived in bursts the kernel processed in one go.

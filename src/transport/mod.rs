@@ -939,6 +939,29 @@ mod tests {
         seen
     }
 
+    /// A server transport over TLS (its TLS work on "workers" when
+    /// `offload`) and a client (offering http/1.1 when `alpn`), past the
+    /// handshake.
+    fn handshaken(
+        alpn: bool,
+        offload: bool,
+    ) -> (
+        Settings,
+        Instant,
+        Transport,
+        rustls::ClientConnection,
+        Outbox,
+    ) {
+        let s = settings(Some(server_config()));
+        let now = Instant::now();
+        let mut t = Transport::new(true, false);
+        t.set_offload(offload);
+        let mut c = client(alpn);
+        let mut out = Outbox::default();
+        exchange(&mut t, &mut c, &s, &mut out, now);
+        (s, now, t, c, out)
+    }
+
     /// Moves bytes both ways until neither side has anything to say,
     /// running any job the transport hands out (with `set_offload`) as a
     /// worker would between the steps; returns what the transport handed
@@ -1061,12 +1084,7 @@ mod tests {
 
     #[test]
     fn a_flush_over_tls_goes_on_while_the_socket_takes_more() {
-        let s = settings(Some(server_config()));
-        let now = Instant::now();
-        let mut t = Transport::new(true, false);
-        let mut c = client(true);
-        let mut out = Outbox::default();
-        exchange(&mut t, &mut c, &s, &mut out, now);
+        let (_, _, mut t, _, mut out) = handshaken(true, false);
         assert!(t.is_tls());
         t.push_raw(&vec![7u8; 1 << 20]);
         // A socket that is full: the records made wait for it.
@@ -1137,13 +1155,7 @@ mod tests {
 
     #[test]
     fn with_offload_a_bulk_answer_is_sealed_away_and_later_output_follows_it() {
-        let s = settings(Some(server_config()));
-        let now = Instant::now();
-        let mut t = Transport::new(true, false);
-        t.set_offload(true);
-        let mut c = client(true);
-        let mut out = Outbox::default();
-        exchange(&mut t, &mut c, &s, &mut out, now);
+        let (s, now, mut t, mut c, mut out) = handshaken(true, true);
         t.push_raw(&vec![b'a'; 100 * 1024]);
         let mut wire = Vec::new();
         assert_eq!(t.flush(&mut wire, &mut out).expect("flush"), Flushed::All);
@@ -1165,13 +1177,7 @@ mod tests {
 
     #[test]
     fn with_offload_an_upload_s_end_waits_behind_records_still_away() {
-        let s = settings(Some(server_config()));
-        let now = Instant::now();
-        let mut t = Transport::new(true, false);
-        t.set_offload(true);
-        let mut c = client(true);
-        let mut out = Outbox::default();
-        exchange(&mut t, &mut c, &s, &mut out, now);
+        let (s, now, mut t, mut c, mut out) = handshaken(true, true);
         let body = vec![b'x'; 64 * 1024];
         let head = format!(
             "PUT /files/abc HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
@@ -1211,14 +1217,8 @@ mod tests {
 
     #[test]
     fn bytes_still_with_a_worker_are_not_silence_when_the_wait_ends() {
-        let s = settings(Some(server_config()));
-        let now = Instant::now();
-        let mut t = Transport::new(true, false);
-        t.set_offload(true);
         // No ALPN: after the handshake the first bytes decide, within 0.3 s.
-        let mut c = client(false);
-        let mut out = Outbox::default();
-        exchange(&mut t, &mut c, &s, &mut out, now);
+        let (s, now, mut t, mut c, _) = handshaken(false, true);
         assert!(t.next_input(now, &s).is_none(), "the 0.3 s wait begins");
         let head = "PUT /files/abc HTTP/1.1\r\nContent-Length: 20000\r\n\r\n";
         std::io::Write::write_all(&mut c.writer(), head.as_bytes()).expect("queue");
@@ -1248,13 +1248,7 @@ mod tests {
 
     #[test]
     fn plaintext_the_framing_has_not_taken_pauses_reading_at_a_bound() {
-        let s = settings(Some(server_config()));
-        let now = Instant::now();
-        let mut t = Transport::new(true, false);
-        t.set_offload(true);
-        let mut c = client(true);
-        let mut out = Outbox::default();
-        exchange(&mut t, &mut c, &s, &mut out, now);
+        let (s, now, mut t, mut c, mut out) = handshaken(true, true);
         // A files request: the framing holds until the reactor answers,
         // and the body's bytes pile up meanwhile.
         let head = "PUT /files/abc HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n";
