@@ -24,6 +24,9 @@ base=${DIR:-$(mktemp -d /tmp/neochat-files-bench.XXXXXX)}
 results=()
 # FLAGS: more server flags, e.g. FLAGS="--tls-workers 0" (TLS on the loop).
 read -ra extra <<< "${FLAGS:-}"
+# BENCH_FLAGS: more neochat-bench flags, e.g. BENCH_FLAGS=--pair-normal (the
+# chat pair at normal priority instead of real-time).
+read -ra bench_extra <<< "${BENCH_FLAGS:-}"
 for run in $(seq 1 "$RUNS"); do
   d=$base/run$run
   rm -rf "$d"; mkdir -p "$d"
@@ -31,7 +34,7 @@ for run in $(seq 1 "$RUNS"); do
     --rate off --max-file 2G --file-quota 8G --files-max-total 16G "${extra[@]}" 2>"$d/log" &
   pid=$!
   sleep 0.7
-  if "$BIN/neochat-bench" --json --target 127.0.0.1:29730 --tls --room pair \
+  if "$BIN/neochat-bench" --json --target 127.0.0.1:29730 --tls --room pair "${bench_extra[@]}" \
       files --bytes "$BYTES" --pid "$pid" >"$d/out" 2>&1; then
     results+=("$(cat "$d/out")")
   else

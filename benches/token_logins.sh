@@ -21,6 +21,9 @@
 #     them in once at cost 12 (the first re-hashes them at 12), so every
 #     storm checks cost-12 hashes.
 #
+#   BENCH_FLAGS=--pair-normal bash benches/token_logins.sh
+#       (the chat pair at normal priority instead of real-time)
+#
 # A fresh server process for every storm; databases on tmpfs (/dev/shm).
 # Ports 29720-29722. Raw JSON of every run is kept in $KEEP if set.
 set -euo pipefail
@@ -62,7 +65,8 @@ stop() { kill "$spid"; wait "$spid" 2>/dev/null || true; spid=; }
 # bench FILE PORT args...: one run, its JSON appended to $res/FILE.
 bench() {
     local file=$1 port=$2; shift 2
-    "$BENCH" --json --target "127.0.0.1:$port" --setup-timeout 1800 "$@" >>"$res/$file"
+    # shellcheck disable=SC2086
+    "$BENCH" --json --target "127.0.0.1:$port" --setup-timeout 1800 ${BENCH_FLAGS:-} "$@" >>"$res/$file"
 }
 
 # Room for N storm connections and the pair; a login may wait for its

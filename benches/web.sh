@@ -44,6 +44,9 @@ echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 results=()
 # FLAGS: more server flags, e.g. FLAGS="--tls-workers 0" (TLS on the loop).
 read -ra extra <<< "${FLAGS:-}"
+# BENCH_FLAGS: more neochat-bench flags, e.g. BENCH_FLAGS=--pair-normal (the
+# chat pair at normal priority instead of real-time).
+read -ra bench_extra <<< "${BENCH_FLAGS:-}"
 for run in $(seq 1 "$RUNS"); do
   d=$base/run$run
   mkdir -p "$d"
@@ -51,7 +54,7 @@ for run in $(seq 1 "$RUNS"); do
     --rate off --exempt 127.0.0.0/8,::1 "${extra[@]}" 2>"$d/log" &
   pid=$!
   sleep 0.7
-  if "$BIN/neochat-bench" --json --target 127.0.0.1:29750 "${tls_flag[@]}" --room pair \
+  if "$BIN/neochat-bench" --json --target 127.0.0.1:29750 "${tls_flag[@]}" --room pair "${bench_extra[@]}" \
       web --browsers "$BROWSERS" --threads "$THREADS" --pid "$pid" >"$d/out" 2>"$d/err"; then
     results+=("$(cat "$d/out")")
     python3 -c '

@@ -97,6 +97,9 @@ pub struct Common {
     /// senders `/join` after logging in; senders' lines then go there and
     /// arrive as `#room name: text`. `None`: the lobby. Ignored for Redis.
     pub room: Option<String>,
+    /// The chat pair's two threads run real-time (`SCHED_FIFO`, priority
+    /// 1) where the system allows it: see [`raise_pair_priority`].
+    pub pair_realtime: bool,
 }
 
 impl Common {
@@ -109,6 +112,7 @@ impl Common {
             progress: io::stderr().is_terminal(),
             setup_timeout: Duration::from_secs(300),
             room: None,
+            pair_realtime: true,
         }
     }
 }
@@ -367,6 +371,11 @@ const DRAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// The longest a timed sender sleeps without looking at its sockets.
 const NAP: Duration = Duration::from_micros(50);
+
+/// How long the chat pair runs before its quiet window opens: what setup
+/// left the server to do (thousands of connections just closed, their
+/// tokens being stored) is not quiet, and must not count as such.
+const PAIR_SETTLE: Duration = Duration::from_secs(1);
 
 /// How often the pair's receiver, blocked until bytes come, looks whether
 /// the run is over.
@@ -1773,16 +1782,28 @@ fn start_pair(
     let pair_prefix = room_prefix(c).unwrap_or_default();
     let clock = std::sync::Arc::new(StormClock {
         epoch: Instant::now(),
+        settled: PAIR_SETTLE.as_nanos() as u64,
         from: AtomicU64::new(u64::MAX),
         to: AtomicU64::new(u64::MAX),
         abort: AtomicBool::new(false),
     });
-    let deadline = clock.epoch + limit;
+    let deadline = clock.epoch + PAIR_SETTLE + limit;
+    let realtime = c.pair_realtime;
     let thread = {
         let clock = clock.clone();
         std::thread::Builder::new()
             .name("pair".into())
-            .spawn(move || pair_loop(sender, receiver, &pair_prefix, rate, &clock, deadline))?
+            .spawn(move || {
+                pair_loop(
+                    sender,
+                    receiver,
+                    &pair_prefix,
+                    rate,
+                    &clock,
+                    deadline,
+                    realtime,
+                )
+            })?
     };
     Ok((clock, thread))
 }
@@ -1818,7 +1839,7 @@ fn quiet_for(
     pair: &std::thread::JoinHandle<PairResult>,
     quiet: Duration,
 ) -> bool {
-    let until = clock.epoch + quiet;
+    let until = clock.epoch + PAIR_SETTLE + quiet;
     while Instant::now() < until {
         if pair.is_finished() {
             return false;
@@ -1832,6 +1853,8 @@ fn quiet_for(
 /// storm (the calling thread) and the pair's thread.
 struct StormClock {
     epoch: Instant,
+    /// Messages due before this are counted nowhere (see [`PAIR_SETTLE`]).
+    settled: u64,
     /// `u64::MAX` until the storm starts.
     from: AtomicU64,
     /// `u64::MAX` until the last login is in.
@@ -1859,6 +1882,28 @@ fn lower_priority() {
     }
 }
 
+/// Puts the calling thread (one of the chat pair's) ahead of everything
+/// else on the machine: `SCHED_FIFO` at the lowest real-time priority.
+/// The pair stands for two people's clients on their own machines, ready
+/// the moment a line arrives; here they share two CPUs with the server and
+/// the generator, and a woken pair thread that waited for a CPU would add
+/// its wait to the server's latency. Each thread blocks in `poll` or
+/// `sleep` and does microseconds of work per message, so it takes almost
+/// nothing from the others (and the kernel's real-time throttling bounds
+/// it regardless). False where that is refused (no `CAP_SYS_NICE`): the
+/// thread keeps its normal priority.
+fn raise_pair_priority() -> bool {
+    // SAFETY: sched_setscheduler(0, ...) changes only the calling thread;
+    // `param` is a valid sched_param that outlives the call.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let param = libc::sched_param { sched_priority: 1 };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
+}
+
 /// The chat pair of the load scenarios: `a` sends 64-byte messages at
 /// `rate` a second (each stamped with the time it was due), `b` times them.
 /// Returns the quiet and busy histograms once a message due after what was
@@ -1877,6 +1922,7 @@ fn pair_loop(
     rate: f64,
     clock: &StormClock,
     deadline: Instant,
+    realtime: bool,
 ) -> PairResult {
     let Some(a_name) = sender.peers.first().map(|p| p.name.clone()) else {
         return fail("the chat pair has no sender");
@@ -1896,10 +1942,24 @@ fn pair_loop(
             .name("pair-send".into())
             .spawn_scoped(scope, || {
                 let _stopped = Stopped(&done);
+                if realtime && !raise_pair_priority() {
+                    eprintln!(
+                        "neochat-bench: the chat pair's sender runs at normal priority \
+                         (real-time refused: {})",
+                        io::Error::last_os_error()
+                    );
+                }
                 pair_send(sender, rate, clock, &done, deadline)
             })?;
         let received = {
             let _stopped = Stopped(&done);
+            if realtime && !raise_pair_priority() {
+                eprintln!(
+                    "neochat-bench: the chat pair's receiver runs at normal priority \
+                     (real-time refused: {})",
+                    io::Error::last_os_error()
+                );
+            }
             pair_receive(receiver, a_prefix.as_bytes(), clock, &done, deadline)
         };
         let sent = sending
@@ -1992,7 +2052,9 @@ fn pair_receive(
                 if let Some(p) = line.strip_prefix(a_prefix)
                     && let Some(t) = stamp_of(p)
                 {
-                    let h = if t < from {
+                    let h = if t < clock.settled {
+                        return Ok(());
+                    } else if t < from {
                         &mut quiet
                     } else if t <= to {
                         &mut storm

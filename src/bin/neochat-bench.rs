@@ -45,6 +45,13 @@ struct Args {
     /// too). Without it, everything happens in the lobby. Ignored for Redis
     #[arg(long, global = true, value_name = "NAME", value_parser = parse_room)]
     room: Option<String>,
+    /// Run the chat pair (the two clients that measure chat latency in the
+    /// logins, files and web scenarios) at normal priority. By default its
+    /// two threads run real-time (SCHED_FIFO 1) where allowed: they stand
+    /// for clients on other machines, and should not wait for a CPU behind
+    /// the server and the generator they share this one with
+    #[arg(long, global = true)]
+    pair_normal: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -233,6 +240,7 @@ fn main() -> ExitCode {
     common.password = args.password.clone();
     common.setup_timeout = Duration::from_secs(args.setup_timeout);
     common.room = args.room.clone();
+    common.pair_realtime = !args.pair_normal;
     match run(&args, &common) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
