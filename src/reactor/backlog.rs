@@ -21,8 +21,14 @@ use std::time::{Duration, Instant};
 
 /// The most loop time given to backlog work in one turn. One unit of work
 /// (a login read, a store answer, an accept) takes 5-50 us; the last one
-/// started may run past the slice.
-pub(super) const SLICE: Duration = Duration::from_micros(100);
+/// started may run past the slice. The output the slice made is written at
+/// the end of the turn and costs more than the slice itself on loopback
+/// (20-40 us a login: the write delivers it to the client in the same
+/// call), so a slice of 100 us made turns of 0.5-1 ms that every chat line
+/// read meanwhile waited for; at 30 us the chat pair's p99 in a storm of
+/// 10,000 token logins was about half (BENCHMARKS.md, "A pair that stands
+/// for clients on other machines"), the storm a third longer.
+pub(super) const SLICE: Duration = Duration::from_micros(30);
 /// The share of the loop's time the backlog may take, sustained.
 pub(super) const SHARE: f64 = 0.25;
 /// The most backlog time saved up while there was none: a quiet server's
