@@ -12,8 +12,8 @@
 # database and `files/` in $DIR (default: a temporary directory under
 # /tmp, a real disk here), then `neochat-bench --tls --room pair files
 # --bytes $BYTES --pid PID`: a pair talks at 500 messages/s in #pair for
-# 3 s, then one account `/upload`s, PUTs and GETs the file while the pair
-# goes on. Port 29730.
+# 4 s (the last 3 measured as quiet), then one account `/upload`s, PUTs
+# and GETs the file while the pair goes on. Port 29730.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}

@@ -15,10 +15,11 @@
 # temporary directory under /tmp; loopback is exempt from the per-address
 # limits by default, `--exempt 127.0.0.0/8,::1`, given here explicitly), then
 # `neochat-bench --tls --room pair web --browsers $BROWSERS --pid PID`: a
-# pair talks at 500 messages/s in #pair for 3 s, then all the browsers
-# start at once, each: GET / (TLS, ALPN http/1.1, a new connection), GET
-# the page's versioned /app.js and /style.css (a new connection each, both
-# at once), then /ws until the welcome and the `? choice` prompt, and close.
+# pair talks at 500 messages/s in #pair for 4 s (the last 3 measured as
+# quiet), then all the browsers start at once, each: GET / (TLS, ALPN
+# http/1.1, a new connection), GET the page's versioned /app.js and
+# /style.css (a new connection each, both at once), then /ws until the
+# welcome and the `? choice` prompt, and close.
 # Port 29750. Raw JSON, stderr and server log of every run are kept in
 # $KEEP if set.
 set -euo pipefail

@@ -1782,7 +1782,6 @@ fn start_pair(
     let pair_prefix = room_prefix(c).unwrap_or_default();
     let clock = std::sync::Arc::new(StormClock {
         epoch: Instant::now(),
-        settled: PAIR_SETTLE.as_nanos() as u64,
         from: AtomicU64::new(u64::MAX),
         to: AtomicU64::new(u64::MAX),
         abort: AtomicBool::new(false),
@@ -1853,8 +1852,6 @@ fn quiet_for(
 /// storm (the calling thread) and the pair's thread.
 struct StormClock {
     epoch: Instant,
-    /// Messages due before this are counted nowhere (see [`PAIR_SETTLE`]).
-    settled: u64,
     /// `u64::MAX` until the storm starts.
     from: AtomicU64,
     /// `u64::MAX` until the last login is in.
@@ -1890,18 +1887,25 @@ fn lower_priority() {
 /// its wait to the server's latency. Each thread blocks in `poll` or
 /// `sleep` and does microseconds of work per message, so it takes almost
 /// nothing from the others (and the kernel's real-time throttling bounds
-/// it regardless). False where that is refused (no `CAP_SYS_NICE`): the
-/// thread keeps its normal priority.
-fn raise_pair_priority() -> bool {
+/// it regardless). Where that is refused (no `CAP_SYS_NICE`) the thread
+/// keeps its normal priority, and a line on stderr says so: the figures
+/// are then not comparable with real-time ones.
+fn raise_pair_priority(role: &str) {
     // SAFETY: sched_setscheduler(0, ...) changes only the calling thread;
     // `param` is a valid sched_param that outlives the call.
     #[cfg(target_os = "linux")]
-    unsafe {
+    let raised = unsafe {
         let param = libc::sched_param { sched_priority: 1 };
         libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
-    }
+    };
     #[cfg(not(target_os = "linux"))]
-    false
+    let raised = false;
+    if !raised {
+        eprintln!(
+            "neochat-bench: the chat pair's {role} runs at normal priority (real-time refused: {})",
+            io::Error::last_os_error()
+        );
+    }
 }
 
 /// The chat pair of the load scenarios: `a` sends 64-byte messages at
@@ -1942,23 +1946,15 @@ fn pair_loop(
             .name("pair-send".into())
             .spawn_scoped(scope, || {
                 let _stopped = Stopped(&done);
-                if realtime && !raise_pair_priority() {
-                    eprintln!(
-                        "neochat-bench: the chat pair's sender runs at normal priority \
-                         (real-time refused: {})",
-                        io::Error::last_os_error()
-                    );
+                if realtime {
+                    raise_pair_priority("sender");
                 }
                 pair_send(sender, rate, clock, &done, deadline)
             })?;
         let received = {
             let _stopped = Stopped(&done);
-            if realtime && !raise_pair_priority() {
-                eprintln!(
-                    "neochat-bench: the chat pair's receiver runs at normal priority \
-                     (real-time refused: {})",
-                    io::Error::last_os_error()
-                );
+            if realtime {
+                raise_pair_priority("receiver");
             }
             pair_receive(receiver, a_prefix.as_bytes(), clock, &done, deadline)
         };
@@ -2025,6 +2021,8 @@ fn pair_receive(
     deadline: Instant,
 ) -> PairResult {
     let epoch = clock.epoch;
+    // Messages due before this count nowhere.
+    let settled = PAIR_SETTLE.as_nanos() as u64;
     let mut quiet = histogram();
     let mut storm = histogram();
     let mut after_storm = false;
@@ -2052,7 +2050,7 @@ fn pair_receive(
                 if let Some(p) = line.strip_prefix(a_prefix)
                     && let Some(t) = stamp_of(p)
                 {
-                    let h = if t < clock.settled {
+                    let h = if t < settled {
                         return Ok(());
                     } else if t < from {
                         &mut quiet
