@@ -9,7 +9,8 @@
 //!
 //! So the backlog has a budget of loop time: it accrues at [`SHARE`] of
 //! the wall clock, up to [`BURST`], and each turn's backlog work (at most
-//! a [`SLICE`], then the output it made) is paid from it. While the budget
+//! a [`SLICE`]: first writing the output the last slice made, then new
+//! work) is paid from it. While the budget
 //! is spent, backlog work waits (the kernel holds new connections in the
 //! listen queue, and the loop holds logins read) and the people chatting
 //! have the loop. A quiet server never waits: one login costs far less than
@@ -20,14 +21,15 @@
 use std::time::{Duration, Instant};
 
 /// The most loop time given to backlog work in one turn. One unit of work
-/// (a login read, a store answer, an accept) takes 5-50 us; the last one
-/// started may run past the slice. The output the slice made is written at
-/// the end of the turn and costs more than the slice itself on loopback
-/// (20-40 us a login: the write delivers it to the client in the same
-/// call), so a slice of 100 us made turns of 0.5-1 ms that every chat line
-/// read meanwhile waited for; at 30 us the chat pair's p99 in a storm of
-/// 10,000 token logins was about half (BENCHMARKS.md, "A pair that stands
-/// for clients on other machines"), the storm a third longer.
+/// (a login read, a store answer, an accept, a write) takes 5-50 us; the
+/// last one started may run past the slice. The output a slice made is
+/// written in the next one, first ([`Work::Write`]): on loopback a write
+/// costs more than the login that made it (20-40 us: it delivers the bytes
+/// to the client in the same call), and written at the end of the turn, it
+/// made every chat line read meanwhile wait for all of it. A slice of
+/// 100 us made turns of 0.5-1 ms; at 30 us the chat pair's p99 in a storm
+/// of 10,000 token logins was about half (BENCHMARKS.md, "A pair that
+/// stands for clients on other machines"), the storm a third longer.
 pub(super) const SLICE: Duration = Duration::from_micros(30);
 /// The share of the loop's time the backlog may take, sustained.
 pub(super) const SHARE: f64 = 0.25;
@@ -47,6 +49,9 @@ pub(super) enum Work {
     Read = 1,
     Auth = 2,
     Store = 3,
+    /// Writing the output the previous turn's backlog work made (a
+    /// login's welcome, an HTTP answer).
+    Write = 4,
 }
 
 pub(super) struct Backlog {
@@ -61,7 +66,7 @@ pub(super) struct Backlog {
     /// When this turn's slice began, once it has.
     began: Option<Instant>,
     /// Units of each kind of work this turn.
-    done: [u32; 4],
+    done: [u32; 5],
 }
 
 impl Backlog {
@@ -71,7 +76,7 @@ impl Backlog {
             last: now,
             open: false,
             began: None,
-            done: [0; 4],
+            done: [0; 5],
         }
     }
 
@@ -86,7 +91,7 @@ impl Backlog {
         self.accrue(now);
         self.open = self.credit > 0.0;
         self.began = None;
-        self.done = [0; 4];
+        self.done = [0; 5];
     }
 
     /// Whether one more unit of backlog work of this kind, at hand, fits in
@@ -207,7 +212,7 @@ mod tests {
         }
         assert!(!b.may_at(Work::Read, t0 + SLICE));
         // Reads took the slice; the others still get MIN_EACH each.
-        for work in [Work::Auth, Work::Store, Work::Accept] {
+        for work in [Work::Auth, Work::Store, Work::Accept, Work::Write] {
             for _ in 0..MIN_EACH {
                 assert!(b.may_at(work, t0 + SLICE), "{work:?}");
             }

@@ -121,7 +121,11 @@ impl super::Server {
         // chatting user's records are not.
         let backlog = !conn.session.is_chatting() && conn.transfer.is_none();
         let id = conn.id;
-        if let Err(job) = pool.submit(id, job, backlog) {
+        let submitted = pool.submit(id, job, backlog);
+        if submitted.is_ok() && backlog {
+            self.backlog_jobs += 1;
+        }
+        if let Err(job) = submitted {
             // The workers are gone: the work is done here, and what it
             // brought is taken next turn.
             conn.transport.crypto_done(job.run());
@@ -142,6 +146,7 @@ impl super::Server {
         while let Some((id, done, cpu, backlog)) = self.crypto.as_ref().and_then(Pool::try_recv) {
             if backlog {
                 self.backlog.charge(cpu);
+                self.backlog_jobs = self.backlog_jobs.saturating_sub(1);
             }
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
@@ -151,7 +156,11 @@ impl super::Server {
                 continue;
             };
             conn.transport.crypto_done(done);
-            if !conn.dirty {
+            if backlog {
+                // A handshake's flight or an HTTP answer: written in the
+                // backlog's next slice, like a login's welcome.
+                self.hold(id);
+            } else if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(id.key);
             }

@@ -162,6 +162,7 @@ impl Server {
             reason: "",
             dirty: false,
             lazy: false,
+            held_out: false,
             again: false,
             job: None,
             paced: false,
@@ -444,6 +445,8 @@ impl Server {
         let Some(conn) = self.conns.at_mut(key) else {
             return;
         };
+        // Written now: no longer held for the backlog's slice.
+        conn.held_out = false;
         if conn.closing == Some(Closing::Now) {
             return;
         }
