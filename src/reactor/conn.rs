@@ -49,9 +49,12 @@ pub(super) struct Conn {
     pub(super) dirty: bool,
     /// Already on the `lazy` list (output that may wait a turn or two).
     pub(super) lazy: bool,
-    /// On the `held` list of backlog output: what a login's answer or an
-    /// HTTP exchange made, written in the next turn's backlog slice.
+    /// On the `held_out` list of backlog output: what a login's answer or
+    /// an HTTP exchange made, written in the next turn's backlog slice.
     pub(super) held_out: bool,
+    /// Not chatting yet, or its welcome not written yet: output made for
+    /// it by backlog work is held (see `Server::hold_output`).
+    pub(super) entering: bool,
     /// Already on the `again` list (read next turn without an event).
     pub(super) again: bool,
     /// Set to abandon this connection's auth job, if one is out.

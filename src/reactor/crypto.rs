@@ -121,11 +121,7 @@ impl super::Server {
         // chatting user's records are not.
         let backlog = !conn.session.is_chatting() && conn.transfer.is_none();
         let id = conn.id;
-        let submitted = pool.submit(id, job, backlog);
-        if submitted.is_ok() && backlog {
-            self.backlog_jobs += 1;
-        }
-        if let Err(job) = submitted {
+        if let Err(job) = pool.submit(id, job, backlog) {
             // The workers are gone: the work is done here, and what it
             // brought is taken next turn.
             conn.transport.crypto_done(job.run());
@@ -146,7 +142,6 @@ impl super::Server {
         while let Some((id, done, cpu, backlog)) = self.crypto.as_ref().and_then(Pool::try_recv) {
             if backlog {
                 self.backlog.charge(cpu);
-                self.backlog_jobs = self.backlog_jobs.saturating_sub(1);
             }
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;

@@ -125,11 +125,6 @@ const LINGER: Duration = Duration::from_secs(5);
 const RELEASE_EVERY: Duration = Duration::from_secs(1);
 /// The most time a turn spends writing output that may wait.
 const LAZY_SLICE: Duration = Duration::from_micros(150);
-/// Connections with held output or a backlog job out with a TLS worker,
-/// past which no more logins or requests are read: reading them would only
-/// make more output to hold (a web page is 100 KiB), which piled up by the
-/// tens of MiB in a burst of browsers.
-const HELD_MAX: usize = 16;
 /// Slab slots swept for idle buffers per turn.
 const SWEEP_STEP: usize = 256;
 /// How long shutdown waits for output to drain.
@@ -238,8 +233,8 @@ const LOOP_SLICE_NS: u64 = 100_000;
 /// or the store thread to finish their slice (seen with `perf sched` during
 /// a burst of 1,000 browsers), although those threads run at a lower
 /// priority. The loop's share of the CPU does not change, nor its nice
-/// value; kernels without custom slices refuse the call, and the loop runs
-/// as before. Left alone under a real-time policy an operator chose.
+/// value; kernels before 6.12 ignore the slice, and the loop runs as
+/// before. Left alone under a real-time policy an operator chose.
 fn ask_for_short_slices() {
     #[cfg(target_os = "linux")]
     {
@@ -283,7 +278,10 @@ fn ask_for_short_slices() {
         let r =
             unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0u32) };
         if r == 0 {
-            debug!("the event loop asks for {} us slices", LOOP_SLICE_NS / 1000);
+            debug!(
+                "the event loop asked for {} us slices (Linux 6.12 and later)",
+                LOOP_SLICE_NS / 1000
+            );
         } else {
             debug!(
                 "the event loop keeps the default slice: {}",
@@ -372,9 +370,6 @@ pub struct Server {
     /// the end of this turn, so that the chat lines read meanwhile do not
     /// wait behind those writes (see [`backlog`]).
     held_out: VecDeque<ConnId>,
-    /// Backlog jobs out with the TLS workers (handshakes, pages to seal):
-    /// their output is held when it comes back.
-    backlog_jobs: usize,
     /// Connections with output that may wait ([`Action::Notice`]), oldest
     /// first: written after `dirty`, for at most [`LAZY_SLICE`] a turn.
     lazy: VecDeque<usize>,
@@ -587,7 +582,6 @@ impl Server {
             next_serial: 0,
             dirty: Vec::new(),
             held_out: VecDeque::new(),
-            backlog_jobs: 0,
             lazy: VecDeque::new(),
             doomed: Vec::new(),
             again: Vec::new(),
@@ -737,10 +731,7 @@ impl Server {
             // then more logins.
             self.write_held();
             let mark = self.dirty.len();
-            while !self.deferred.is_empty()
-                && self.held_out.len() + self.backlog_jobs < HELD_MAX
-                && self.backlog.may(Work::Read)
-            {
+            while !self.deferred.is_empty() && self.backlog.may(Work::Read) {
                 let Some(id) = self.deferred.pop_front() else {
                     break;
                 };
@@ -851,25 +842,37 @@ impl Server {
             || !self.held_out.is_empty()
     }
 
-    /// Takes the output made since `mark` on the dirty list (by this turn's
-    /// backlog work) off it: it is written in the next slice instead. A
-    /// turn's slice of logins made output that cost more to write than the
-    /// slice itself (20-40 us a login on loopback), and a chat line read
-    /// while the turn wrote it waited for all of it. When shutting down,
+    /// Takes the output that this turn's backlog work (since `mark` on the
+    /// dirty list) made for connections still entering (a login's welcome,
+    /// an HTTP answer) off the dirty list: it is written in the next slice
+    /// instead. A turn's slice of logins made output that cost more to
+    /// write than the slice itself (20-40 us a login on loopback), and a
+    /// chat line read while the turn wrote it waited for all of it. Output
+    /// for people already chatting (a file announced to a room, an answer
+    /// to `/history`) goes out with the turn. When shutting down,
     /// everything is written at once.
     fn hold_output(&mut self, mark: usize) {
         if self.shutdown_deadline.is_some() || mark >= self.dirty.len() {
             return;
         }
-        for key in self.dirty.drain(mark..) {
-            if let Some(conn) = self.conns.at_mut(key) {
-                conn.dirty = false;
-                if !conn.held_out {
-                    conn.held_out = true;
-                    self.held_out.push_back(conn.id);
+        let mut kept = mark;
+        for i in mark..self.dirty.len() {
+            let key = self.dirty[i];
+            match self.conns.at_mut(key) {
+                Some(conn) if conn.entering => {
+                    conn.dirty = false;
+                    if !conn.held_out {
+                        conn.held_out = true;
+                        self.held_out.push_back(conn.id);
+                    }
+                }
+                _ => {
+                    self.dirty[kept] = key;
+                    kept += 1;
                 }
             }
         }
+        self.dirty.truncate(kept);
     }
 
     /// Puts a connection's output on the held list (see [`Self::hold_output`]).

@@ -163,6 +163,7 @@ impl Server {
             dirty: false,
             lazy: false,
             held_out: false,
+            entering: true,
             again: false,
             job: None,
             paced: false,
@@ -445,8 +446,13 @@ impl Server {
         let Some(conn) = self.conns.at_mut(key) else {
             return;
         };
-        // Written now: no longer held for the backlog's slice.
+        // Written now: no longer held for the backlog's slice, and once a
+        // chatting session's first output (its welcome) is out, what it
+        // gets is never held again.
         conn.held_out = false;
+        if conn.session.is_chatting() {
+            conn.entering = false;
+        }
         if conn.closing == Some(Closing::Now) {
             return;
         }
