@@ -861,10 +861,8 @@ impl Server {
             match self.conns.at_mut(key) {
                 Some(conn) if conn.entering => {
                     conn.dirty = false;
-                    if !conn.held_out {
-                        conn.held_out = true;
-                        self.held_out.push_back(conn.id);
-                    }
+                    let id = conn.id;
+                    self.hold(id);
                 }
                 _ => {
                     self.dirty[kept] = key;
@@ -875,7 +873,9 @@ impl Server {
         self.dirty.truncate(kept);
     }
 
-    /// Puts a connection's output on the held list (see [`Self::hold_output`]).
+    /// Puts a connection's output on the held list (see [`Self::hold_output`]),
+    /// unless it is written with this turn anyway (on the dirty list, or
+    /// shutting down).
     fn hold(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get_mut(id)
             && !conn.dirty
@@ -896,15 +896,15 @@ impl Server {
     /// with the turn) is skipped without being charged for.
     fn write_held(&mut self) {
         while let Some(&id) = self.held_out.front() {
-            let Some(conn) = self.conns.get_mut(id).filter(|c| c.held_out) else {
+            if !self.conns.get(id).is_some_and(|c| c.held_out) {
                 self.held_out.pop_front();
                 continue;
-            };
+            }
             if !self.backlog.may(Work::Write) {
                 break;
             }
-            conn.held_out = false;
             self.held_out.pop_front();
+            // `flush` takes it off the held list.
             self.flush(id.key);
         }
     }
