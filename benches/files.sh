@@ -61,5 +61,7 @@ growth = [(r["rss_peak_kib"] - r["rss_before_kib"]) / 1024 for r in runs if "rss
 show("server RSS growth MiB", growth, "{:.1f}")
 show("pair p99 quiet us", col("quiet_p99_us"))
 show("pair p99 transfer us", col("during_p99_us"))
+show("pair p99 upload us", col("upload_p99_us"))
+show("pair p99 download us", col("download_p99_us"))
 show("p99 transfer / quiet", [r["during_p99_us"] / r["quiet_p99_us"] for r in runs], "{:.1f}x")
 '

@@ -1733,7 +1733,7 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
         // closing them does not delay it.
         Ok::<_, Error>(Some((secs, storm_net)))
     })();
-    let ((secs, storm_net), quiet, storm) = join_pair(&clock, pair_thread, storm, "the storm")?;
+    let ((secs, storm_net), times) = join_pair(&clock, pair_thread, storm, "the storm")?;
     drop(storm_net);
     Ok(LoginReport {
         target: c.target.to_string(),
@@ -1741,15 +1741,25 @@ pub fn logins(c: &Common, o: &LoginOpts) -> Result<LoginReport, Error> {
         token: o.token,
         storm_seconds: secs,
         logins_per_sec: o.logins as f64 / secs,
-        quiet: Percentiles::of(&quiet),
-        storm: Percentiles::of(&storm),
+        quiet: Percentiles::of(&times.quiet),
+        storm: Percentiles::of(&times.busy),
         server_cpu_secs: None,
         bytes_read: 0,
     })
 }
 
 /// What the chat pair's thread hands back: its quiet and busy histograms.
-type PairResult = Result<(Histogram<u64>, Histogram<u64>), Error>;
+type PairResult = Result<PairTimes, Error>;
+
+/// The chat pair's latencies: before the measured load, during it, and
+/// "during" split at the clock's `mid` (all of it `early` where no `mid`
+/// was set), so that a load of two phases can tell them apart.
+struct PairTimes {
+    quiet: Histogram<u64>,
+    busy: Histogram<u64>,
+    early: Histogram<u64>,
+    late: Histogram<u64>,
+}
 
 /// Logs the chat pair in (in `c.room`, if given) and starts it on its own
 /// thread at `rate` messages a second, measuring from now; it gives up
@@ -1783,6 +1793,7 @@ fn start_pair(
     let clock = std::sync::Arc::new(StormClock {
         epoch: Instant::now(),
         from: AtomicU64::new(u64::MAX),
+        mid: AtomicU64::new(u64::MAX),
         to: AtomicU64::new(u64::MAX),
         abort: AtomicBool::new(false),
     });
@@ -1809,14 +1820,14 @@ fn start_pair(
 
 /// Ends a run measured by the chat pair: stops the pair if what it measured
 /// (`what`) failed, joins it, and hands back what was measured with the
-/// pair's quiet and busy histograms; `Ok(None)` means the pair stopped
-/// first, and its own error is the run's.
+/// pair's histograms; `Ok(None)` means the pair stopped first, and its own
+/// error is the run's.
 fn join_pair<T>(
     clock: &StormClock,
     pair: std::thread::JoinHandle<PairResult>,
     measured: Result<Option<T>, Error>,
     what: &str,
-) -> Result<(T, Histogram<u64>, Histogram<u64>), Error> {
+) -> Result<(T, PairTimes), Error> {
     if measured.is_err() {
         clock.abort.store(true, Ordering::SeqCst);
     }
@@ -1827,8 +1838,7 @@ fn join_pair<T>(
         pair_result?;
         return fail(format!("the chat pair stopped before {what}"));
     };
-    let (quiet, busy) = pair_result?;
-    Ok((done, quiet, busy))
+    Ok((done, pair_result?))
 }
 
 /// Waits until `quiet` after the pair's epoch; false if the pair's thread
@@ -1854,6 +1864,8 @@ struct StormClock {
     epoch: Instant,
     /// `u64::MAX` until the storm starts.
     from: AtomicU64,
+    /// Where a load of two phases begins its second (`u64::MAX`: none).
+    mid: AtomicU64,
     /// `u64::MAX` until the last login is in.
     to: AtomicU64,
     /// The storm failed: the pair stops at once.
@@ -2023,13 +2035,17 @@ fn pair_receive(
     let epoch = clock.epoch;
     // Messages due before this count nowhere.
     let settled = PAIR_SETTLE.as_nanos() as u64;
-    let mut quiet = histogram();
-    let mut storm = histogram();
+    let mut times = PairTimes {
+        quiet: histogram(),
+        busy: histogram(),
+        early: histogram(),
+        late: histogram(),
+    };
     let mut after_storm = false;
     while !after_storm && !clock.abort.load(Ordering::SeqCst) {
         if done.load(Ordering::SeqCst) {
             // The sender stopped (its error is the run's).
-            return Ok((quiet, storm));
+            return Ok(times);
         }
         if Instant::now() > deadline {
             return fail("the measured load did not finish in time");
@@ -2044,23 +2060,28 @@ fn pair_receive(
             // while this thread was blocked.
             let from = clock.from.load(Ordering::SeqCst);
             let to = clock.to.load(Ordering::SeqCst);
+            let mid = clock.mid.load(Ordering::SeqCst);
             peer.input.extend_from_slice(data);
             let mut input = std::mem::take(&mut peer.input);
             take_lines(&mut input, |line| {
                 if let Some(p) = line.strip_prefix(a_prefix)
                     && let Some(t) = stamp_of(p)
                 {
-                    let h = if t < settled {
+                    let took = now.saturating_sub(t).max(1);
+                    if t < settled {
                         return Ok(());
                     } else if t < from {
-                        &mut quiet
+                        times.quiet.saturating_record(took);
                     } else if t <= to {
-                        &mut storm
+                        times.busy.saturating_record(took);
+                        if t > mid {
+                            times.late.saturating_record(took);
+                        } else {
+                            times.early.saturating_record(took);
+                        }
                     } else {
                         after_storm = true;
-                        return Ok(());
-                    };
-                    h.saturating_record(now.saturating_sub(t).max(1));
+                    }
                 }
                 Ok(())
             })?;
@@ -2068,7 +2089,7 @@ fn pair_receive(
             Ok(())
         })?;
     }
-    Ok((quiet, storm))
+    Ok(times)
 }
 
 /// The storm alone: every connection opened and its `L` (or `T`, with

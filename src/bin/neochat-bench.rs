@@ -405,6 +405,8 @@ fn run(args: &Args, common: &Common) -> Result<(), loadgen::Error> {
                 }
                 print_latency("pair, quiet", &r.quiet);
                 print_latency("pair, transfer", &r.during);
+                print_latency("pair, upload", &r.upload);
+                print_latency("pair, download", &r.download);
                 if r.quiet.p99_us > 0.0 {
                     println!("p99 ratio       {:.2}x", r.during.p99_us / r.quiet.p99_us);
                 }

@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{
-    Common, Error, Net, Percentiles, RssPeak, Target, fail, join_all, join_pair, lower_priority,
-    names, quiet_for, start_pair, tls_config,
+    Common, Error, Net, Percentiles, RssPeak, StormClock, Target, fail, join_all, join_pair,
+    lower_priority, names, quiet_for, start_pair, tls_config,
 };
 
 /// Options of the `files` scenario.
@@ -46,6 +46,9 @@ pub struct FilesReport {
     pub rss_peak_kib: Option<u64>,
     pub quiet: Percentiles,
     pub during: Percentiles,
+    /// `during` until the upload was answered, and after: the download.
+    pub upload: Percentiles,
+    pub download: Percentiles,
 }
 
 impl FilesReport {
@@ -73,6 +76,8 @@ impl FilesReport {
         }
         j.percentiles("quiet", &self.quiet)
             .percentiles("during", &self.during)
+            .percentiles("upload", &self.upload)
+            .percentiles("download", &self.download)
     }
 }
 
@@ -108,7 +113,7 @@ pub fn files(c: &Common, o: &FilesOpts) -> Result<FilesReport, Error> {
             scope
                 .spawn(|| {
                     lower_priority();
-                    transfer(c, addr, &uploader, o.size)
+                    transfer(c, addr, &uploader, o.size, &clock)
                 })
                 .join()
                 .unwrap_or_else(|_| fail("the transfer's thread panicked"))
@@ -120,7 +125,7 @@ pub fn files(c: &Common, o: &FilesOpts) -> Result<FilesReport, Error> {
         let (up, down) = result?;
         Ok::<_, Error>(Some((up, down, rss_before, rss_peak)))
     })();
-    let ((upload_secs, download_secs, rss_before_kib, rss_peak_kib), quiet, during) =
+    let ((upload_secs, download_secs, rss_before_kib, rss_peak_kib), times) =
         join_pair(&clock, pair_thread, transfer, "the transfer")?;
     Ok(FilesReport {
         target: c.target.to_string(),
@@ -129,8 +134,10 @@ pub fn files(c: &Common, o: &FilesOpts) -> Result<FilesReport, Error> {
         download_secs,
         rss_before_kib,
         rss_peak_kib,
-        quiet: Percentiles::of(&quiet),
-        during: Percentiles::of(&during),
+        quiet: Percentiles::of(&times.quiet),
+        during: Percentiles::of(&times.busy),
+        upload: Percentiles::of(&times.early),
+        download: Percentiles::of(&times.late),
     })
 }
 
@@ -185,12 +192,14 @@ impl Write for Stream {
 }
 
 /// Logs `user` in, asks for a slot, uploads `size` bytes, downloads them
-/// back: the seconds each direction took.
+/// back: the seconds each direction took. The clock's `mid` is set where
+/// the download begins.
 fn transfer(
     c: &Common,
     addr: std::net::SocketAddr,
     user: &str,
     size: u64,
+    clock: &StormClock,
 ) -> Result<(f64, f64), Error> {
     let mut chat = BufReader::new(Stream::open(c, addr, false)?);
     write!(chat.get_mut(), "L\n{user}\n{}\n", c.password)?;
@@ -249,6 +258,9 @@ fn transfer(
     }
     let file_url = String::from_utf8_lossy(&body).trim().to_owned();
     let file_path = path_of(&file_url)?;
+    clock
+        .mid
+        .store(clock.epoch.elapsed().as_nanos() as u64, Ordering::SeqCst);
     let started = Instant::now();
     let mut down = Stream::open(c, addr, true)?;
     write!(down, "GET {file_path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;

@@ -182,7 +182,7 @@ pub fn web(c: &Common, o: &WebOpts) -> Result<WebReport, Error> {
         let (burst_secs, outcomes) = outcomes?;
         Ok::<_, Error>(Some((burst_secs, outcomes, rss_before, rss_peak)))
     })();
-    let ((burst_secs, outcomes, rss_before_kib, rss_peak_kib), quiet, during) =
+    let ((burst_secs, outcomes, rss_before_kib, rss_peak_kib), times) =
         join_pair(&clock, pair_thread, burst, "the browsers")?;
     let mut prompt = histogram();
     let mut all_prompted = Duration::ZERO;
@@ -217,8 +217,8 @@ pub fn web(c: &Common, o: &WebOpts) -> Result<WebReport, Error> {
         bytes_per_browser: bytes.get(bytes.len() / 2).copied().unwrap_or(0),
         rss_before_kib,
         rss_peak_kib,
-        quiet: Percentiles::of(&quiet),
-        during: Percentiles::of(&during),
+        quiet: Percentiles::of(&times.quiet),
+        during: Percentiles::of(&times.busy),
     })
 }
 
