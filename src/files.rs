@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -40,6 +40,15 @@ const DIR_MODE: u32 = 0o700;
 const WRITE_BEHIND: u64 = 8 << 20;
 /// Bytes kept from the start of an upload to detect its type.
 const HEAD: usize = 8 * 1024;
+/// Files of at least this many bytes are written and read around the page
+/// cache (`O_DIRECT`, see [`Direct`]); smaller ones, the screenshots and
+/// documents a room reads again and again, through it.
+const DIRECT_FROM: u64 = 16 << 20;
+/// Bytes of a direct write: the size of an upload's aligned buffer.
+const DIRECT_BUF: usize = 256 * 1024;
+/// The alignment direct I/O asks for: the largest logical block size of a
+/// common disk (4 KiB sectors; 512-byte ones are satisfied too).
+const DIRECT_ALIGN: usize = 4096;
 
 /// A file's content hash (SHA-256): its name in the store.
 pub type Sha = [u8; 32];
@@ -137,10 +146,16 @@ impl Blobs {
             .create_new(true)
             .mode(0o600)
             .open(&path)?;
+        let direct = if expected >= DIRECT_FROM && set_direct(&file, true) {
+            Some(Direct::new())
+        } else {
+            None
+        };
         Ok(Part {
             blobs: self.clone(),
             path: Some(path),
             file,
+            direct,
             hasher: ring::digest::Context::new(&ring::digest::SHA256),
             head: Vec::new(),
             written: 0,
@@ -191,6 +206,8 @@ pub struct Part {
     /// The temporary file's path, until it is renamed or removed.
     path: Option<PathBuf>,
     file: File,
+    /// The aligned buffer of a big upload written with `O_DIRECT`.
+    direct: Option<Direct>,
     hasher: ring::digest::Context,
     head: Vec<u8>,
     written: u64,
@@ -208,8 +225,21 @@ impl Part {
                 "longer than announced",
             ));
         }
-        self.file.write_all(chunk)?;
-        self.write_behind(self.written, self.written + chunk.len() as u64);
+        match &mut self.direct {
+            Some(direct) => {
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    rest = direct.fill(rest);
+                    if direct.is_full() {
+                        direct.write_to(&self.file)?;
+                    }
+                }
+            }
+            None => {
+                self.file.write_all(chunk)?;
+                self.write_behind(self.written, self.written + chunk.len() as u64);
+            }
+        }
         self.hasher.update(chunk);
         if self.head.len() < HEAD {
             let take = chunk.len().min(HEAD - self.head.len());
@@ -274,6 +304,11 @@ impl Part {
                 format!("{} bytes, {} announced", self.written, self.expected),
             ));
         }
+        if let Some(mut direct) = self.direct.take() {
+            // The tail is shorter than a block: written through the cache.
+            set_direct(&self.file, false);
+            self.file.write_all(direct.filled())?;
+        }
         self.file.sync_all()?;
         let digest = self.hasher.clone().finish();
         let mut sha = [0u8; 32];
@@ -307,6 +342,170 @@ impl Drop for Part {
         {
             log::warn!("cannot remove {}: {e}", path.display());
         }
+    }
+}
+
+/// A buffer whose window starts at a multiple of [`DIRECT_ALIGN`] in
+/// memory, as direct I/O needs.
+struct Aligned {
+    raw: Vec<u8>,
+    start: usize,
+    size: usize,
+}
+
+impl Aligned {
+    fn new(size: usize) -> Aligned {
+        let raw = vec![0u8; size + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+        Aligned { raw, start, size }
+    }
+
+    fn window(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.size]
+    }
+}
+
+/// The buffer of an upload written around the page cache. Through the
+/// cache, a gigabyte's upload is copied into a gigabyte of dirty pages
+/// that the kernel's own workers then write back and convert, at their
+/// (normal) priority and in stretches the event loop cannot preempt on a
+/// small machine; direct writes hand the disk each [`DIRECT_BUF`] from
+/// this buffer while the files thread waits. Every write but the last is
+/// a whole buffer, so that the file's offset stays aligned.
+struct Direct {
+    buf: Aligned,
+    /// Bytes of the buffer in use.
+    len: usize,
+    /// The file's offset where the buffer's bytes go.
+    at: u64,
+}
+
+impl Direct {
+    fn new() -> Direct {
+        Direct {
+            buf: Aligned::new(DIRECT_BUF),
+            len: 0,
+            at: 0,
+        }
+    }
+
+    /// Copies what fits of `bytes`; the rest is handed back.
+    fn fill<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let take = bytes.len().min(DIRECT_BUF - self.len);
+        let at = self.len;
+        self.buf.window()[at..at + take].copy_from_slice(&bytes[..take]);
+        self.len += take;
+        &bytes[take..]
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == DIRECT_BUF
+    }
+
+    fn filled(&mut self) -> &[u8] {
+        let len = self.len;
+        &self.buf.window()[..len]
+    }
+
+    /// Writes the full buffer and empties it. A file system may refuse a
+    /// direct write it took at `open` (EINVAL: a write cut short by a
+    /// file-size limit leaves an unaligned length): then the file leaves
+    /// direct I/O and the same bytes are written through the cache, which
+    /// gives the real error, if any.
+    fn write_to(&mut self, mut file: &File) -> io::Result<()> {
+        let at = self.at;
+        let bytes = self.filled();
+        match file.write_all(bytes) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                set_direct(file, false);
+                // What a write before the refused one took stays: the
+                // file's offset says where to go on from.
+                let done = file.stream_position()?.saturating_sub(at);
+                let done = usize::try_from(done).map_or(bytes.len(), |d| d.min(bytes.len()));
+                file.write_all(&bytes[done..])?;
+            }
+            other => other?,
+        }
+        self.at += self.len as u64;
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// The files thread's buffer for direct reads of big downloads: a
+/// download's piece rounded out to whole blocks.
+struct ReadBuf(Aligned);
+
+impl ReadBuf {
+    fn new() -> ReadBuf {
+        ReadBuf(Aligned::new(DIRECT_BUF + 2 * DIRECT_ALIGN))
+    }
+
+    /// Up to `len` bytes of `file` (opened with `O_DIRECT`) from `offset`,
+    /// fewer only at its end. A piece bigger than the buffer, or a read the
+    /// file system refuses, is read through the cache instead (and so is
+    /// the rest of the file: it leaves direct I/O).
+    fn read_at(&mut self, file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let lead = (offset % DIRECT_ALIGN as u64) as usize;
+        let want = (lead + len).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        if want > self.0.size {
+            set_direct(file, false);
+            return read_at(file, offset, len);
+        }
+        let from = offset - lead as u64;
+        let window = &mut self.0.window()[..want];
+        let mut got = 0;
+        while got < want {
+            match file.read_at(&mut window[got..], from + got as u64) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got += n;
+                    // A read that ends off a block boundary ended at the
+                    // end of the file.
+                    if got % DIRECT_ALIGN != 0 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    set_direct(file, false);
+                    return read_at(file, offset, len);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let end = got.min(lead + len);
+        Ok(window.get(lead..end).unwrap_or_default().to_vec())
+    }
+}
+
+/// Turns `O_DIRECT` on or off for `file`; false where the file system
+/// refuses it (tmpfs before Linux 6.6, for one), which is not an error.
+fn set_direct(file: &File, on: bool) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: F_GETFL and F_SETFL on our own open descriptor change only
+        // its status flags.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 {
+                return false;
+            }
+            let flags = if on {
+                flags | libc::O_DIRECT
+            } else {
+                flags & !libc::O_DIRECT
+            };
+            libc::fcntl(fd, libc::F_SETFL, flags) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, on);
+        false
     }
 }
 
@@ -462,7 +661,9 @@ fn serve(
     wake: &(dyn Fn() + Send + Sync),
 ) {
     let mut parts: HashMap<UploadId, Part> = HashMap::new();
-    let mut reading: HashMap<UploadId, File> = HashMap::new();
+    // Downloads being read, each with whether it is read around the cache.
+    let mut reading: HashMap<UploadId, (File, bool)> = HashMap::new();
+    let mut read_buf: Option<ReadBuf> = None;
     // Uploads that failed: later chunks are dropped, with no second answer.
     let mut failed: HashSet<UploadId> = HashSet::new();
     let answer = |outcome: Outcome| {
@@ -485,10 +686,22 @@ fn serve(
                 let file = match reading.entry(id) {
                     std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        blobs.open_blob(&sha).map(|f| v.insert(f))
+                        blobs.open_blob(&sha).map(|f| {
+                            let big = f.metadata().is_ok_and(|m| m.len() >= DIRECT_FROM);
+                            let direct = big && set_direct(&f, true);
+                            v.insert((f, direct))
+                        })
                     }
                 };
-                let read = file.and_then(|f| read_at(f, offset, len));
+                let read = file.and_then(|(f, direct)| {
+                    if *direct {
+                        read_buf
+                            .get_or_insert_with(ReadBuf::new)
+                            .read_at(f, offset, len)
+                    } else {
+                        read_at(f, offset, len)
+                    }
+                });
                 answer(match read {
                     Ok(bytes) => Outcome::Data { id, bytes },
                     Err(e) => {
@@ -675,6 +888,90 @@ mod tests {
         assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 1);
         drop(part);
         assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 0);
+    }
+
+    /// Bytes that differ at every offset (a pattern of period 251, prime,
+    /// so that no block repeats another).
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Whether this temporary directory's file system takes `O_DIRECT`.
+    fn takes_direct(blobs: &Blobs) -> bool {
+        let probe = blobs.tmp().join("probe");
+        let file = File::create(&probe).unwrap();
+        let direct = set_direct(&file, true);
+        fs::remove_file(&probe).unwrap();
+        direct
+    }
+
+    #[test]
+    fn a_big_upload_written_around_the_cache_lands_whole() {
+        let (_dir, blobs) = store();
+        // Not a whole number of buffers or blocks: the tail goes through
+        // the cache.
+        let len = DIRECT_FROM as usize + DIRECT_BUF + 12_345;
+        let bytes = pattern(len);
+        let mut part = blobs.begin("big", len as u64).unwrap();
+        assert_eq!(part.direct.is_some(), takes_direct(&blobs));
+        // Chunks of an odd size, so that no buffer fills on a chunk's end.
+        for chunk in bytes.chunks(100_003) {
+            part.write(chunk).unwrap();
+        }
+        assert_eq!(part.written(), len as u64);
+        let stored = part.finish().unwrap();
+        assert_eq!(stored.size, len as u64);
+        assert_eq!(
+            stored.sha.as_slice(),
+            ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()
+        );
+        assert!(fs::read(blobs.path_of(&stored.sha)).unwrap() == bytes);
+        assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_big_upload_cut_short_removes_its_temporary_file() {
+        let (_dir, blobs) = store();
+        let mut part = blobs.begin("cut", DIRECT_FROM * 2).unwrap();
+        part.write(&pattern(DIRECT_BUF * 3 + 5)).unwrap();
+        drop(part);
+        assert_eq!(fs::read_dir(blobs.tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn direct_reads_give_any_range_of_a_big_file() {
+        let (_dir, blobs) = store();
+        let len = DIRECT_FROM as usize + 777;
+        let bytes = pattern(len);
+        let mut part = blobs.begin("read", len as u64).unwrap();
+        part.write(&bytes).unwrap();
+        let stored = part.finish().unwrap();
+        let file = blobs.open_blob(&stored.sha).unwrap();
+        assert_eq!(set_direct(&file, true), takes_direct(&blobs));
+        let mut buf = ReadBuf::new();
+        let piece = DIRECT_BUF;
+        // (offset, bytes asked for, bytes there)
+        for (offset, ask, want) in [
+            (0, piece, piece),
+            (4095, piece, piece),
+            (4097, 10, 10),
+            (len as u64 - 100, piece, 100),
+            (len as u64 - 5000, 4096, 4096),
+            (len as u64 - 5000, piece, 5000),
+            (len as u64, piece, 0),
+            (len as u64 + 4096, piece, 0),
+        ] {
+            let got = buf.read_at(&file, offset, ask).unwrap();
+            assert_eq!(got.len(), want, "at {offset}");
+            let at = offset as usize;
+            assert!(
+                got[..] == bytes[at.min(len)..(at + got.len()).min(len)],
+                "at {offset}"
+            );
+        }
+        // A piece bigger than the buffer is read through the cache.
+        let got = buf.read_at(&file, 3, 3 * piece).unwrap();
+        assert!(got[..] == bytes[3..3 + 3 * piece]);
     }
 
     #[test]

@@ -1446,23 +1446,37 @@ fn plain_http_with_tls_off_uploads_and_downloads() {
 
 #[test]
 fn a_full_disk_gets_507_stores_nothing_and_the_server_goes_on() {
-    // RLIMIT_FSIZE (as `prlimit --fsize`): writing past 2,000,000 bytes of
+    full_disk(2_000_000, 3_000_000);
+}
+
+/// The same for an upload big enough to be written around the page cache
+/// (16 MiB and more): the limit falls inside a direct write, off a block
+/// boundary.
+#[test]
+fn a_full_disk_in_a_big_upload_gets_507_stores_nothing_and_the_server_goes_on() {
+    full_disk(20_000_001, 24_000_000);
+}
+
+/// An upload of `size` bytes by a server that may write at most `fsize`
+/// bytes to a file.
+fn full_disk(fsize: u64, size: usize) {
+    // RLIMIT_FSIZE (as `prlimit --fsize`): writing past `fsize` bytes of
     // one file fails with EFBIG, as on a full disk.
-    const FSIZE: u64 = 2_000_000;
     let dir = tempfile::tempdir().expect("create temp dir");
     let mut cmd = Command::new(BIN);
+    let max_file = (size * 2).to_string();
     cmd.args(server_args(
         &dir.path().join("neochat.db"),
-        &["--max-file", "5000000"],
+        &["--max-file", &max_file],
     ));
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: setrlimit is async-signal-safe and touches only the child.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 let rl = libc::rlimit {
-                    rlim_cur: FSIZE as libc::rlim_t,
-                    rlim_max: FSIZE as libc::rlim_t,
+                    rlim_cur: fsize as libc::rlim_t,
+                    rlim_max: fsize as libc::rlim_t,
                 };
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
                     return Err(io::Error::last_os_error());
@@ -1475,13 +1489,13 @@ fn a_full_disk_gets_507_stores_nothing_and_the_server_goes_on() {
     let mut alice = register(f.addr(), "alice", &pw("alice"));
     let mut bob = join(f.addr(), "bob", &mut [&mut alice]);
 
-    let big = body(3_000_000, 13);
-    let slot = f.slot(&mut alice, "big.bin", 3_000_000);
+    let big = body(size, 13);
+    let slot = f.slot(&mut alice, "big.bin", size as u64);
     // Plain HTTP (loopback), written from a thread while the answer is read.
     let tcp = tcp_connect(f.addr(), None).expect("connect");
     let mut writer = tcp.try_clone().expect("clone");
     let mut data = format!(
-        "PUT /files/{slot} HTTP/1.1\r\nHost: {}\r\nContent-Length: 3000000\r\n\r\n",
+        "PUT /files/{slot} HTTP/1.1\r\nHost: {}\r\nContent-Length: {size}\r\n\r\n",
         f.addr()
     )
     .into_bytes();
@@ -1714,5 +1728,12 @@ fn a_big_tls_upload_sent_behind_the_handshake_streams_through_bounded_memory() {
     let got = f.get(&path_of(&url));
     assert_eq!(got.status, 200);
     assert!(got.body == bytes, "the same bytes back");
+    // A file this big is read around the page cache, in whole blocks:
+    // ranges off a block's edge, and up to the end, come back exact.
+    for (from, to) in [(4095, 300_000), (5_000_001, bytes.len() - 1)] {
+        let got = f.get_with(&path_of(&url), &format!("Range: bytes={from}-{to}\r\n"));
+        assert_eq!(got.status, 206, "{from}-{to}");
+        assert!(got.body == bytes[from..=to], "bytes {from}-{to}");
+    }
     alice.expect(&announce("alice", "big.bin", "32 MiB", &url));
 }
