@@ -367,11 +367,12 @@ impl Aligned {
 
 /// The buffer of an upload written around the page cache. Through the
 /// cache, a gigabyte's upload is copied into a gigabyte of dirty pages
-/// that the kernel's own workers then write back and convert, at their
-/// (normal) priority and in stretches the event loop cannot preempt on a
-/// small machine; direct writes hand the disk each [`DIRECT_BUF`] from
-/// this buffer while the files thread waits. Every write but the last is
-/// a whole buffer, so that the file's offset stays aligned.
+/// that the kernel then writes back on its own threads, at normal
+/// priority; direct writes hand the disk each [`DIRECT_BUF`] from this
+/// buffer while the files thread (at nice 10) waits. A 1 GiB transfer cost
+/// the server about an eighth less CPU so (BENCHMARKS.md, "Files around
+/// the page cache"). Every write but the last is a whole buffer, so that
+/// the file's offset stays aligned.
 struct Direct {
     buf: Aligned,
     /// Bytes of the buffer in use.
@@ -436,9 +437,14 @@ impl Direct {
 /// download's piece rounded out to whole blocks.
 struct ReadBuf(Aligned);
 
+/// Bytes of a download read at a time: the piece the loop asks for, and
+/// the largest read directly (a bigger one is read through the cache).
+pub(crate) const READ_PIECE: usize = 256 * 1024;
+
 impl ReadBuf {
     fn new() -> ReadBuf {
-        ReadBuf(Aligned::new(DIRECT_BUF + 2 * DIRECT_ALIGN))
+        // One block more for a piece that starts inside a block.
+        ReadBuf(Aligned::new(READ_PIECE + DIRECT_ALIGN))
     }
 
     /// Up to `len` bytes of `file` (opened with `O_DIRECT`) from `offset`,
@@ -949,7 +955,7 @@ mod tests {
         let file = blobs.open_blob(&stored.sha).unwrap();
         assert_eq!(set_direct(&file, true), takes_direct(&blobs));
         let mut buf = ReadBuf::new();
-        let piece = DIRECT_BUF;
+        let piece = READ_PIECE;
         // (offset, bytes asked for, bytes there)
         for (offset, ask, want) in [
             (0, piece, piece),

@@ -34,7 +34,7 @@ use crate::transport::http::{self, FileRequest};
 use crate::transport::range::byte_range;
 
 /// Bytes read from disk per request of a download.
-pub(super) const CHUNK: usize = 256 * 1024;
+pub(super) const CHUNK: usize = crate::files::READ_PIECE;
 /// A download asks for more when less than this is waiting for its
 /// socket: two pieces, so that the next is read while one is still being
 /// sent, and the socket never waits for the disk thread.
