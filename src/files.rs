@@ -448,16 +448,23 @@ impl ReadBuf {
     }
 
     /// Up to `len` bytes of `file` (opened with `O_DIRECT`) from `offset`,
-    /// fewer only at its end. A piece bigger than the buffer, or a read the
-    /// file system refuses, is read through the cache instead (and so is
-    /// the rest of the file: it leaves direct I/O).
-    fn read_at(&mut self, file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    /// fewer only at its end, in `into` (emptied first). A piece bigger
+    /// than the buffer, or a read the file system refuses, is read through
+    /// the cache instead (and so is the rest of the file: it leaves direct
+    /// I/O).
+    fn read_at(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: usize,
+        mut into: Vec<u8>,
+    ) -> io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let lead = (offset % DIRECT_ALIGN as u64) as usize;
         let want = (lead + len).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
         if want > self.0.size {
             set_direct(file, false);
-            return read_at(file, offset, len);
+            return read_at(file, offset, len, into);
         }
         let from = offset - lead as u64;
         let window = &mut self.0.window()[..want];
@@ -476,13 +483,15 @@ impl ReadBuf {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     set_direct(file, false);
-                    return read_at(file, offset, len);
+                    return read_at(file, offset, len, into);
                 }
                 Err(e) => return Err(e),
             }
         }
         let end = got.min(lead + len);
-        Ok(window.get(lead..end).unwrap_or_default().to_vec())
+        into.clear();
+        into.extend_from_slice(window.get(lead..end).unwrap_or_default());
+        Ok(into)
     }
 }
 
@@ -536,12 +545,17 @@ pub enum Job {
     Abort { id: UploadId },
     /// A download wants `len` bytes of the file `sha` from `offset`: the
     /// answer is [`Outcome::Data`] (the file stays open until
-    /// [`Job::Close`]).
+    /// [`Job::Close`]). The bytes come back in `buf`, whatever it held: a
+    /// download hands back the vector of its last piece, so that one
+    /// allocation goes back and forth instead of a fresh one per piece
+    /// (a piece is over the allocator's mmap threshold: each new one was
+    /// mapped here, faulted in page by page and unmapped on the loop).
     Read {
         id: UploadId,
         sha: Sha,
         offset: u64,
         len: usize,
+        buf: Vec<u8>,
     },
     /// The download ended.
     Close { id: UploadId },
@@ -688,6 +702,7 @@ fn serve(
                 sha,
                 offset,
                 len,
+                buf,
             } => {
                 let file = match reading.entry(id) {
                     std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
@@ -703,9 +718,9 @@ fn serve(
                     if *direct {
                         read_buf
                             .get_or_insert_with(ReadBuf::new)
-                            .read_at(f, offset, len)
+                            .read_at(f, offset, len, buf)
                     } else {
-                        read_at(f, offset, len)
+                        read_at(f, offset, len, buf)
                     }
                 });
                 answer(match read {
@@ -785,9 +800,10 @@ pub(crate) fn below_the_loop() {
 }
 
 /// Up to `len` bytes of `file` from `offset` (fewer only at its end).
-fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+fn read_at(file: &File, offset: u64, len: usize, mut bytes: Vec<u8>) -> io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    let mut bytes = vec![0u8; len];
+    bytes.clear();
+    bytes.resize(len, 0);
     let mut got = 0;
     while got < len {
         match file.read_at(&mut bytes[got..], offset + got as u64) {
@@ -967,7 +983,7 @@ mod tests {
             (len as u64, piece, 0),
             (len as u64 + 4096, piece, 0),
         ] {
-            let got = buf.read_at(&file, offset, ask).unwrap();
+            let got = buf.read_at(&file, offset, ask, vec![9; 3]).unwrap();
             assert_eq!(got.len(), want, "at {offset}");
             let at = offset as usize;
             assert!(
@@ -975,8 +991,15 @@ mod tests {
                 "at {offset}"
             );
         }
+        // The vector handed in is filled, not replaced.
+        let mut into = Vec::with_capacity(piece);
+        into.push(1);
+        let at = into.as_ptr();
+        let got = buf.read_at(&file, 4095, piece, into).unwrap();
+        assert_eq!(got.as_ptr(), at);
+        assert!(got[..] == bytes[4095..4095 + piece]);
         // A piece bigger than the buffer is read through the cache.
-        let got = buf.read_at(&file, 3, 3 * piece).unwrap();
+        let got = buf.read_at(&file, 3, 3 * piece, Vec::new()).unwrap();
         assert!(got[..] == bytes[3..3 + 3 * piece]);
     }
 
@@ -1163,11 +1186,13 @@ mod tests {
         part.write(b"0123456789").unwrap();
         let sha = part.finish().unwrap().sha;
         let (w, _) = writer(&blobs);
+        // The vector handed in is reused, whatever it held.
         let read = |offset, len| Job::Read {
             id: 9,
             sha,
             offset,
             len,
+            buf: b"old bytes".to_vec(),
         };
         send(&w, read(2, 5));
         assert_eq!(
@@ -1185,6 +1210,27 @@ mod tests {
                 bytes: b"789".to_vec()
             }
         );
+        // The vector handed in is the one that comes back, filled.
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(b"last piece");
+        let at = buf.as_ptr();
+        send(
+            &w,
+            Job::Read {
+                id: 9,
+                sha,
+                offset: 1,
+                len: 4,
+                buf,
+            },
+        );
+        match next(&w) {
+            Outcome::Data { id: 9, bytes } => {
+                assert_eq!(bytes, b"1234");
+                assert_eq!(bytes.as_ptr(), at, "no new allocation");
+            }
+            other => panic!("{other:?}"),
+        }
         send(&w, Job::Close { id: 9 });
         send(
             &w,
@@ -1193,6 +1239,7 @@ mod tests {
                 sha: [0; 32],
                 offset: 0,
                 len: 1,
+                buf: Vec::new(),
             },
         );
         assert!(matches!(next(&w), Outcome::Failed { id: 10, .. }));

@@ -14,9 +14,10 @@
 //! A download asks the reading thread for [`CHUNK`] bytes at a time, and
 //! for the next only when the socket has taken all but [`LOW_WATER`] of
 //! what was queued: a download holds at most three quarters of a MiB of
-//! memory however big the file and however slow the reader, counted in
-//! `--max-total-output` with all other output, and one whose reader takes
-//! nothing for 30 s is dropped.
+//! output however big the file and however slow the reader, counted in
+//! `--max-total-output` with all other output, plus the one vector its
+//! pieces are read into, and one whose reader takes nothing for 30 s is
+//! dropped.
 
 use std::time::Instant;
 
@@ -41,6 +42,11 @@ pub(super) const CHUNK: usize = crate::files::READ_PIECE;
 const LOW_WATER: usize = 2 * CHUNK;
 /// How long a download's client may take nothing before it is dropped.
 const DOWNLOAD_IDLE: std::time::Duration = crate::transport::BODY_IDLE;
+/// Downloads at a time whose buffers are kept from piece to piece
+/// (`Transport::set_bulk`): each keeps up to about 2.25 MiB that is not
+/// output, so this bounds that memory at about 18 MiB; a download past it
+/// frees and maps its buffers as it goes, as all did before.
+const BULK_DOWNLOADS: usize = 8;
 
 /// A connection's part in a file transfer.
 pub(super) enum Transfer {
@@ -78,6 +84,11 @@ pub(super) struct Download {
     /// When the last piece was queued: a client that takes nothing for
     /// [`DOWNLOAD_IDLE`] is dropped.
     since: Instant,
+    /// The last piece's vector, for the reading thread to fill with the
+    /// next ([`Job::Read`]).
+    spare: Vec<u8>,
+    /// One of the [`BULK_DOWNLOADS`] that keep their buffers.
+    bulk: bool,
 }
 
 /// An upload stored on disk whose row the store is writing.
@@ -310,6 +321,9 @@ impl Server {
             Transfer::Download(down) => {
                 self.transfers.remove(&down.id);
                 self.control_out.push_back(Job::Close { id: down.id });
+                if down.bulk {
+                    self.bulk_downloads -= 1;
+                }
             }
         }
         self.send_control();
@@ -575,6 +589,11 @@ impl Server {
         self.next_transfer += 1;
         let tid = self.next_transfer;
         self.transfers.insert(tid, id);
+        let bulk = self.bulk_downloads < BULK_DOWNLOADS;
+        if bulk {
+            self.bulk_downloads += 1;
+            conn.transport.set_bulk(true);
+        }
         conn.transfer = Some(Box::new(Transfer::Download(Download {
             id: tid,
             sha: row.sha,
@@ -583,6 +602,8 @@ impl Server {
             asked: false,
             held: None,
             since: Instant::now(),
+            spare: Vec::new(),
+            bulk,
         })));
         self.feed(id.key);
     }
@@ -609,6 +630,7 @@ impl Server {
             sha: down.sha,
             offset: down.next,
             len,
+            buf: std::mem::take(&mut down.spare),
         };
         if let Err(job) = self.disk_out.try_send(job) {
             down.held = Some(job);
@@ -644,12 +666,13 @@ impl Server {
         down.next += bytes.len() as u64;
         let done = down.next >= down.end;
         conn.transport.push_raw(&bytes);
+        // Downloads count toward --max-total-output like any output.
+        self.ledger.add(id.key, bytes.len());
+        down.spare = bytes;
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id.key);
         }
-        // Downloads count toward --max-total-output like any output.
-        self.ledger.add(id.key, bytes.len());
         if done {
             self.close_download(id, Closing::AfterFlush);
         }
@@ -679,8 +702,12 @@ impl Server {
     }
 
     fn close_download(&mut self, id: ConnId, how: Closing) {
-        if let Some(transfer) = self.conns.get_mut(id).and_then(|c| c.transfer.take()) {
-            self.end_transfer(*transfer);
+        if let Some(conn) = self.conns.get_mut(id) {
+            // What is left drains as any output does, freed as it goes.
+            conn.transport.set_bulk(false);
+            if let Some(transfer) = conn.transfer.take() {
+                self.end_transfer(*transfer);
+            }
         }
         let reason = if how == Closing::Now {
             "download failed"

@@ -425,6 +425,8 @@ pub struct Server {
     /// Transfers by the id the files threads know them by.
     transfers: HashMap<u64, ConnId>,
     next_transfer: u64,
+    /// Downloads that keep their buffers between pieces (`files`).
+    bulk_downloads: usize,
     /// Connections with a job waiting for room in a files queue.
     held: Vec<ConnId>,
     /// Jobs that end transfers, waiting for room (they are never dropped).
@@ -609,6 +611,7 @@ impl Server {
             disk_out,
             transfers: HashMap::new(),
             next_transfer: 0,
+            bulk_downloads: 0,
             held: Vec::new(),
             control_in: VecDeque::new(),
             control_out: VecDeque::new(),

@@ -11,7 +11,13 @@ use std::io::{self, Write};
 /// Largest allocation kept for reuse once everything is written: enough for
 /// a busy connection's turn of chat lines, not for a one-off `/who` of
 /// thousands of names, which is freed at once.
-const KEEP_CAPACITY: usize = 16 * 1024;
+pub const KEEP_CAPACITY: usize = 16 * 1024;
+/// Largest allocation a bulk sender (a download) keeps from piece to piece
+/// (the `_keeping` methods): its pieces are far above the allocator's mmap
+/// threshold, and a buffer freed as each is written was mapped again for
+/// the next, faulted in page by page and unmapped, with a TLB shootdown
+/// on every other core, several times per 256 KiB sent.
+pub const BULK_KEEP: usize = 1024 * 1024;
 /// Written bytes at the front are dropped once they pass this size.
 const COMPACT_AT: usize = 64 * 1024;
 /// A buffer above [`KEEP_CAPACITY`] whose unsent bytes fill at most this
@@ -75,24 +81,35 @@ impl Outbox {
     /// Marks `n` unsent bytes as written (handed to a TLS or WebSocket
     /// layer that copies them).
     pub fn consume(&mut self, n: usize) {
+        self.consume_keeping(n, KEEP_CAPACITY);
+    }
+
+    /// [`Outbox::consume`], keeping an allocation of up to `keep` bytes.
+    pub fn consume_keeping(&mut self, n: usize, keep: usize) {
         self.pos = (self.pos + n).min(self.buf.len());
         if self.pos == self.buf.len() {
-            self.pos = 0;
-            if self.buf.capacity() > KEEP_CAPACITY {
-                self.buf = Vec::new();
-            } else {
-                self.buf.clear();
-            }
+            self.emptied(keep);
         } else {
-            self.shrink_if_sparse();
+            self.shrink_if_sparse(keep);
+        }
+    }
+
+    /// Everything is written: keeps an allocation of up to `keep` bytes
+    /// for the next output (no malloc per write), frees a bigger one.
+    fn emptied(&mut self, keep: usize) {
+        self.pos = 0;
+        if self.buf.capacity() > keep {
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
         }
     }
 
     /// A backlog has mostly drained: hands the allocation back instead of
     /// keeping it at its high-water mark until the last byte is written.
-    fn shrink_if_sparse(&mut self) {
+    fn shrink_if_sparse(&mut self, keep: usize) {
         let cap = self.buf.capacity();
-        if cap > KEEP_CAPACITY && self.pending() * SPARSE <= cap {
+        if cap > keep && self.pending() * SPARSE <= cap {
             let mut fresh = Vec::with_capacity((self.pending() * 2).max(KEEP_CAPACITY));
             fresh.extend_from_slice(&self.buf[self.pos..]);
             self.buf = fresh;
@@ -128,26 +145,26 @@ impl Outbox {
     /// Writes until done or the writer would block. Short writes advance the
     /// cursor; `Interrupted` is retried; any other error is returned.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<Flushed> {
+        self.write_keeping(w, KEEP_CAPACITY)
+    }
+
+    /// [`Outbox::write_to`], keeping an allocation of up to `keep` bytes.
+    pub fn write_keeping(&mut self, w: &mut impl Write, keep: usize) -> io::Result<Flushed> {
         while self.pos < self.buf.len() {
             match w.write(&self.buf[self.pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.shrink_if_sparse();
+                    self.shrink_if_sparse(keep);
                     return Ok(Flushed::Partly);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        // Keep a modest allocation: a busy connection reuses it next turn
-        // (no malloc per write). The reactor `release`s idle ones.
-        self.pos = 0;
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = Vec::new();
-        } else {
-            self.buf.clear();
-        }
+        // A modest allocation is kept: a busy connection reuses it next
+        // turn. The reactor `release`s idle ones.
+        self.emptied(keep);
         Ok(Flushed::All)
     }
 
@@ -253,6 +270,31 @@ mod tests {
         };
         out.write_to(&mut w).unwrap();
         assert_eq!(out.capacity(), 0);
+    }
+
+    #[test]
+    fn a_bulk_sender_keeps_what_it_asks_for_and_no_more() {
+        let mut w = Trickle {
+            got: Vec::new(),
+            room: usize::MAX,
+            calls: usize::MAX,
+        };
+        let mut out = Outbox::default();
+        out.push(&vec![b'z'; 300_000], 1 << 20);
+        out.write_keeping(&mut w, BULK_KEEP).unwrap();
+        let cap = out.capacity();
+        assert!(cap >= 300_000, "kept for the next piece");
+        out.push(&vec![b'y'; 300_000], 1 << 20);
+        assert_eq!(out.capacity(), cap, "the same allocation again");
+        out.consume_keeping(200_000, BULK_KEEP);
+        assert_eq!(out.capacity(), cap, "not shrunk while it is kept");
+        out.consume_keeping(100_000, BULK_KEEP);
+        assert_eq!(out.capacity(), cap);
+        // More than it keeps is freed once written, as always.
+        out.push(&vec![b'x'; 2 * BULK_KEEP], 4 * BULK_KEEP);
+        out.write_keeping(&mut w, BULK_KEEP).unwrap();
+        assert_eq!(out.capacity(), 0);
+        assert_eq!(w.got.len(), 300_000 + 2 * BULK_KEEP);
     }
 
     #[test]

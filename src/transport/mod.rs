@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::reactor::outbox::{Flushed, Outbox};
+use crate::reactor::outbox::{BULK_KEEP, Flushed, KEEP_CAPACITY, Outbox};
 use lines::{Framed, InBuf, Lines};
 use sniff::Sniffed;
 use tls_stream::TlsStream;
@@ -162,6 +162,10 @@ pub struct Transport {
     deadline_told: bool,
     /// The connection is closing: end the stream cleanly after the output.
     finishing: bool,
+    /// The reactor streams a big response here (a download): `wire` and
+    /// the TLS records keep their allocations from piece to piece
+    /// ([`BULK_KEEP`]).
+    bulk: bool,
 }
 
 impl Transport {
@@ -180,6 +184,7 @@ impl Transport {
             deadline: None,
             deadline_told: false,
             finishing: false,
+            bulk: false,
         }
     }
 
@@ -591,6 +596,19 @@ impl Transport {
         }
     }
 
+    /// The reactor streams a big response on this connection (a download)
+    /// with [`Transport::push_raw`]: while `on`, its buffers are kept from
+    /// one piece to the next instead of being freed as each is written, up
+    /// to [`BULK_KEEP`] each.
+    pub fn set_bulk(&mut self, on: bool) {
+        self.bulk = on;
+    }
+
+    /// The allocation an output buffer keeps once it is all written.
+    fn keep(&self) -> usize {
+        if self.bulk { BULK_KEEP } else { KEEP_CAPACITY }
+    }
+
     /// Whether the socket is read at all: not while a files request waits
     /// for the reactor's answer.
     pub fn reading(&self) -> bool {
@@ -674,6 +692,7 @@ impl Transport {
     /// Writes `out` (the session's lines) and everything queued below it
     /// to `sock`, until done or the socket would block.
     pub fn flush(&mut self, sock: &mut impl Write, out: &mut Outbox) -> io::Result<Flushed> {
+        let keep = self.keep();
         loop {
             let ws = self.encode_ws(out);
             if self.offload.away {
@@ -682,7 +701,7 @@ impl Transport {
             }
             match &mut self.tls {
                 None => {
-                    if self.wire.write_to(sock)? == Flushed::Partly {
+                    if self.wire.write_keeping(sock, keep)? == Flushed::Partly {
                         return Ok(Flushed::Partly);
                     }
                     if !ws && out.write_to(sock)? == Flushed::Partly {
@@ -695,7 +714,7 @@ impl Transport {
                 Some(tls) => {
                     // Records already made go first: until the socket has
                     // taken them, nothing more is encrypted.
-                    if tls.outgoing().write_to(sock)? == Flushed::Partly {
+                    if tls.outgoing().write_keeping(sock, keep)? == Flushed::Partly {
                         return Ok(Flushed::Partly);
                     }
                     let before = (self.wire.pending(), out.pending());
@@ -709,9 +728,10 @@ impl Transport {
                     let tls_error = |e: rustls::Error| io::Error::other(e.to_string());
                     // (For WebSocket the close frame is in `wire` once `out` is empty.)
                     let last = self.finishing && out.is_empty();
-                    tls.send(&mut self.wire, last).map_err(tls_error)?;
+                    tls.send(&mut self.wire, last, keep).map_err(tls_error)?;
                     if !ws && self.wire.is_empty() {
-                        tls.send(out, self.finishing).map_err(tls_error)?;
+                        tls.send(out, self.finishing, KEEP_CAPACITY)
+                            .map_err(tls_error)?;
                     }
                     if tls.wants_write() {
                         // New records: write them (the socket may take them,
@@ -755,8 +775,12 @@ impl Transport {
         true
     }
 
-    /// Frees idle buffers; true if anything was freed.
+    /// Frees idle buffers; true if anything was freed. A bulk sender's
+    /// are not idle between pieces.
     pub fn release(&mut self) -> bool {
+        if self.bulk {
+            return self.input.release();
+        }
         let a = self.input.release();
         let b = self.wire.release();
         let c = self.tls.as_mut().is_some_and(|t| t.outgoing().release());
@@ -1151,6 +1175,39 @@ mod tests {
             0,
             "close_notify after the last line"
         );
+    }
+
+    #[test]
+    fn a_bulk_sender_keeps_its_buffers_from_piece_to_piece() {
+        for offload in [true, false] {
+            let (s, now, mut t, mut c, mut out) = handshaken(true, offload);
+            let piece = 256 * 1024;
+            let kept = |t: &mut Transport| {
+                let records = t.tls.as_mut().map_or(0, |tls| tls.outgoing().capacity());
+                (t.wire.capacity(), records)
+            };
+            t.set_bulk(true);
+            for n in 0..3u8 {
+                t.push_raw(&vec![n; piece]);
+                let (_, plain) = exchange(&mut t, &mut c, &s, &mut out, now);
+                assert!(plain == vec![n; piece], "piece {n} (offload {offload})");
+                assert!(!t.has_pending());
+                t.release();
+                let (wire, records) = kept(&mut t);
+                // (On the loop, records are made 64 KiB at a time.)
+                assert!(
+                    wire >= piece && records > KEEP_CAPACITY,
+                    "piece {n} (offload {offload}): {wire} and {records} bytes kept"
+                );
+            }
+            // Once the download ends, its last bytes drain as any output
+            // does, freed as they are written.
+            t.set_bulk(false);
+            t.push_raw(&vec![9; piece]);
+            let (_, plain) = exchange(&mut t, &mut c, &s, &mut out, now);
+            assert!(plain == vec![9; piece]);
+            assert_eq!(kept(&mut t), (0, 0), "offload {offload}");
+        }
     }
 
     #[test]

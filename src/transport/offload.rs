@@ -75,6 +75,9 @@ pub struct Crypto {
     raw: Vec<u8>,
     /// Plaintext to seal, all of it.
     seal: Outbox,
+    /// The allocation `seal` keeps once sealed, to come back with the
+    /// job (a bulk sender's `wire`, see `Transport::set_bulk`).
+    keep: usize,
 }
 
 /// What came of a [`Crypto`] job.
@@ -82,6 +85,8 @@ pub struct CryptoDone {
     tls: TlsStream,
     plain: Vec<u8>,
     error: Option<rustls::Error>,
+    /// The sealed buffer, empty, with what it kept of its allocation.
+    sealed: Outbox,
 }
 
 impl Crypto {
@@ -100,7 +105,7 @@ impl Crypto {
         }
         if error.is_none()
             && !self.seal.is_empty()
-            && let Err(e) = self.tls.send_all(&mut self.seal)
+            && let Err(e) = self.tls.send_all(&mut self.seal, self.keep)
         {
             error = Some(e);
         }
@@ -108,6 +113,7 @@ impl Crypto {
             tls: self.tls,
             plain: plain.take_vec(),
             error,
+            sealed: self.seal,
         }
     }
 
@@ -170,7 +176,13 @@ impl Transport {
         };
         self.offload.away = true;
         self.offload.away_unsent = tls.outgoing_len() + seal.pending();
-        Some(Box::new(Crypto { tls, raw, seal }))
+        let keep = self.keep();
+        Some(Box::new(Crypto {
+            tls,
+            raw,
+            seal,
+            keep,
+        }))
     }
 
     /// A worker's job is back: plaintext goes to the framing, records wait
@@ -183,6 +195,11 @@ impl Transport {
             self.eof = true;
         }
         self.tls = Some(done.tls);
+        // A bulk sender's buffer comes back for the next piece, unless
+        // output queued meanwhile has one already.
+        if self.bulk && self.wire.is_empty() && done.sealed.capacity() > self.wire.capacity() {
+            self.wire = done.sealed;
+        }
         if let Some(e) = done.error {
             log::debug!("TLS error: {e}");
             self.offload.raw = Vec::new();

@@ -17,7 +17,7 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
 use super::lines::InBuf;
-use crate::reactor::outbox::Outbox;
+use crate::reactor::outbox::{KEEP_CAPACITY, Outbox};
 
 /// Plaintext encrypted per record batch.
 const ENCRYPT_CHUNK: usize = 16 * 1024;
@@ -109,7 +109,7 @@ impl TlsStream {
     }
 
     fn receive_held(&mut self, plain: &mut InBuf) -> Result<(), rustls::Error> {
-        let result = self.drive(plain, None, false, OUTGOING_HIGH);
+        let result = self.drive(plain, None, false, OUTGOING_HIGH, KEEP_CAPACITY);
         if self.incoming.is_empty() {
             self.incoming = Vec::new();
         } else if self.incoming.capacity() > (2 * self.incoming.len()).max(4096) {
@@ -121,17 +121,23 @@ impl TlsStream {
 
     /// Encrypts what `out` holds, as far as the outgoing records have room
     /// (nothing before the handshake is done); with `finish`, ends with a
-    /// close_notify once `out` is empty.
-    pub fn send(&mut self, out: &mut Outbox, finish: bool) -> Result<(), rustls::Error> {
+    /// close_notify once `out` is empty. `out` keeps an allocation of up
+    /// to `keep` bytes once it is all taken ([`Outbox::consume_keeping`]).
+    pub fn send(
+        &mut self,
+        out: &mut Outbox,
+        finish: bool,
+        keep: usize,
+    ) -> Result<(), rustls::Error> {
         let mut none = InBuf::default();
-        self.drive(&mut none, Some(out), finish, OUTGOING_HIGH)
+        self.drive(&mut none, Some(out), finish, OUTGOING_HIGH, keep)
     }
 
     /// Encrypts all of `out`, however much that is (a worker's bulk job:
     /// what it is handed is already bounded).
-    pub fn send_all(&mut self, out: &mut Outbox) -> Result<(), rustls::Error> {
+    pub fn send_all(&mut self, out: &mut Outbox, keep: usize) -> Result<(), rustls::Error> {
         let mut none = InBuf::default();
-        self.drive(&mut none, Some(out), false, usize::MAX)
+        self.drive(&mut none, Some(out), false, usize::MAX, keep)
     }
 
     fn drive(
@@ -140,6 +146,7 @@ impl TlsStream {
         mut out: Option<&mut Outbox>,
         finish: bool,
         high: usize,
+        keep: usize,
     ) -> Result<(), rustls::Error> {
         if self.failed {
             // Whatever is still offered is dropped: the connection is over.
@@ -228,7 +235,7 @@ impl TlsStream {
                                     }
                                 }
                             }
-                            out.consume(n);
+                            out.consume_keeping(n, keep);
                         }
                         if finish && out.is_empty() && !self.close_notify_queued {
                             self.close_notify_queued = true;
