@@ -1737,3 +1737,41 @@ fn a_big_tls_upload_sent_behind_the_handshake_streams_through_bounded_memory() {
     }
     alice.expect(&announce("alice", "big.bin", "32 MiB", &url));
 }
+
+/// More downloads at once than keep their buffers from piece to piece
+/// (eight): all of them, begun before any is read to the end, get the
+/// whole file, and so do the downloads after them.
+#[test]
+fn twelve_downloads_at_once_each_get_the_whole_file() {
+    let f = Files::start(&["--max-file", "16M", "--file-quota", "64M"]);
+    let mut alice = register(f.addr(), "alice", &pw("alice"));
+    let bytes = body(3 << 20, 33);
+    let url = f.share(&mut alice, "many.bin", &bytes);
+    alice.expect(&announce("alice", "many.bin", "3 MiB", &url));
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+        path_of(&url),
+        f.s.addr
+    );
+    let mut all: Vec<Http> = (0..12)
+        .map(|_| {
+            let mut h = f.http();
+            h.send(req.as_bytes()).expect("request");
+            h
+        })
+        .collect();
+    let deadline = Instant::now() + HTTP_PATIENCE;
+    for (i, h) in all.iter_mut().enumerate() {
+        assert!(h.fill(deadline), "download {i} began");
+    }
+    for (i, h) in all.iter_mut().enumerate() {
+        let resp = h.response(false);
+        assert_eq!(resp.status, 200, "download {i}");
+        assert!(resp.body == bytes, "download {i}: the same bytes");
+    }
+    for i in 0..3 {
+        let got = f.get(&path_of(&url));
+        assert_eq!(got.status, 200, "download {i} after");
+        assert!(got.body == bytes, "download {i} after: the same bytes");
+    }
+}
