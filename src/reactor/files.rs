@@ -84,8 +84,8 @@ pub(super) struct Download {
     /// When the last piece was queued: a client that takes nothing for
     /// [`DOWNLOAD_IDLE`] is dropped.
     since: Instant,
-    /// The last piece's vector, for the reading thread to fill with the
-    /// next ([`Job::Read`]).
+    /// A bulk download's last piece's vector, for the reading thread to
+    /// fill with the next ([`Job::Read`]).
     spare: Vec<u8>,
     /// One of the [`BULK_DOWNLOADS`] that keep their buffers.
     bulk: bool,
@@ -668,7 +668,11 @@ impl Server {
         conn.transport.push_raw(&bytes);
         // Downloads count toward --max-total-output like any output.
         self.ledger.add(id.key, bytes.len());
-        down.spare = bytes;
+        // Only a bulk download keeps its vector between pieces: any other
+        // holds no memory while it waits for the disk, as before.
+        if down.bulk {
+            down.spare = bytes;
+        }
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id.key);

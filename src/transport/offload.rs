@@ -197,7 +197,12 @@ impl Transport {
         self.tls = Some(done.tls);
         // A bulk sender's buffer comes back for the next piece, unless
         // output queued meanwhile has one already.
-        if self.bulk && self.wire.is_empty() && done.sealed.capacity() > self.wire.capacity() {
+        // (Not one a failure left bytes in.)
+        if self.bulk
+            && self.wire.is_empty()
+            && done.sealed.is_empty()
+            && done.sealed.capacity() > self.wire.capacity()
+        {
             self.wire = done.sealed;
         }
         if let Some(e) = done.error {
