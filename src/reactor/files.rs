@@ -15,9 +15,9 @@
 //! for the next only when the socket has taken all but [`LOW_WATER`] of
 //! what was queued: a download holds at most three quarters of a MiB of
 //! output however big the file and however slow the reader, counted in
-//! `--max-total-output` with all other output, plus the one vector its
-//! pieces are read into, and one whose reader takes nothing for 30 s is
-//! dropped.
+//! `--max-total-output` with all other output (one of the
+//! [`BULK_DOWNLOADS`] also keeps the vector its pieces are read into),
+//! and one whose reader takes nothing for 30 s is dropped.
 
 use std::time::Instant;
 

@@ -778,10 +778,10 @@ impl Transport {
     /// Frees idle buffers; true if anything was freed. A bulk sender's
     /// are not idle between pieces.
     pub fn release(&mut self) -> bool {
-        if self.bulk {
-            return self.input.release();
-        }
         let a = self.input.release();
+        if self.bulk {
+            return a;
+        }
         let b = self.wire.release();
         let c = self.tls.as_mut().is_some_and(|t| t.outgoing().release());
         a || b || c

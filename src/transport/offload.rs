@@ -196,8 +196,8 @@ impl Transport {
         }
         self.tls = Some(done.tls);
         // A bulk sender's buffer comes back for the next piece, unless
-        // output queued meanwhile has one already.
-        // (Not one a failure left bytes in.)
+        // output queued meanwhile has one already or a failure left bytes
+        // in it.
         if self.bulk
             && self.wire.is_empty()
             && done.sealed.is_empty()
