@@ -31,11 +31,12 @@ fn long_name(prefix: &str, i: usize) -> String {
 // ------------------------------------------------------------ total output
 
 /// The attack that motivated `--max-total-output`: users that never read,
-/// each sending `/who` thousands of times (each answer ~600 bytes here,
-/// 15 KB with 1,500 users online). Every one stays under its own
+/// each sending `/who` a hundred thousand times (each answer ~600 bytes
+/// here, 15 KB with 1,500 users online). Every one stays under its own
 /// `--max-output` (64 MiB here), but each asks for more than the bound and
-/// the kernel's socket buffers together (23 MB), and all of them would
-/// hold ~250 MB. With `--max-total-output 8 MiB`, the ones holding the
+/// the kernel's buffers for its socket together (8 + 4 MiB), even the
+/// last to send, who may find the other hogs gone and answers of 250 bytes
+/// (25 MB), and all of them would hold ~600 MB. With `--max-total-output 8 MiB`, the ones holding the
 /// most are cut off, the server's resident memory grows by a few times the
 /// bound at most, users who asked for little keep their connections, and
 /// the probe chats on.
@@ -43,7 +44,7 @@ fn long_name(prefix: &str, i: usize) -> String {
 fn the_total_of_unsent_output_is_bounded() {
     const HOGS: usize = 12;
     const LIGHT: usize = 4;
-    const HOG_WHOS: usize = 40_000;
+    const HOG_WHOS: usize = 100_000;
     const LIGHT_WHOS: usize = 20;
     const BOUND: usize = 8 << 20;
     let bound = BOUND.to_string();
