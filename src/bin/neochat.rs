@@ -628,6 +628,17 @@ fn open(args: &Args, asker: Option<&mut DefaultEditor>) -> Result<Conn, u8> {
              the network as it is"
         );
     }
+    // Set up before connecting, so the ClientHello follows the connection
+    // at once.
+    let prepared = if use_tls {
+        let prepared = tls::prepare(host, &[]).map_err(|why| {
+            eprintln!("neochat: TLS with {} failed: {why}", args.server);
+            1
+        })?;
+        Some(prepared)
+    } else {
+        None
+    };
     let sock = connect(&args.server).map_err(|e| {
         eprintln!(
             "neochat: cannot connect to {}: {}",
@@ -636,10 +647,10 @@ fn open(args: &Args, asker: Option<&mut DefaultEditor>) -> Result<Conn, u8> {
         );
         1
     })?;
-    if !use_tls {
+    let Some(prepared) = prepared else {
         return Ok(Conn::Plain(sock));
-    }
-    let done = tls::handshake(sock, host).map_err(|why| {
+    };
+    let done = tls::handshake(prepared, sock).map_err(|why| {
         eprintln!("neochat: TLS with {} failed: {why}", args.server);
         1
     })?;

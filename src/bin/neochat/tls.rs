@@ -137,19 +137,20 @@ pub struct Handshaken {
     pub seen: Seen,
 }
 
-/// Runs the TLS handshake on `sock` for `host` (the name or address the
-/// user typed, without the port). The error is one phrase for the user.
-pub fn handshake(sock: TcpStream, host: &str) -> Result<Handshaken, String> {
-    handshake_with(sock, host, &[])
+/// A TLS client set up for one server, before connecting: loading the
+/// system's roots takes tens of milliseconds (more on a small board), and
+/// a server that waits a moment for a silent client to speak first must
+/// not see that delay between the connection and the ClientHello.
+pub struct Prepared {
+    tls: ClientConnection,
+    verifier: Arc<Verifier>,
 }
 
-/// [`handshake`], offering the ALPN protocols `alpn` (`http/1.1` for a
-/// file transfer, so the server speaks HTTP at once).
-pub fn handshake_with(
-    mut sock: TcpStream,
-    host: &str,
-    alpn: &[&[u8]],
-) -> Result<Handshaken, String> {
+/// Sets up a TLS client for `host` (the name or address the user typed,
+/// without the port), offering the ALPN protocols `alpn` (`http/1.1` for a
+/// file transfer, so the server speaks HTTP at once; none for the chat).
+/// The error is one phrase for the user.
+pub fn prepare(host: &str, alpn: &[&[u8]]) -> Result<Prepared, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(Verifier {
         webpki: system_verifier(&provider),
@@ -174,9 +175,15 @@ pub fn handshake_with(
         .unwrap_or(host);
     let name = ServerName::try_from(bare.to_owned())
         .map_err(|_| format!("`{host}` is not a name a certificate can be checked for"))?;
-    let mut tls = ClientConnection::new(Arc::new(config), name)
+    let tls = ClientConnection::new(Arc::new(config), name)
         .map_err(|e| format!("TLS setup failed: {e}"))?;
+    Ok(Prepared { tls, verifier })
+}
 
+/// Runs the handshake [`prepare`]d on `sock`, a fresh connection to the
+/// server. The error is one phrase for the user.
+pub fn handshake(prepared: Prepared, mut sock: TcpStream) -> Result<Handshaken, String> {
+    let Prepared { mut tls, verifier } = prepared;
     set_timeouts(&sock, Some(HANDSHAKE_TIMEOUT))?;
     while tls.is_handshaking() {
         if let Err(e) = tls.complete_io(&mut sock) {

@@ -454,11 +454,20 @@ impl Files {
     /// path to ask for there.
     fn connect(&self, url: &Url) -> Result<(Stream, String), String> {
         let (addr, path) = files::target(url, &self.origin.server);
+        // Set up before connecting, so the ClientHello follows the
+        // connection at once.
+        let prepared = if self.origin.tls {
+            let prepared = tls::prepare(wire::host(&addr), &[b"http/1.1"])
+                .map_err(|why| format!("TLS with {addr} failed: {why}"))?;
+            Some(prepared)
+        } else {
+            None
+        };
         let sock = crate::connect(&addr)
             .map_err(|e| format!("cannot connect to {addr}: {}", wire::describe(&e)))?;
         let _ = sock.set_nodelay(true);
-        let stream = if self.origin.tls {
-            let done = tls::handshake_with(sock, wire::host(&addr), &[b"http/1.1"])
+        let stream = if let Some(prepared) = prepared {
+            let done = tls::handshake(prepared, sock)
                 .map_err(|why| format!("TLS with {addr} failed: {why}"))?;
             trust::for_transfer(&addr, &done.seen, self.origin.chat_cert)?;
             Stream::Tls(Box::new(StreamOwned::new(done.tls, done.sock)))
