@@ -475,7 +475,9 @@ fn thousand_idle_connections() {
 #[test]
 fn fd_exhaustion_does_not_spin_and_recovers() {
     const NOFILE: usize = 64;
-    let s = Server::start_with_nofile(&[], NOFILE as u64);
+    // Connecting one at a time takes a while on a loaded machine: the
+    // first connections must not reach the login timeout meanwhile.
+    let s = Server::start_with_nofile(&["--login-timeout", "600"], NOFILE as u64);
     let probe = Probe::start(s.addr);
     let mut accepted: Vec<Client> = Vec::new();
     let mut waiting: Vec<Client> = Vec::new();

@@ -86,7 +86,8 @@ fn a_user_whose_password_check_runs_is_not_evicted_nor_charged() {
     fifth.expect_welcome();
     others[0].expect(BUSY);
     others[0].expect_closed();
-    let line = user.line_within(Duration::from_secs(10));
+    // Cost 13 on a busy machine may take more than the usual timeout.
+    let line = user.line_within(PROBE_PATIENCE);
     assert_eq!(line, "* logged in as alice", "evicted during its check");
     user.expect_online();
     // Nothing was charged to the user's address.
@@ -122,16 +123,24 @@ fn a_lasting_pause_of_accepts_is_logged_even_after_a_throttled_one() {
         thread::sleep(Duration::from_millis(20));
     }
     // One more than there are descriptors for: paused, and it lasts.
+    // The held-back line comes within the minute of the first; 90 s leaves
+    // room for a loaded machine.
     held.push(Client::connect(addr));
-    thread::sleep(Duration::from_secs(62));
-    let log = server.output();
-    let last = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("accept failed") || l.contains("accepting connections again"))
-        .unwrap_or_default();
-    assert!(
-        last.contains("accept failed"),
-        "accepts are paused, the log says otherwise: {last:?}\n{log}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let log = server.output();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("accept failed") || l.contains("accepting connections again"))
+            .unwrap_or_default();
+        if last.contains("accept failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accepts are paused, the log still says otherwise after 90 s: {last:?}\n{log}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
 }

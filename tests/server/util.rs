@@ -1818,6 +1818,16 @@ pub fn send_bursts_at_once(
     }
     s.signal(libc::SIGCONT);
     probe.wait_progress(3);
+    // The probe's own lines can get ahead of the burst (it may still be
+    // paced out when they arrive), and the report ends at the probe's end
+    // marker: wait for the burst, as long as the probe is patient.
+    let is_burst = |l: &String| l.starts_with("burst") && l.ends_with(&line);
+    let deadline = Instant::now() + PROBE_PATIENCE;
+    while probe.heard().iter().filter(|l| is_burst(l)).count() < senders.len() * 20
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
     let report = probe.finish();
     let heard = report
         .rx_heard
