@@ -135,7 +135,7 @@ fn help_lists_commands() {
     let first = alice.line();
     assert!(first.starts_with("* "), "help line {first:?}");
     let mut lines = vec![first];
-    lines.extend(alice.lines_until_quiet(QUIET));
+    lines.extend(alice.sync());
     for l in &lines {
         assert!(l.starts_with("* "), "help line {l:?} in {lines:?}");
     }
@@ -145,7 +145,7 @@ fn help_lists_commands() {
     }
     bob.quiet();
     alice.send("/HELP\n");
-    assert_eq!(alice.lines_until_quiet(QUIET), lines);
+    assert_eq!(alice.sync(), lines);
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn login_gets_online_line_lobby_history_rooms_by_name_then_private_messages() {
     join_room(&mut bob, "#zeta", "#zeta * online (2): alice, bob");
     alice.expect("#zeta * bob joined");
     join_room(&mut bob, "#alpha", "#alpha * online (2): alice, bob");
-    let _topic = bob.lines_until_quiet(QUIET);
+    bob.sync();
     alice.expect("#alpha * bob joined");
     bob.quit();
     alice.expect("* bob left");
@@ -316,7 +316,7 @@ fn a_senders_other_connections_get_what_it_sends() {
     join_room(&mut alice, "#rust", "#rust * online (2): alice, bob");
     bob.expect("#rust * alice joined");
     alice.send("/join #lobby\n");
-    let _ = alice.lines_until_quiet(QUIET);
+    alice.sync();
     let mut phone = login(s.addr, "bob", &pw("bob"));
     assert_eq!(
         phone.lines_until_quiet(GAP),
@@ -382,7 +382,7 @@ fn join_creates_a_room_joins_it_and_makes_it_current() {
     let mut alice = alice.with_history();
     alice.send("/join #new\n");
     // A new room: the online line, no topic, no history.
-    assert_eq!(alice.lines_until_quiet(QUIET), ["#new * online (1): alice"]);
+    assert_eq!(sync(&mut alice), ["#new * online (1): alice"]);
     join_room(&mut bob, "#new", "#new * online (2): alice, bob");
     alice.expect("#new * bob joined");
     carol.quiet();
@@ -392,7 +392,7 @@ fn join_creates_a_room_joins_it_and_makes_it_current() {
     bob.quiet();
     // Already a member: it only becomes the current room.
     bob.send("/join #lobby\n");
-    let got = bob.lines_until_quiet(QUIET);
+    let got = bob.sync();
     assert!(got.iter().all(|l| !l.starts_with("! ")), "{got:?}");
     bob.send("/join #new\n");
     bob.expect("* talking in #new");
@@ -410,7 +410,7 @@ fn join_lobby_makes_the_lobby_current_again() {
     join_room(&mut alice, "#rust", "#rust * online (1): alice");
     alice.send("/join #lobby\n");
     // PROTOCOL.md names no reply: whatever comes must not be an error.
-    let got = alice.lines_until_quiet(QUIET);
+    let got = alice.sync();
     assert!(got.iter().all(|l| !l.starts_with("! ")), "{got:?}");
     alice.send("to the lobby\n");
     bob.expect("alice: to the lobby");
@@ -470,7 +470,7 @@ fn to_sends_to_a_room_without_changing_the_current_one() {
     join_room(&mut alice, "#r", "#r * online (2): alice, bob");
     bob.expect("#r * alice joined");
     alice.send("/join #lobby\n");
-    let _ = alice.lines_until_quiet(QUIET);
+    alice.sync();
 
     alice.send("/to #r aside\n");
     bob.expect("#r alice: aside");
@@ -538,7 +538,7 @@ fn who_names_a_room_or_the_current_one() {
     join_room(&mut alice, "#rust", "#rust * online (2): alice, bob");
     bob.expect("#rust * alice joined");
     alice.send("/join #lobby\n");
-    let _ = alice.lines_until_quiet(QUIET);
+    alice.sync();
     alice.send("/who #rust\n");
     alice.expect("#rust * online (2): alice, bob");
     alice.send("/who\n");
@@ -558,7 +558,7 @@ fn topic_is_set_by_the_owner_refused_to_others_and_shown() {
     join_room(&mut bob, "#t", "#t * online (2): alice, bob");
     alice.expect("#t * bob joined");
     alice.send("/join #lobby\n");
-    let _ = alice.lines_until_quiet(QUIET);
+    alice.sync();
     alice.send("/topic #t hello world\n");
     alice.expect("#t * topic: hello world (set by alice)");
     bob.expect("#t * topic: hello world (set by alice)");
@@ -627,7 +627,7 @@ fn history_of_a_room_and_of_a_private_conversation_both_ways() {
         ["~ #rust alice: r2", "~ #rust alice: r3"]
     );
     alice.send("/join #lobby\n");
-    let _ = alice.lines_until_quiet(QUIET);
+    alice.sync();
     alice.send("lobby line\n");
     bob.expect("alice: lobby line");
     assert_eq!(
@@ -721,7 +721,7 @@ fn a_room_whose_last_member_leaves_is_deleted_with_its_history_and_topic() {
     alice.send("/rooms\n");
     alice.expect("* rooms (1): #lobby (2 online)");
     bob.send("/join #tmp\n");
-    assert_eq!(bob.lines_until_quiet(QUIET), ["#tmp * online (1): bob"]);
+    assert_eq!(sync(&mut bob), ["#tmp * online (1): bob"]);
     assert_eq!(history(&mut bob, " #tmp"), Vec::<String>::new());
     // The new room is bob's.
     bob.send("/topic mine\n");
@@ -738,8 +738,8 @@ fn membership_is_restored_silently_and_presence_is_told_in_the_lobby_only() {
     join_room(&mut bob, "#rust", "#rust * online (2): alice, bob");
     alice.expect("#rust * bob joined");
     bob.quit();
-    assert_eq!(alice.lines_until_quiet(QUIET), ["* bob left"]);
-    assert_eq!(carol.lines_until_quiet(QUIET), ["* bob left"]);
+    assert_eq!(alice.sync(), ["* bob left"]);
+    assert_eq!(carol.sync(), ["* bob left"]);
     alice.send("/who #rust\n");
     alice.expect("#rust * online (1): alice");
     let (mut bob, lines) = login_seeing(s.addr, "bob");
@@ -750,8 +750,8 @@ fn membership_is_restored_silently_and_presence_is_told_in_the_lobby_only() {
             "#rust * online (2): alice, bob"
         ]
     );
-    assert_eq!(alice.lines_until_quiet(QUIET), ["* bob joined"]);
-    assert_eq!(carol.lines_until_quiet(QUIET), ["* bob joined"]);
+    assert_eq!(alice.sync(), ["* bob joined"]);
+    assert_eq!(carol.sync(), ["* bob joined"]);
     bob.send("/to #rust back\n");
     alice.expect("#rust bob: back");
     carol.quiet();
@@ -765,11 +765,9 @@ fn quiet_presence_stops_joined_and_left_lines_in_a_big_room() {
     // 2 online (3 with the newcomer): not more than 3, so told.
     let mut c = join(s.addr, "c1", &mut [&mut a, &mut b]);
     let mut d = register(s.addr, "d1", &pw("d1"));
-    let _ = (
-        a.lines_until_quiet(QUIET),
-        b.lines_until_quiet(QUIET),
-        c.lines_until_quiet(QUIET),
-    );
+    for x in [&mut a, &mut b, &mut c] {
+        x.sync();
+    }
     // 4 online (5 with the newcomer): more than 3 either way, so quiet.
     let mut e = register(s.addr, "e1", &pw("e1"));
     for x in [&mut a, &mut b, &mut c, &mut d] {
@@ -791,7 +789,7 @@ fn quiet_presence_stops_joined_and_left_lines_in_a_big_room() {
         );
     }
     for x in [&mut a, &mut b, &mut c, &mut d] {
-        let _ = x.lines_until_quiet(QUIET);
+        x.sync();
     }
     let mut e = login(s.addr, "e1", &pw("e1"));
     join_room(&mut e, "#big", "#big * online (5): a1, b1, c1, d1, e1");
@@ -839,10 +837,7 @@ fn history_off_shows_no_history_and_refuses_the_command() {
     assert_eq!(lines, ["* online (2): alice, bob"]);
     alice.expect("* bob joined");
     bob.send("/join #r\n");
-    assert_eq!(
-        bob.lines_until_quiet(QUIET),
-        ["#r * online (2): alice, bob"]
-    );
+    assert_eq!(sync(&mut bob), ["#r * online (2): alice, bob"]);
     bob.send("/history\n");
     bob.refused();
     bob.send("/history #r 5\n");
